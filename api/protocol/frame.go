@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 const (
@@ -169,11 +170,32 @@ func ReadFrame(r io.Reader, hdr *[HeaderLen]byte, maxBody int, buf []byte) (Fram
 	return Frame{Ver: h.Ver, Op: h.Op, Seq: h.Seq, Body: body}, nil
 }
 
-// WriteFrame writes one frame to w as a single Write call.
+// Sizes of the buffers WriteFrame encodes into. A buffer that grew past
+// maxPooledWriteBuf for one big frame is dropped rather than kept.
+const (
+	writeBufSize      = 512
+	maxPooledWriteBuf = 64 << 10
+)
+
+// writeBufPool holds WriteFrame's encode buffers: a buffer on WriteFrame's
+// stack escapes through the io.Writer interface, so without the pool every
+// call allocated.
+var writeBufPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, writeBufSize)
+	return &b
+}}
+
+// WriteFrame writes one frame to w as a single Write call. It does not
+// allocate in steady state; w must not keep the slice it is given (the
+// io.Writer contract).
 func WriteFrame(w io.Writer, ver, op, seq int32, body []byte) error {
-	var stack [256]byte
-	buf := AppendFrame(stack[:0], ver, op, seq, body)
+	bp := writeBufPool.Get().(*[]byte)
+	buf := AppendFrame((*bp)[:0], ver, op, seq, body)
 	_, err := w.Write(buf)
+	if cap(buf) <= maxPooledWriteBuf {
+		*bp = buf[:0]
+		writeBufPool.Put(bp)
+	}
 	return err
 }
 
