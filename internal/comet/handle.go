@@ -1,0 +1,380 @@
+package comet
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hubuim/hubuim/api/logic"
+	"github.com/hubuim/hubuim/api/protocol"
+)
+
+const (
+	countBodyLen    = 4
+	maxReasonLen    = 120 // bytes of a logic error echoed to the client
+	wsCloseDeadline = time.Second
+)
+
+// authReply is the AuthReply (op 8) body.
+type authReply struct {
+	Mid         int64  `json:"mid"`
+	Key         string `json:"key"`
+	RoomID      string `json:"room_id"`
+	HeartbeatMS int64  `json:"heartbeat_ms"`
+}
+
+func kickFrame(reason protocol.KickReason, msg string) []byte {
+	body, _ := proto.Marshal(&protocol.Kick{Reason: reason, Message: msg})
+	return protocol.AppendFrame(nil, protocol.Version, protocol.OpKick, 0, body)
+}
+
+func disconnectFrame(reason string) []byte {
+	return protocol.AppendFrame(nil, protocol.Version, protocol.OpDisconnectReply, 0, []byte(reason))
+}
+
+func reasonLabel(r protocol.KickReason) string {
+	return strings.ToLower(strings.TrimPrefix(r.String(), "KICK_REASON_"))
+}
+
+// errLabel names a read error for the protocol error metric; "" means the
+// peer went away (not a protocol error).
+func errLabel(err error) string {
+	switch {
+	case errors.Is(err, protocol.ErrHeaderLen):
+		return "header_len"
+	case errors.Is(err, protocol.ErrPackLen):
+		return "pack_len"
+	case errors.Is(err, ErrTextFrame):
+		return "ws_text_frame"
+	case errors.Is(err, ErrExtraData), errors.Is(err, protocol.ErrTruncated):
+		return "ws_bad_message"
+	case errors.Is(err, websocket.ErrReadLimit):
+		return "pack_len"
+	}
+	return ""
+}
+
+// readFrame reads one client frame. The body, if any, is in a pooled
+// buffer the caller returns with putBody.
+func (c *conn) readFrame() (protocol.Frame, *[]byte, error) {
+	if c.ws != nil {
+		return c.readWS()
+	}
+	h, err := protocol.ReadHeader(c.nc, &c.hdr, c.srv.cfg.MaxBody)
+	if err != nil {
+		return protocol.Frame{}, nil, err
+	}
+	f := protocol.Frame{Ver: h.Ver, Op: h.Op, Seq: h.Seq}
+	if h.BodyLen == 0 {
+		return f, nil, nil
+	}
+	bp := c.srv.bodyPool.Get().(*[]byte)
+	f.Body = (*bp)[:h.BodyLen]
+	if _, err := io.ReadFull(c.nc, f.Body); err != nil {
+		c.srv.bodyPool.Put(bp)
+		return protocol.Frame{}, nil, err
+	}
+	return f, bp, nil
+}
+
+func (c *conn) readWS() (protocol.Frame, *[]byte, error) {
+	mt, r, err := c.ws.NextReader()
+	if err != nil {
+		return protocol.Frame{}, nil, err
+	}
+	if mt != websocket.BinaryMessage {
+		return protocol.Frame{}, nil, ErrTextFrame
+	}
+	if _, err := io.ReadFull(r, c.hdr[:]); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			err = protocol.ErrTruncated
+		}
+		return protocol.Frame{}, nil, err
+	}
+	h, err := protocol.ParseHeader(c.hdr[:], c.srv.cfg.MaxBody)
+	if err != nil {
+		return protocol.Frame{}, nil, err
+	}
+	f := protocol.Frame{Ver: h.Ver, Op: h.Op, Seq: h.Seq}
+	var bp *[]byte
+	if h.BodyLen > 0 {
+		bp = c.srv.bodyPool.Get().(*[]byte)
+		f.Body = (*bp)[:h.BodyLen]
+		if _, err := io.ReadFull(r, f.Body); err != nil {
+			c.srv.bodyPool.Put(bp)
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				err = protocol.ErrTruncated
+			}
+			return protocol.Frame{}, nil, err
+		}
+	}
+	var one [1]byte
+	if n, _ := r.Read(one[:]); n > 0 {
+		if bp != nil {
+			c.srv.bodyPool.Put(bp)
+		}
+		return protocol.Frame{}, nil, ErrExtraData
+	}
+	return f, bp, nil
+}
+
+func (c *conn) putBody(bp *[]byte) {
+	if bp != nil {
+		c.srv.bodyPool.Put(bp)
+	}
+}
+
+// protocolError closes the connection for a bad frame: DisconnectReply with
+// the reason (a WebSocket close frame for WebSocket-level garbage), one log
+// line and a metric.
+func (c *conn) protocolError(err error) {
+	label := errLabel(err)
+	if label == "" {
+		return
+	}
+	c.srv.m.protoErrors.WithLabelValues(label).Inc()
+	c.srv.log.Info("protocol error; closing", "conn_id", c.id, "transport", c.transport, "key", c.key, "err", err)
+	if c.ws != nil && (label == "ws_text_frame" || label == "ws_bad_message") {
+		msg := websocket.FormatCloseMessage(websocket.CloseUnsupportedData, err.Error())
+		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wsCloseDeadline))
+		c.closeWith(nil, false)
+		return
+	}
+	c.closeWith(disconnectFrame(err.Error()), false)
+}
+
+func (s *Server) logicCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.baseCtx, s.cfg.LogicTimeout)
+}
+
+// handshake runs Auth, registers the connection and starts its read loop in
+// a fresh goroutine (small stack while idle).
+func (s *Server) handshake(c *conn) {
+	defer s.wg.Done()
+	if !s.auth(c) {
+		c.wheel.Remove(&c.tm)
+		c.closeWith(nil, false)
+		s.readers.Add(-1)
+		return
+	}
+	s.wg.Add(1)
+	go c.readLoop()
+}
+
+func (s *Server) refuse(c *conn, label, reason string) bool {
+	s.m.authFailures.WithLabelValues(label).Inc()
+	c.closeWith(disconnectFrame(reason), false)
+	return false
+}
+
+func (s *Server) auth(c *conn) bool {
+	f, bp, err := c.readFrame()
+	if err != nil {
+		if errLabel(err) != "" {
+			c.protocolError(err)
+		}
+		s.m.authFailures.WithLabelValues("read").Inc()
+		return false
+	}
+	if f.Op != protocol.OpAuth {
+		c.putBody(bp)
+		s.log.Info("first packet is not auth; closing", "conn_id", c.id, "op", f.Op)
+		return s.refuse(c, "not_auth", ErrNotAuth.Error())
+	}
+	if s.draining.Load() {
+		c.putBody(bp)
+		return s.refuse(c, "draining", ErrDraining.Error())
+	}
+	ctx, cancel := s.logicCtx()
+	reply, err := s.logic.Connect(ctx, &logic.ConnectReq{
+		Server:     s.cfg.ID,
+		ConnId:     c.id,
+		Token:      f.Body,
+		RemoteAddr: c.raw.RemoteAddr().String(),
+	})
+	cancel()
+	c.putBody(bp)
+	if err != nil {
+		reason := status.Convert(err).Message()
+		if len(reason) > maxReasonLen {
+			reason = reason[:maxReasonLen]
+		}
+		s.log.Info("auth rejected", "conn_id", c.id, "err", err)
+		return s.refuse(c, "rejected", ErrAuthRejected.Error()+": "+reason)
+	}
+	c.mid = reply.GetMid()
+	c.key = reply.GetKey()
+	if c.key == "" {
+		c.key = c.id
+	}
+	c.platform = reply.GetPlatform()
+	c.setAccepts(reply.GetAccepts())
+	hb := time.Duration(reply.GetHeartbeatMs()) * time.Millisecond
+	if hb <= 0 {
+		hb = s.cfg.HeartbeatInterval
+	}
+	c.hbTimeout = hb * time.Duration(s.cfg.HeartbeatMissed)
+	c.lastLogicHB = time.Now()
+	c.bucket = s.bucketFor(c.key)
+	old, err := c.bucket.put(c, reply.GetRoomId())
+	if err != nil {
+		s.disconnectLogic(c)
+		return s.refuse(c, "draining", err.Error())
+	}
+	s.conns.Add(1)
+	s.m.conns.Inc()
+	if old != nil {
+		old.kick(s.kickDup, protocol.KickReason_KICK_REASON_DUPLICATE_LOGIN, false)
+	}
+	body, _ := json.Marshal(authReply{Mid: c.mid, Key: c.key, RoomID: reply.GetRoomId(), HeartbeatMS: hb.Milliseconds()})
+	_ = c.enqueue(protocol.AppendFrame(nil, protocol.Version, protocol.OpAuthReply, f.Seq, body))
+	c.wheel.Set(&c.tm, c.hbTimeout)
+	return true
+}
+
+func (c *conn) setAccepts(ops []int32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.accepts = c.accepts[:0]
+	for _, op := range ops {
+		c.addAcceptLocked(op)
+	}
+}
+
+func (c *conn) addAcceptLocked(op int32) {
+	for _, a := range c.accepts {
+		if a == op {
+			return
+		}
+	}
+	if len(c.accepts) < c.srv.cfg.MaxAccepts {
+		c.accepts = append(c.accepts, op)
+	}
+}
+
+func (c *conn) delAcceptLocked(op int32) {
+	for i, a := range c.accepts {
+		if a == op {
+			c.accepts = append(c.accepts[:i], c.accepts[i+1:]...)
+			return
+		}
+	}
+}
+
+// parseOps calls fn for each valid op in a comma-separated list; invalid
+// items are skipped.
+func parseOps(body []byte, fn func(int32)) {
+	for _, item := range strings.Split(string(body), ",") {
+		op, err := strconv.ParseInt(strings.TrimSpace(item), 10, 32)
+		if err == nil {
+			fn(int32(op))
+		}
+	}
+}
+
+// readLoop serves an authenticated connection until it closes.
+func (c *conn) readLoop() {
+	s := c.srv
+	defer s.wg.Done()
+	for {
+		f, bp, err := c.readFrame()
+		if err != nil {
+			c.protocolError(err)
+			break
+		}
+		c.handle(f)
+		c.putBody(bp)
+	}
+	c.finish()
+}
+
+func (c *conn) reply(op, seq int32, body []byte) {
+	_ = c.enqueue(protocol.AppendFrame(nil, protocol.Version, op, seq, body))
+}
+
+func (c *conn) handle(f protocol.Frame) {
+	s := c.srv
+	switch f.Op {
+	case protocol.OpHeartbeat:
+		c.wheel.Set(&c.tm, c.hbTimeout)
+		var cnt [countBodyLen]byte
+		binary.BigEndian.PutUint32(cnt[:], uint32(c.bucket.roomOnline(c)))
+		c.reply(protocol.OpHeartbeatReply, f.Seq, cnt[:])
+		// Logic renews the session TTL at most once per LogicHeartbeat.
+		if now := time.Now(); now.Sub(c.lastLogicHB) >= s.cfg.LogicHeartbeat {
+			c.lastLogicHB = now
+			ctx, cancel := s.logicCtx()
+			_, err := s.logic.Heartbeat(ctx, &logic.HeartbeatReq{Mid: c.mid, Key: c.key, Server: s.cfg.ID, ConnId: c.id, Platform: c.platform})
+			cancel()
+			if err != nil {
+				s.m.logicErrors.WithLabelValues("Heartbeat").Inc()
+			}
+		}
+	case protocol.OpAuth:
+		// Already authenticated: ignored.
+	case protocol.OpChangeRoom:
+		c.bucket.changeRoom(c, string(f.Body))
+		c.reply(protocol.OpChangeRoomReply, f.Seq, f.Body)
+	case protocol.OpSub:
+		c.mu.Lock()
+		parseOps(f.Body, c.addAcceptLocked)
+		c.mu.Unlock()
+		c.reply(protocol.OpSubReply, f.Seq, f.Body)
+	case protocol.OpUnsub:
+		c.mu.Lock()
+		parseOps(f.Body, c.delAcceptLocked)
+		c.mu.Unlock()
+		c.reply(protocol.OpUnsubReply, f.Seq, f.Body)
+	default:
+		ctx, cancel := s.logicCtx()
+		r, err := s.logic.Receive(ctx, &logic.ReceiveReq{
+			Mid: c.mid, Key: c.key, Server: s.cfg.ID, ConnId: c.id,
+			Proto: &protocol.Proto{Ver: f.Ver, Op: f.Op, Seq: f.Seq, Body: f.Body},
+		})
+		cancel()
+		if err != nil {
+			s.m.logicErrors.WithLabelValues("Receive").Inc()
+			return
+		}
+		if p := r.GetProto(); p != nil {
+			c.reply(p.GetOp(), f.Seq, p.GetBody())
+		}
+	}
+}
+
+// finish unregisters a closed connection and tells logic.
+func (c *conn) finish() {
+	s := c.srv
+	c.wheel.Remove(&c.tm)
+	c.closeWith(nil, false)
+	c.bucket.del(c)
+	s.conns.Add(-1)
+	s.m.conns.Dec()
+	s.disconnectLogic(c)
+	s.readers.Add(-1)
+}
+
+func (s *Server) disconnectLogic(c *conn) {
+	select {
+	case s.discSem <- struct{}{}:
+	case <-s.baseCtx.Done():
+		s.m.logicErrors.WithLabelValues("Disconnect").Inc()
+		return
+	}
+	ctx, cancel := s.logicCtx()
+	_, err := s.logic.Disconnect(ctx, &logic.DisconnectReq{Mid: c.mid, Key: c.key, Server: s.cfg.ID, ConnId: c.id})
+	cancel()
+	<-s.discSem
+	if err != nil {
+		s.m.logicErrors.WithLabelValues("Disconnect").Inc()
+	}
+}
