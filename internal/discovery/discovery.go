@@ -25,8 +25,14 @@ const (
 	AddrHTTP   = "http"    // logic HTTP
 )
 
-// ErrClosed is returned by a Registry used after Close.
+// ErrClosed is returned by a Registry used after Close, and by a
+// Registration used after its Close.
 var ErrClosed = errors.New("discovery: closed")
+
+// ErrInvalidInstance is returned for an Instance that cannot be registered
+// (ID or Service empty or containing '/'), a service name that cannot be
+// watched, or an Update that would change a registration's ID or Service.
+var ErrInvalidInstance = errors.New("discovery: invalid instance")
 
 // Instance is one registered process.
 type Instance struct {
