@@ -1,0 +1,423 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hubuim/hubuim/api/protocol"
+)
+
+// Client is one device's connection to HubuIM. It reconnects by itself
+// until it is closed. All methods are safe for concurrent use.
+type Client struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *Metrics
+	events  chan Event
+	ids     IDGen
+	hb      *adaptiveInterval
+	backoff Backoff
+	seq     atomic.Int32
+
+	ctx      context.Context // ends on Close or when Run's context ends
+	cancel   context.CancelFunc
+	started  atomic.Bool
+	loopDone chan struct{} // closed when the connection loop has exited
+	firstUp  chan struct{} // closed on the first authenticated connection
+	upOnce   sync.Once
+	wg       sync.WaitGroup // the loop goroutine started by Connect
+	loopErr  error          // set before loopDone is closed
+
+	mu      sync.Mutex
+	sess    *session      // nil while disconnected
+	ready   chan struct{} // closed when sess becomes non-nil
+	mid     int64
+	key     string
+	roomID  string
+	accepts []int32
+	sends   map[string]*pendingSend // unacknowledged sends by client msg id
+
+	convMu     sync.Mutex
+	convs      map[string]*convState
+	syncs      map[int32]syncReq // outstanding Sync requests by frame seq
+	cursorSync syncReq           // outstanding Sync with cursors (seq 0: none)
+}
+
+// New checks cfg and returns a client that is not connected yet; call Run
+// or Connect.
+func New(cfg Config) (*Client, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Client{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		m:       cfg.Metrics,
+		events:  make(chan Event, cfg.EventBuffer),
+		hb:      newAdaptiveInterval(cfg.HeartbeatMin, cfg.HeartbeatMax, cfg.HeartbeatStep, cfg.HeartbeatGrowAfter),
+		backoff: Backoff{Base: cfg.BackoffBase, Max: cfg.BackoffMax, Factor: cfg.BackoffFactor, Jitter: cfg.BackoffJitter},
+		ctx:     ctx,
+		cancel:  cancel,
+
+		loopDone: make(chan struct{}),
+		firstUp:  make(chan struct{}),
+		ready:    make(chan struct{}),
+		mid:      cfg.Mid,
+		key:      cfg.Key,
+		roomID:   cfg.RoomID,
+		accepts:  slices.Clone(cfg.Accepts),
+		sends:    make(map[string]*pendingSend),
+		convs:    make(map[string]*convState, len(cfg.Cursors)),
+		syncs:    make(map[int32]syncReq),
+	}
+	for conv, seq := range cfg.Cursors {
+		c.convs[conv] = &convState{contig: seq, acked: seq, target: seq}
+	}
+	return c, nil
+}
+
+// Events is the channel every Event is delivered on. It is closed when the
+// client stops. The app must drain it: when it is full, the connection's
+// reader blocks (backpressure) — inbound frames, heartbeat replies and ACKs
+// then wait in the socket, Send calls stall, the heartbeat may declare the
+// connection dead and reconnect, and the server may kick the connection as
+// a slow consumer. Do not call Send from the only goroutine draining Events
+// when the buffer may be full.
+func (c *Client) Events() <-chan Event { return c.events }
+
+// Run connects and keeps the client connected until ctx ends or Close is
+// called; it returns nil after Close, ctx.Err() when ctx ended, and a
+// *KickedError after a kick that must not be answered by reconnecting
+// (duplicate login, admin). A client runs once.
+func (c *Client) Run(ctx context.Context) error {
+	if !c.started.CompareAndSwap(false, true) {
+		return ErrAlreadyStarted
+	}
+	stop := context.AfterFunc(ctx, c.cancel)
+	defer stop()
+	err := c.runLoop()
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	return err
+}
+
+// Connect starts the client in the background and returns once it is
+// connected and authenticated. When ctx ends first, the client is closed
+// and ctx.Err() is returned. A client runs once.
+func (c *Client) Connect(ctx context.Context) error {
+	if !c.started.CompareAndSwap(false, true) {
+		return ErrAlreadyStarted
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		_ = c.runLoop()
+	}()
+	select {
+	case <-c.firstUp:
+		return nil
+	case <-c.loopDone:
+		if c.loopErr != nil {
+			return c.loopErr
+		}
+		return ErrClosed
+	case <-ctx.Done():
+		c.Close()
+		return ctx.Err()
+	}
+}
+
+// Close disconnects and stops every goroutine of the client; Events is
+// closed. Pending Send and Request calls return ErrClosed.
+func (c *Client) Close() {
+	c.cancel()
+	if c.started.Load() {
+		<-c.loopDone
+	}
+	c.wg.Wait()
+}
+
+// Mid is the user id (as confirmed by the server once connected).
+func (c *Client) Mid() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mid
+}
+
+// Key is the device key (server-assigned when Config.Key was empty).
+func (c *Client) Key() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.key
+}
+
+// HeartbeatInterval is the current adaptive heartbeat interval.
+func (c *Client) HeartbeatInterval() time.Duration { return c.hb.get() }
+
+// RoomOnline is the online count of the connection's room from the last
+// heartbeat reply (0 before the first one or while disconnected).
+func (c *Client) RoomOnline() int32 {
+	s := c.session()
+	if s == nil {
+		return 0
+	}
+	return s.online.Load()
+}
+
+func (c *Client) nextSeq() int32 {
+	for {
+		// Keep seqs positive and skip 0, which servers use for pushes.
+		if v := c.seq.Add(1) & math.MaxInt32; v != 0 {
+			return v
+		}
+	}
+}
+
+// emit delivers ev, blocking while the channel is full, unless the client
+// stops.
+func (c *Client) emit(ev Event) bool {
+	select {
+	case c.events <- ev:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+func (c *Client) session() *session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sess
+}
+
+// waitSession returns the current connection, waiting for one.
+func (c *Client) waitSession(ctx context.Context) (*session, error) {
+	for {
+		c.mu.Lock()
+		s, ready := c.sess, c.ready
+		c.mu.Unlock()
+		if s != nil {
+			return s, nil
+		}
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+// runLoop connects, serves the connection and reconnects with backoff
+// until the client stops. It is the only sender on Events besides the
+// connection's reader, which it runs, so it closes Events at the end.
+func (c *Client) runLoop() error {
+	defer close(c.loopDone)
+	defer close(c.events)
+	attempt := 0
+	for c.ctx.Err() == nil {
+		s, err := c.dialAny()
+		if err != nil {
+			if c.ctx.Err() != nil {
+				break
+			}
+			c.m.inc(mConnectFailures)
+			c.log.Warn("hubuim client: connect failed", "attempt", attempt, "err", err)
+			c.emit(Error{Err: err})
+			if !c.sleep(c.backoff.Delay(attempt, rand.Float64())) {
+				break
+			}
+			attempt++
+			continue
+		}
+		attempt = 0
+		err = c.serve(s)
+		c.m.inc(mDisconnects)
+		if c.ctx.Err() != nil {
+			c.emit(Disconnected{Err: ErrClosed})
+			break
+		}
+		c.log.Info("hubuim client: disconnected", "addr", s.addr, "err", err)
+		c.emit(Disconnected{Err: err})
+		var kick *KickedError
+		if errors.As(err, &kick) && kick.fatal() {
+			c.loopErr = kick
+			break
+		}
+		if !c.sleep(c.backoff.Delay(0, rand.Float64())) {
+			break
+		}
+	}
+	c.cancel()
+	return c.loopErr
+}
+
+func (c *Client) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+// addrs lists the addresses of one connection round: the node list first,
+// then Addrs.
+func (c *Client) addrs() ([]target, error) {
+	var list []string
+	var nodeErr error
+	if c.cfg.NodeListURL != "" {
+		nodes, err := fetchNodes(c.ctx, c.cfg.HTTPClient, c.cfg.NodeListURL, c.cfg.Transport, c.cfg.Platform)
+		if err != nil {
+			nodeErr = err
+		}
+		list = append(list, nodes...)
+	}
+	list = append(list, c.cfg.Addrs...)
+	targets := make([]target, 0, len(list))
+	for _, a := range list {
+		t, err := parseAddr(a, c.cfg.Transport, c.cfg.WSPath)
+		if err != nil {
+			nodeErr = errors.Join(nodeErr, err)
+			continue
+		}
+		targets = append(targets, t)
+	}
+	if len(targets) == 0 {
+		return nil, errors.Join(ErrNoAddress, nodeErr)
+	}
+	return targets, nil
+}
+
+// dialAny dials and authenticates the addresses in order and returns the
+// first connection that succeeds.
+func (c *Client) dialAny() (*session, error) {
+	targets, err := c.addrs()
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, t := range targets {
+		s, err := c.dialOne(t)
+		if err == nil {
+			return s, nil
+		}
+		if c.ctx.Err() != nil {
+			return nil, c.ctx.Err()
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", t, err))
+	}
+	return nil, errors.Join(errs...)
+}
+
+// authBody is the JSON body of Auth (op 7).
+type authBody struct {
+	Mid      int64   `json:"mid"`
+	Key      string  `json:"key"`
+	RoomID   string  `json:"room_id"`
+	Platform string  `json:"platform"`
+	Accepts  []int32 `json:"accepts"`
+	Token    string  `json:"token,omitempty"`
+}
+
+// authReply is HubuIM's optional JSON body of AuthReply (op 8).
+type authReply struct {
+	Mid         int64  `json:"mid"`
+	Key         string `json:"key"`
+	RoomID      string `json:"room_id"`
+	HeartbeatMs int64  `json:"heartbeat_ms"`
+}
+
+func (c *Client) dialOne(t target) (*session, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.DialTimeout)
+	defer cancel()
+	token := c.cfg.Token
+	if c.cfg.TokenFunc != nil {
+		tok, err := c.cfg.TokenFunc(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%w: token: %w", ErrAuth, err)
+		}
+		token = tok
+	}
+	conn, err := dial(ctx, t, &c.cfg)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.close() })
+	reply, err := c.auth(conn, token)
+	if !stop() || err != nil {
+		_ = conn.close()
+		if err == nil || ctx.Err() != nil {
+			err = errors.Join(err, ctx.Err())
+		}
+		return nil, err
+	}
+	c.mu.Lock()
+	if reply.Mid != 0 {
+		c.mid = reply.Mid
+	}
+	if reply.Key != "" {
+		c.key = reply.Key
+	}
+	if reply.RoomID != "" {
+		c.roomID = reply.RoomID
+	}
+	c.mu.Unlock()
+	if reply.HeartbeatMs > 0 {
+		c.hb.capAt(time.Duration(reply.HeartbeatMs) * time.Millisecond)
+	}
+	return newSession(conn, t.String()), nil
+}
+
+func (c *Client) auth(conn frameConn, token string) (authReply, error) {
+	c.mu.Lock()
+	body, err := json.Marshal(authBody{
+		Mid: c.mid, Key: c.key, RoomID: c.roomID, Platform: c.cfg.Platform,
+		Accepts: slices.Clone(c.accepts), Token: token,
+	})
+	c.mu.Unlock()
+	if err != nil {
+		return authReply{}, err
+	}
+	if err := conn.writeFrame(protocol.AppendFrame(nil, protocol.Version, protocol.OpAuth, c.nextSeq(), body)); err != nil {
+		return authReply{}, err
+	}
+	if err := conn.setReadDeadline(time.Now().Add(c.cfg.DialTimeout)); err != nil {
+		return authReply{}, err
+	}
+	f, err := conn.readFrame()
+	if err != nil {
+		return authReply{}, fmt.Errorf("%w: %w", ErrAuth, err)
+	}
+	var reply authReply
+	switch f.Op {
+	case protocol.OpAuthReply:
+		if len(f.Body) > 0 {
+			if err := json.Unmarshal(f.Body, &reply); err != nil {
+				return authReply{}, fmt.Errorf("%w: AuthReply body: %w", ErrProtocol, err)
+			}
+		}
+	case protocol.OpDisconnectReply:
+		return authReply{}, fmt.Errorf("%w: %w", ErrAuth, &ServerClosedError{Reason: string(f.Body)})
+	case protocol.OpKick:
+		return authReply{}, fmt.Errorf("%w: %w", ErrAuth, decodeKick(f.Body))
+	default:
+		return authReply{}, fmt.Errorf("%w: op %d before AuthReply", ErrProtocol, f.Op)
+	}
+	return reply, conn.setReadDeadline(time.Time{})
+}

@@ -1,0 +1,617 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hubuim/hubuim/api/protocol"
+	"google.golang.org/protobuf/proto"
+)
+
+var allTransports = []string{TransportTCP, TransportTLS, TransportWS, TransportWSS}
+
+func TestConnectAuthAndSend(t *testing.T) {
+	for _, tr := range allTransports {
+		t.Run(tr, func(t *testing.T) {
+			srv := newFakeServer(t, tr)
+			cfg := testConfig(srv)
+			cfg.RoomID = "live://1"
+			cfg.Accepts = []int32{1001}
+			c, r := startClient(t, cfg)
+
+			waitFor(t, "Connected event", func() bool { return len(eventsOf[Connected](r)) == 1 })
+			conn := eventsOf[Connected](r)[0]
+			if conn.Key != "dev-1" || conn.Mid != 42 || c.Key() != "dev-1" {
+				t.Fatalf("Connected = %+v, Key() = %q; want server-assigned key dev-1, mid 42", conn, c.Key())
+			}
+			var auth authBody
+			srv.get(func(s *fakeServer) { auth = s.auths[0] })
+			if auth.Mid != 42 || auth.Token != "tok" || auth.Platform != "test" || auth.RoomID != "live://1" ||
+				!slices.Equal(auth.Accepts, []int32{1001}) || auth.Key != "" {
+				t.Fatalf("auth body = %+v", auth)
+			}
+
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			ack, err := c.Send(ctx, User(7), 1, []byte("hi"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ack.ConvId != "s:7:42" || ack.Seq != 1 {
+				t.Fatalf("ack = %v", ack)
+			}
+			// The sent message comes back as a Message in order, once.
+			waitFor(t, "own message", func() bool { return len(msgSeqs(r, "s:7:42")) == 1 })
+			m := eventsOf[Message](r)[0]
+			if string(m.Payload) != "hi" || m.Sender != 42 || m.ClientMsgId != ack.ClientMsgId {
+				t.Fatalf("message = %v", m.Msg)
+			}
+
+			// Reconnect reuses the server-assigned key.
+			srv.kill()
+			waitFor(t, "second auth", func() bool {
+				n := 0
+				srv.get(func(s *fakeServer) { n = len(s.auths) })
+				return n == 2
+			})
+			srv.get(func(s *fakeServer) { auth = s.auths[1] })
+			if auth.Key != "dev-1" {
+				t.Fatalf("reconnect auth key = %q, want dev-1", auth.Key)
+			}
+			waitFor(t, "Disconnected then Connected", func() bool {
+				return len(eventsOf[Disconnected](r)) == 1 && len(eventsOf[Connected](r)) == 2
+			})
+		})
+	}
+}
+
+func TestNodeListFallback(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	good := srv.addr[len("tcp://"):]
+
+	var gotPlatform string
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotPlatform = r.URL.Query().Get("platform")
+		_, _ = w.Write([]byte(`{"code":0,"message":"","data":{"domain":"x","nodes":[` +
+			`{"id":"a","tcp_addr":"` + deadAddr + `"},{"id":"b","tcpAddr":"` + good + `"}],"heartbeat_ms":"60000"}}`))
+	}))
+	defer hs.Close()
+
+	cfg := testConfig(srv)
+	cfg.Addrs = nil
+	cfg.NodeListURL = hs.URL + "/goim/nodes/weighted"
+	_, r := startClient(t, cfg)
+	waitFor(t, "Connected", func() bool { return len(eventsOf[Connected](r)) == 1 })
+	if got := eventsOf[Connected](r)[0].Addr; got != "tcp://"+good {
+		t.Fatalf("connected to %s, want %s", got, good)
+	}
+	if gotPlatform != "test" {
+		t.Fatalf("node list platform = %q", gotPlatform)
+	}
+}
+
+func TestParseNodeList(t *testing.T) {
+	tests := []struct {
+		name, body, transport string
+		want                  []string
+		wantErr               bool
+	}{
+		{"hubuim ws", `{"code":0,"data":{"nodes":[{"ws_addr":"h1:3102"},{"wsAddr":"ws://h2:3102/sub"}]}}`, TransportWS,
+			[]string{"ws://h1:3102", "ws://h2:3102/sub"}, false},
+		{"goim hosts tcp", `{"code":0,"data":{"tcp_port":3101,"ws_port":3102,"nodes":["10.0.0.1","10.0.0.2"]}}`, TransportTCP,
+			[]string{"tcp://10.0.0.1:3101", "tcp://10.0.0.2:3101"}, false},
+		{"goim wss uses domain", `{"code":0,"data":{"domain":"im.example","wss_port":3103,"nodes":["10.0.0.1"]}}`, TransportWSS,
+			[]string{"wss://im.example:3103"}, false},
+		{"error code", `{"code":-500,"message":"boom","data":null}`, TransportTCP, nil, true},
+		{"no node for transport", `{"code":0,"data":{"nodes":[{"ws_addr":"h:1"}]}}`, TransportTLS, nil, true},
+		{"not json", `<html>`, TransportTCP, nil, true},
+		{"bad node", `{"code":0,"data":{"nodes":[42]}}`, TransportTCP, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseNodeList([]byte(tt.body), tt.transport)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err != nil && !errors.Is(err, ErrNodeList) {
+				t.Fatalf("err %v is not ErrNodeList", err)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHeartbeatAdaptiveAndDeadConnection(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	cfg := testConfig(srv)
+	cfg.HeartbeatMin = 10 * time.Millisecond
+	cfg.HeartbeatMax = 40 * time.Millisecond
+	cfg.HeartbeatStep = 10 * time.Millisecond
+	cfg.HeartbeatGrowAfter = 2
+	cfg.HeartbeatTimeout = 100 * time.Millisecond
+	cfg.AckInterval = time.Hour // no other traffic
+	c, r := startClient(t, cfg)
+
+	if got := c.HeartbeatInterval(); got != 10*time.Millisecond {
+		t.Fatalf("initial interval %v", got)
+	}
+	waitFor(t, "interval grows to max", func() bool { return c.HeartbeatInterval() == 40*time.Millisecond })
+	waitFor(t, "room online from reply", func() bool { return c.RoomOnline() == 7 })
+
+	srv.set(func(s *fakeServer) { s.hbAnswer = false })
+	waitFor(t, "dead connection detected", func() bool {
+		for _, d := range eventsOf[Disconnected](r) {
+			if errors.Is(d.Err, ErrDeadConnection) {
+				return true
+			}
+		}
+		return false
+	})
+	if got := c.HeartbeatInterval(); got != 30*time.Millisecond {
+		t.Fatalf("interval after one failure = %v, want 30ms", got)
+	}
+	srv.set(func(s *fakeServer) { s.hbAnswer = true })
+	waitFor(t, "reconnected", func() bool { return len(eventsOf[Connected](r)) >= 2 })
+}
+
+func TestHeartbeatCappedByServer(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.set(func(s *fakeServer) { s.authHB = 20 })
+	cfg := testConfig(srv)
+	cfg.HeartbeatMin = 10 * time.Millisecond
+	cfg.HeartbeatMax = time.Second
+	cfg.HeartbeatStep = 10 * time.Millisecond
+	cfg.HeartbeatGrowAfter = 1
+	c, _ := startClient(t, cfg)
+	waitFor(t, "some heartbeats", func() bool {
+		n := 0
+		srv.get(func(s *fakeServer) { n = s.hbCount })
+		return n >= 5
+	})
+	if got := c.HeartbeatInterval(); got != 20*time.Millisecond {
+		t.Fatalf("interval = %v, want the server's 20ms", got)
+	}
+}
+
+func TestSendRetriedUntilAck(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.set(func(s *fakeServer) { s.dropAcks = 2 })
+	c, r := startClient(t, testConfig(srv))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ack, err := c.Send(ctx, Group(5), 1, []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sends []*protocol.MsgSend
+	srv.get(func(s *fakeServer) { sends = slices.Clone(s.sends) })
+	if len(sends) != 3 {
+		t.Fatalf("server saw %d MsgSend, want 3", len(sends))
+	}
+	for _, m := range sends {
+		if m.ClientMsgId != ack.ClientMsgId {
+			t.Fatalf("resend with another client id %q != %q", m.ClientMsgId, ack.ClientMsgId)
+		}
+	}
+	waitFor(t, "own message", func() bool { return len(msgSeqs(r, "g:5")) == 1 })
+}
+
+func TestSendGivesUp(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.set(func(s *fakeServer) { s.dropAcks = 1000 })
+	cfg := testConfig(srv)
+	cfg.SendTimeout = 20 * time.Millisecond
+	cfg.MaxResends = 2
+	c, _ := startClient(t, cfg)
+	_, err := c.Send(context.Background(), Group(5), 1, []byte("x"))
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("err = %v, want ErrTimeout", err)
+	}
+	n := 0
+	srv.get(func(s *fakeServer) { n = len(s.sends) })
+	if n != 3 {
+		t.Fatalf("server saw %d MsgSend, want 1 + 2 resends", n)
+	}
+}
+
+func TestSendStatusError(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.set(func(s *fakeServer) {
+		s.onMsgSend = func(fc *fakeConn, m *protocol.MsgSend) bool {
+			_ = fc.writeProto(protocol.OpMsgSendAck, 0, &protocol.MsgSendAck{
+				ClientMsgId: m.ClientMsgId, Status: protocol.Status_STATUS_FORBIDDEN, Reason: "not a member"})
+			return false
+		}
+	})
+	c, _ := startClient(t, testConfig(srv))
+	ack, err := c.Send(context.Background(), Group(5), 1, []byte("x"))
+	var se *StatusError
+	if !errors.As(err, &se) || se.Status != protocol.Status_STATUS_FORBIDDEN || ack == nil {
+		t.Fatalf("ack %v err %v, want StatusError FORBIDDEN", ack, err)
+	}
+}
+
+func TestSendResentAfterReconnect(t *testing.T) {
+	srv := newFakeServer(t, TransportWS)
+	first := true
+	srv.set(func(s *fakeServer) {
+		s.onMsgSend = func(fc *fakeConn, m *protocol.MsgSend) bool {
+			s.mu.Lock()
+			drop := first
+			first = false
+			s.mu.Unlock()
+			if drop { // store it, but the connection dies before the ACK
+				s.store1(fc.mid, m)
+				fc.close()
+				return false
+			}
+			// Answer twice: the SDK must hand the ACK back once.
+			_ = fc.writeProto(protocol.OpMsgSendAck, 0, s.store1(fc.mid, m))
+			return true
+		}
+	})
+	cfg := testConfig(srv)
+	cfg.SendTimeout = 5 * time.Second // the resend must come from the reconnect
+	c, r := startClient(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ack, err := c.Send(ctx, User(8), 3, []byte("again"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.Seq != 1 {
+		t.Fatalf("ack seq %d, want the original 1", ack.Seq)
+	}
+	var sends []*protocol.MsgSend
+	var stored int
+	srv.get(func(s *fakeServer) { sends = slices.Clone(s.sends); stored = len(s.store["s:8:42"]) })
+	if len(sends) != 2 || sends[0].ClientMsgId != sends[1].ClientMsgId || stored != 1 {
+		t.Fatalf("sends %v stored %d", sends, stored)
+	}
+	if len(eventsOf[Connected](r)) < 2 {
+		t.Fatal("no reconnect")
+	}
+	waitFor(t, "message once", func() bool { return slices.Equal(msgSeqs(r, "s:8:42"), []int64{1}) })
+}
+
+func TestGapPullInOrderExactlyOnce(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.addMsgs("g:1", 1, 2)
+	cfg := testConfig(srv)
+	cfg.Cursors = map[string]int64{"g:1": 2}
+	c, r := startClient(t, cfg)
+	waitFor(t, "cursor sync", func() bool {
+		n := 0
+		srv.get(func(s *fakeServer) { n = len(s.syncs) })
+		return n == 1
+	})
+
+	msgs := srv.addMsgs("g:1", 3, 4, 5)
+	srv.pushProto(protocol.OpMsgPush, msgs[2]) // 5 arrives first: gap 3..4
+	waitFor(t, "3,4,5", func() bool { return slices.Equal(msgSeqs(r, "g:1"), []int64{3, 4, 5}) })
+	var syncs []*protocol.Sync
+	srv.get(func(s *fakeServer) { syncs = slices.Clone(s.syncs) })
+	if len(syncs) != 2 || syncs[1].ConvId != "g:1" || syncs[1].FromSeq != 2 || syncs[1].Limit != DefaultSyncLimit {
+		t.Fatalf("syncs = %v, want a pull of g:1 from 2", syncs)
+	}
+	// Duplicates are dropped.
+	srv.pushProto(protocol.OpMsgPush, msgs[0])
+	srv.pushProto(protocol.OpMsgPush, msgs[2])
+	next := srv.addMsgs("g:1", 6)
+	srv.pushProto(protocol.OpMsgPush, next[0])
+	waitFor(t, "6", func() bool { return len(msgSeqs(r, "g:1")) >= 4 })
+	if got := msgSeqs(r, "g:1"); !slices.Equal(got, []int64{3, 4, 5, 6}) {
+		t.Fatalf("delivered %v", got)
+	}
+	if got := c.Cursors()["g:1"]; got != 6 {
+		t.Fatalf("cursor %d", got)
+	}
+	waitFor(t, "delivered ack 6", func() bool {
+		var last int64
+		srv.get(func(s *fakeServer) {
+			for _, a := range s.delivered {
+				if a.ConvId == "g:1" {
+					last = a.Seq
+				}
+			}
+		})
+		return last == 6
+	})
+	var acks int
+	srv.get(func(s *fakeServer) { acks = len(s.delivered) })
+	if acks > 3 {
+		t.Fatalf("%d delivered acks for 4 messages: not coalesced", acks)
+	}
+}
+
+func TestNotifyPullsAllPages(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	_, r := startClient(t, testConfig(srv))
+	waitFor(t, "cursor sync", func() bool {
+		n := 0
+		srv.get(func(s *fakeServer) { n = len(s.syncs) })
+		return n == 1
+	})
+	srv.addMsgs("g:big", seqRange(1, 250)...)
+	srv.pushProto(protocol.OpMsgNotify, &protocol.MsgNotify{ConvId: "g:big", MaxSeq: 250})
+	waitFor(t, "250 messages", func() bool { return len(msgSeqs(r, "g:big")) == 250 })
+	if got := msgSeqs(r, "g:big"); !slices.Equal(got, seqRange(1, 250)) {
+		t.Fatalf("out of order: %v", got)
+	}
+	if n := eventsOf[Notify](r); len(n) != 1 || n[0].MaxSeq != 250 {
+		t.Fatalf("notify events %v", n)
+	}
+	var pulls int
+	srv.get(func(s *fakeServer) { pulls = len(s.syncs) - 1 })
+	if pulls != 3 {
+		t.Fatalf("%d pulls for 250 messages at limit 100, want 3", pulls)
+	}
+}
+
+func TestUnfillableGapMovesOn(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.addMsgs("g:1", 1, 2)
+	cfg := testConfig(srv)
+	cfg.Cursors = map[string]int64{"g:1": 2}
+	c, r := startClient(t, cfg)
+
+	// 3 and 4 were skipped by a counter jump: the pull returns only 5.
+	m5 := srv.addMsgs("g:1", 5)
+	srv.pushProto(protocol.OpMsgPush, m5[0])
+	waitFor(t, "5", func() bool { return slices.Equal(msgSeqs(r, "g:1"), []int64{5}) })
+
+	// A notice up to 8 where 6..8 do not exist but max_seq says 8: the
+	// pull returns nothing, the client moves on and takes 9 directly.
+	srv.set(func(s *fakeServer) { s.counters["g:1"] = 8 })
+	srv.pushProto(protocol.OpMsgNotify, &protocol.MsgNotify{ConvId: "g:1", MaxSeq: 8})
+	waitFor(t, "cursor 8", func() bool { return c.Cursors()["g:1"] == 8 })
+	var before int
+	srv.get(func(s *fakeServer) { before = len(s.syncs) })
+	m9 := srv.addMsgs("g:1", 9)
+	srv.pushProto(protocol.OpMsgPush, m9[0])
+	waitFor(t, "9", func() bool { return slices.Equal(msgSeqs(r, "g:1"), []int64{5, 9}) })
+	var after int
+	srv.get(func(s *fakeServer) { after = len(s.syncs) })
+	if after != before {
+		t.Fatalf("contiguous push caused %d pulls", after-before)
+	}
+}
+
+func TestLyingNoticeGivesUp(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.addMsgs("g:1", 1)
+	_, r := startClient(t, testConfig(srv))
+	waitFor(t, "1", func() bool { return slices.Equal(msgSeqs(r, "g:1"), []int64{1}) })
+	// The notice claims 10 but the server's pulls never return more.
+	srv.pushProto(protocol.OpMsgNotify, &protocol.MsgNotify{ConvId: "g:1", MaxSeq: 10})
+	waitFor(t, "gap error", func() bool {
+		for _, e := range eventsOf[Error](r) {
+			if errors.Is(e.Err, ErrGapUnfilled) {
+				return true
+			}
+		}
+		return false
+	})
+	var pulls int
+	srv.get(func(s *fakeServer) { pulls = len(s.syncs) })
+	if pulls > 1+maxNoProgress+1 {
+		t.Fatalf("%d syncs: pulled in a loop", pulls)
+	}
+}
+
+func TestReconnectSyncsWhatMoved(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.addMsgs("g:1", 1, 2)
+	srv.addMsgs("g:2", 1)
+	c, r := startClient(t, testConfig(srv))
+	waitFor(t, "initial sync", func() bool { return len(msgSeqs(r, "g:1")) == 2 && len(msgSeqs(r, "g:2")) == 1 })
+
+	srv.kill()
+	srv.addMsgs("g:1", 3, 4)
+	waitFor(t, "resync", func() bool { return slices.Equal(msgSeqs(r, "g:1"), []int64{1, 2, 3, 4}) })
+	var last *protocol.Sync
+	srv.get(func(s *fakeServer) { last = s.syncs[len(s.syncs)-1] })
+	got := map[string]int64{}
+	for _, cu := range last.Cursors {
+		got[cu.ConvId] = cu.Seq
+	}
+	if got["g:1"] != 2 || got["g:2"] != 1 || last.ConvId != "" {
+		t.Fatalf("reconnect sync %v, want cursors g:1=2 g:2=1", last)
+	}
+	if !slices.Equal(msgSeqs(r, "g:2"), []int64{1}) || c.Cursors()["g:1"] != 4 {
+		t.Fatalf("g:2 %v, cursors %v", msgSeqs(r, "g:2"), c.Cursors())
+	}
+}
+
+func TestKicked(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	_, r := startClient(t, testConfig(srv))
+	srv.pushProto(protocol.OpKick, &protocol.Kick{Reason: protocol.KickReason_KICK_REASON_SLOW_CONSUMER, Message: "slow"})
+	waitFor(t, "kicked and reconnected", func() bool {
+		return len(eventsOf[Kicked](r)) == 1 && len(eventsOf[Connected](r)) == 2
+	})
+	k := eventsOf[Kicked](r)[0]
+	if k.Reason != protocol.KickReason_KICK_REASON_SLOW_CONSUMER || k.Message != "slow" {
+		t.Fatalf("kicked %+v", k)
+	}
+	var ke *KickedError
+	if d := eventsOf[Disconnected](r); len(d) != 1 || !errors.As(d[0].Err, &ke) {
+		t.Fatalf("disconnected %v", d)
+	}
+}
+
+func TestKickedDuplicateLoginStops(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	c, err := New(testConfig(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := record(c)
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(context.Background()) }()
+	waitFor(t, "connected", func() bool { return srv.connCount() == 1 })
+	srv.pushProto(protocol.OpKick, &protocol.Kick{Reason: protocol.KickReason_KICK_REASON_DUPLICATE_LOGIN})
+	var ke *KickedError
+	select {
+	case err := <-errc:
+		if !errors.As(err, &ke) || ke.Reason != protocol.KickReason_KICK_REASON_DUPLICATE_LOGIN {
+			t.Fatalf("Run = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after a duplicate-login kick")
+	}
+	<-r.done // Events closed
+	c.Close()
+}
+
+func TestPushesAndRawBatch(t *testing.T) {
+	for _, tr := range []string{TransportTCP, TransportWS} {
+		t.Run(tr, func(t *testing.T) {
+			srv := newFakeServer(t, tr)
+			_, r := startClient(t, testConfig(srv))
+			waitFor(t, "cursor sync", func() bool {
+				n := 0
+				srv.get(func(s *fakeServer) { n = len(s.syncs) })
+				return n == 1
+			})
+			msg, _ := proto.Marshal(&protocol.Msg{ConvId: "g:9", Seq: 1, Payload: []byte("in raw")})
+			var packed []byte
+			packed = protocol.AppendFrame(packed, protocol.Version, 1001, 0, []byte("a"))
+			packed = protocol.AppendFrame(packed, protocol.Version, 1002, 0, []byte("b"))
+			packed = protocol.AppendFrame(packed, protocol.Version, protocol.OpMsgPush, 0, msg)
+			srv.pushRawBytes(protocol.AppendRawWS(nil, packed)) // outer op 9 frame
+			if tr == TransportTCP {
+				srv.pushRawBytes(protocol.AppendRawTCP(nil, packed[:len(packed)-protocol.HeaderLen-len(msg)]))
+			}
+			srv.pushProto(protocol.OpPresenceEvent, &protocol.PresenceEvent{User: 3, Online: true})
+			srv.pushProto(protocol.OpReadMark, &protocol.ReadMark{ConvId: "g:9", ReadSeq: 1, User: 3})
+			waitFor(t, "presence and read mark", func() bool {
+				return len(eventsOf[Presence](r)) == 1 && len(eventsOf[ReadMark](r)) == 1
+			})
+			var got []string
+			for _, p := range eventsOf[Push](r) {
+				got = append(got, string(rune('0'+p.Op-1000))+string(p.Body))
+			}
+			want := []string{"1a", "2b"}
+			if tr == TransportTCP {
+				want = append(want, "1a", "2b")
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("pushes %v, want %v", got, want)
+			}
+			if !slices.Equal(msgSeqs(r, "g:9"), []int64{1}) {
+				t.Fatalf("message inside the batch not delivered")
+			}
+			if p := eventsOf[Presence](r)[0]; p.User != 3 || !p.Online {
+				t.Fatalf("presence %v", p)
+			}
+		})
+	}
+}
+
+func TestRequestsAndRooms(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	c, r := startClient(t, testConfig(srv))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	f, err := c.Request(ctx, 1005, []byte("ping"))
+	if err != nil || f.Op != 1005 || string(f.Body) != "echo:ping" {
+		t.Fatalf("Request = %+v, %v", f, err)
+	}
+	if err := c.ReadMark(ctx, "g:1", 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ChangeRoom(ctx, "live://2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Sub(ctx, 1001, 1002); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Unsub(ctx, 1001); err != nil {
+		t.Fatal(err)
+	}
+	var ops []protocol.Frame
+	var marks []*protocol.ReadMark
+	srv.get(func(s *fakeServer) { ops = slices.Clone(s.roomOps); marks = slices.Clone(s.readMarks) })
+	if len(marks) != 1 || marks[0].ConvId != "g:1" || marks[0].ReadSeq != 7 {
+		t.Fatalf("read marks %v", marks)
+	}
+	if len(ops) != 3 || string(ops[0].Body) != "live://2" || string(ops[1].Body) != "1001,1002" || string(ops[2].Body) != "1001" {
+		t.Fatalf("room ops %v", ops)
+	}
+	// Room and accepts survive a reconnect.
+	srv.kill()
+	waitFor(t, "reconnect", func() bool { return len(eventsOf[Connected](r)) == 2 })
+	var auth authBody
+	srv.get(func(s *fakeServer) { auth = s.auths[len(s.auths)-1] })
+	if auth.RoomID != "live://2" || !slices.Equal(auth.Accepts, []int32{1002}) {
+		t.Fatalf("reconnect auth %+v", auth)
+	}
+	if len(eventsOf[Push](r)) != 0 {
+		t.Fatalf("replies leaked as pushes: %v", eventsOf[Push](r))
+	}
+}
+
+func TestCloseStopsGoroutines(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	base := runtimeGoroutines()
+	for i := 0; i < 3; i++ {
+		c, err := New(testConfig(srv))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := record(c)
+		if err := c.Connect(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		<-r.done
+		if _, err := c.Send(context.Background(), User(1), 1, nil); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Send after Close = %v", err)
+		}
+		if err := c.Connect(context.Background()); !errors.Is(err, ErrAlreadyStarted) {
+			t.Fatalf("second Connect = %v", err)
+		}
+	}
+	waitFor(t, "goroutines back to baseline", func() bool { return runtimeGoroutines() <= base })
+}
+
+func TestConnectCanceledWhileServerDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	base := runtimeGoroutines()
+	c, err := New(Config{Addrs: []string{addr}, BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := record(c)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := c.Connect(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Connect = %v", err)
+	}
+	<-r.done
+	if len(eventsOf[Error](r)) == 0 {
+		t.Fatal("no Error events for failed attempts")
+	}
+	waitFor(t, "goroutines back", func() bool { return runtimeGoroutines() <= base })
+}

@@ -1,0 +1,330 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hubuim/hubuim/api/protocol"
+	"google.golang.org/protobuf/proto"
+)
+
+// maxNoProgress is how many pulls in a row may bring a conversation no
+// further before the client stops chasing the missing seqs.
+const maxNoProgress = 3
+
+// ErrGapUnfilled is reported (as an Error event) when the server keeps
+// announcing seqs that pulls do not return; the client moves past them.
+var ErrGapUnfilled = errors.New("client: gap could not be filled")
+
+// convState is the receive side of one conversation. contig is the highest
+// seq such that every seq up to it was delivered or skipped; buf holds
+// messages above contig+1 until the gap below them is filled.
+type convState struct {
+	contig     int64
+	acked      int64 // contig last sent in a delivered ack
+	target     int64 // highest seq known to exist
+	buf        map[int64]*protocol.Msg
+	pulling    bool
+	pullSeq    int32
+	pullAt     time.Time
+	noProgress int
+}
+
+type syncReq struct {
+	conv string // "" for the cursor sync
+	seq  int32
+	at   time.Time
+}
+
+type outFrame struct {
+	op, seq int32
+	body    []byte
+}
+
+// accept takes one message and returns the messages that became
+// deliverable, in seq order, and whether m was a duplicate.
+func (st *convState) accept(m *protocol.Msg, limit int) (out []*protocol.Msg, dup bool) {
+	if m.Seq <= st.contig {
+		return nil, true
+	}
+	if _, ok := st.buf[m.Seq]; ok {
+		return nil, true
+	}
+	st.target = max(st.target, m.Seq)
+	if m.Seq == st.contig+1 {
+		st.contig = m.Seq
+		return st.drain(append(out, m)), false
+	}
+	if len(st.buf) < limit {
+		if st.buf == nil {
+			st.buf = make(map[int64]*protocol.Msg)
+		}
+		st.buf[m.Seq] = m
+	} // else: dropped, a pull brings it back
+	return nil, false
+}
+
+func (st *convState) drain(out []*protocol.Msg) []*protocol.Msg {
+	for {
+		m, ok := st.buf[st.contig+1]
+		if !ok {
+			return out
+		}
+		delete(st.buf, st.contig+1)
+		st.contig++
+		out = append(out, m)
+	}
+}
+
+// jumpTo moves contig to at least hi: buffered messages up to hi are
+// delivered, missing seqs up to hi are skipped (the server said it has
+// nothing for them).
+func (st *convState) jumpTo(hi int64, out []*protocol.Msg) ([]*protocol.Msg, int64) {
+	var skipped int64
+	for st.contig < hi {
+		if m, ok := st.buf[st.contig+1]; ok {
+			delete(st.buf, st.contig+1)
+			st.contig++
+			out = append(out, m)
+			continue
+		}
+		next := hi + 1
+		for seq := range st.buf {
+			if seq > st.contig && seq < next {
+				next = seq
+			}
+		}
+		skipped += next - 1 - st.contig
+		st.contig = next - 1
+	}
+	return st.drain(out), skipped
+}
+
+func (st *convState) maxBuffered() int64 {
+	var hi int64
+	for seq := range st.buf {
+		hi = max(hi, seq)
+	}
+	return hi
+}
+
+// Cursors returns the highest contiguous seq held per conversation, for the
+// app to persist and hand back in Config.Cursors. A cursor moves when its
+// messages are queued on Events.
+func (c *Client) Cursors() map[string]int64 {
+	c.convMu.Lock()
+	defer c.convMu.Unlock()
+	out := make(map[string]int64, len(c.convs))
+	for id, st := range c.convs {
+		out[id] = st.contig
+	}
+	return out
+}
+
+func (c *Client) convLocked(id string) *convState {
+	st := c.convs[id]
+	if st == nil {
+		st = &convState{}
+		c.convs[id] = st
+	}
+	return st
+}
+
+func (c *Client) startPullLocked(conv string, st *convState) outFrame {
+	seq := c.nextSeq()
+	now := time.Now()
+	st.pulling, st.pullSeq, st.pullAt = true, seq, now
+	c.syncs[seq] = syncReq{conv: conv, seq: seq, at: now}
+	body, _ := proto.Marshal(&protocol.Sync{ConvId: conv, FromSeq: st.contig, Limit: c.cfg.SyncLimit})
+	c.m.inc(mPulls)
+	return outFrame{op: protocol.OpSync, seq: seq, body: body}
+}
+
+func (c *Client) deliver(msgs []*protocol.Msg) {
+	for _, m := range msgs {
+		if !c.emit(Message{m}) {
+			return
+		}
+	}
+	c.m.add(mReceived, len(msgs))
+}
+
+func (c *Client) sendAll(s *session, out []outFrame) {
+	for _, f := range out {
+		if s.write(f.op, f.seq, f.body) != nil {
+			return
+		}
+	}
+}
+
+func (c *Client) handlePush(s *session, m *protocol.Msg) {
+	c.convMu.Lock()
+	st := c.convLocked(m.ConvId)
+	msgs, dup := st.accept(m, c.cfg.ReorderLimit)
+	var out []outFrame
+	if st.contig < st.target && !st.pulling {
+		out = append(out, c.startPullLocked(m.ConvId, st))
+	}
+	c.convMu.Unlock()
+	if dup {
+		c.m.inc(mDuplicates)
+	}
+	c.deliver(msgs)
+	c.sendAll(s, out)
+}
+
+func (c *Client) handleNotify(s *session, n *protocol.MsgNotify) {
+	c.convMu.Lock()
+	st := c.convLocked(n.ConvId)
+	st.target = max(st.target, n.MaxSeq)
+	var out []outFrame
+	if st.contig < st.target && !st.pulling {
+		out = append(out, c.startPullLocked(n.ConvId, st))
+	}
+	c.convMu.Unlock()
+	c.sendAll(s, out)
+}
+
+func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
+	if r.Status != protocol.Status_STATUS_OK {
+		// The pull stays outstanding and is retried after SendTimeout.
+		c.emit(Error{Err: &StatusError{Op: protocol.OpSyncReply, Status: r.Status, Reason: r.Reason}})
+		return
+	}
+	var (
+		msgs    []*protocol.Msg
+		out     []outFrame
+		errs    []error
+		dups    int
+		skipped int64
+	)
+	c.convMu.Lock()
+	req, known := c.syncs[seq]
+	delete(c.syncs, seq)
+	isCursor := c.cursorSync.seq != 0 && c.cursorSync.seq == seq
+	if isCursor {
+		c.cursorSync = syncReq{}
+	}
+	for _, cm := range r.Convs {
+		st := c.convLocked(cm.ConvId)
+		before := st.contig
+		var last int64
+		for _, m := range cm.Msgs {
+			if m.ConvId == "" {
+				m.ConvId = cm.ConvId
+			}
+			last = max(last, m.Seq)
+			got, dup := st.accept(m, c.cfg.ReorderLimit)
+			msgs = append(msgs, got...)
+			if dup {
+				dups++
+			}
+		}
+		st.target = max(st.target, cm.MaxSeq)
+		answers := isCursor || (known && req.conv == cm.ConvId && st.pulling && st.pullSeq == seq)
+		if !answers {
+			continue
+		}
+		st.pulling = false
+		if !cm.More {
+			// Everything the server has after from_seq came back: seqs
+			// up to max_seq that are still missing were skipped.
+			var n int64
+			msgs, n = st.jumpTo(max(cm.MaxSeq, last), msgs)
+			skipped += n
+		}
+		if st.contig > before {
+			st.noProgress = 0
+		} else {
+			st.noProgress++
+		}
+		if !cm.More && st.contig >= st.target {
+			continue
+		}
+		if st.noProgress >= maxNoProgress {
+			errs = append(errs, fmt.Errorf("%w: conversation %q: seqs %d..%d", ErrGapUnfilled, cm.ConvId, st.contig+1, st.target))
+			var n int64
+			msgs, n = st.jumpTo(st.maxBuffered(), msgs)
+			skipped += n
+			st.target = st.contig
+			st.noProgress = 0
+			continue
+		}
+		out = append(out, c.startPullLocked(cm.ConvId, st))
+	}
+	c.convMu.Unlock()
+	c.m.add(mDuplicates, dups)
+	c.m.add(mSkipped, int(skipped))
+	c.deliver(msgs)
+	for _, err := range errs {
+		c.emit(Error{Err: err})
+	}
+	c.sendAll(s, out)
+}
+
+// startCursorSync asks for every conversation that moved past the cursors;
+// it is sent on every new connection.
+func (c *Client) startCursorSync(s *session) {
+	c.convMu.Lock()
+	f := c.cursorSyncLocked()
+	c.convMu.Unlock()
+	c.sendAll(s, []outFrame{f})
+}
+
+func (c *Client) cursorSyncLocked() outFrame {
+	sync := &protocol.Sync{Limit: c.cfg.SyncLimit, Cursors: make([]*protocol.Cursor, 0, len(c.convs))}
+	for id, st := range c.convs {
+		sync.Cursors = append(sync.Cursors, &protocol.Cursor{ConvId: id, Seq: st.contig})
+	}
+	seq := c.nextSeq()
+	c.cursorSync = syncReq{seq: seq, at: time.Now()}
+	body, _ := proto.Marshal(sync)
+	return outFrame{op: protocol.OpSync, seq: seq, body: body}
+}
+
+// resetPulls forgets the pulls of a connection that ended; the next
+// connection's cursor sync covers them.
+func (c *Client) resetPulls() {
+	c.convMu.Lock()
+	defer c.convMu.Unlock()
+	for _, st := range c.convs {
+		st.pulling = false
+		st.noProgress = 0
+	}
+	clear(c.syncs)
+	c.cursorSync = syncReq{}
+}
+
+// retryPulls resends pulls whose reply is overdue.
+func (c *Client) retryPulls(s *session) {
+	now := time.Now()
+	var out []outFrame
+	c.convMu.Lock()
+	for id, st := range c.convs {
+		if st.pulling && now.Sub(st.pullAt) >= c.cfg.SendTimeout {
+			delete(c.syncs, st.pullSeq)
+			out = append(out, c.startPullLocked(id, st))
+		}
+	}
+	if c.cursorSync.seq != 0 && now.Sub(c.cursorSync.at) >= c.cfg.SendTimeout {
+		out = append(out, c.cursorSyncLocked())
+	}
+	c.convMu.Unlock()
+	c.sendAll(s, out)
+}
+
+// pendingAcks returns one delivered ack per conversation whose contiguous
+// seq moved since the last ack.
+func (c *Client) pendingAcks() []*protocol.MsgDeliveredAck {
+	c.convMu.Lock()
+	defer c.convMu.Unlock()
+	var acks []*protocol.MsgDeliveredAck
+	for id, st := range c.convs {
+		if st.contig > st.acked {
+			st.acked = st.contig
+			acks = append(acks, &protocol.MsgDeliveredAck{ConvId: id, Seq: st.contig})
+		}
+	}
+	return acks
+}

@@ -1,0 +1,59 @@
+package client
+
+import (
+	"sync"
+	"time"
+)
+
+// adaptiveInterval is the heartbeat interval: it starts at min, grows by
+// step after growAfter answered heartbeats in a row and shrinks by step
+// after a failure, always within [min, max]. It survives reconnects, so a
+// network that drops idle connections settles on the largest interval it
+// tolerates.
+type adaptiveInterval struct {
+	mu        sync.Mutex
+	min, max  time.Duration
+	step      time.Duration
+	growAfter int
+	cur       time.Duration
+	successes int
+}
+
+func newAdaptiveInterval(min, max, step time.Duration, growAfter int) *adaptiveInterval {
+	return &adaptiveInterval{min: min, max: max, step: step, growAfter: growAfter, cur: min}
+}
+
+func (a *adaptiveInterval) get() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cur
+}
+
+func (a *adaptiveInterval) success() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.successes++
+	if a.growAfter > 0 && a.successes >= a.growAfter {
+		a.successes = 0
+		a.cur = min(a.cur+a.step, a.max)
+	}
+}
+
+func (a *adaptiveInterval) failure() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.successes = 0
+	a.cur = max(a.cur-a.step, a.min)
+}
+
+// capAt lowers the upper bound to what the server expects (its heartbeat
+// interval from the AuthReply); the bound never goes below min.
+func (a *adaptiveInterval) capAt(limit time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if limit <= 0 {
+		return
+	}
+	a.max = max(min(a.max, limit), a.min)
+	a.cur = min(a.cur, a.max)
+}

@@ -1,0 +1,162 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// maxNodeListBytes bounds the node list response read into memory.
+const maxNodeListBytes = 1 << 20
+
+// nodeListEnvelope is goim's JSON envelope around the node list.
+type nodeListEnvelope struct {
+	Code    int             `json:"code"`
+	Message string          `json:"message"`
+	Data    json.RawMessage `json:"data"`
+}
+
+// nodeListData accepts both HubuIM's node objects (logic.NodesReply as
+// JSON, snake_case or protojson camelCase) and goim's list of hosts plus
+// ports.
+type nodeListData struct {
+	Domain  string            `json:"domain"`
+	Nodes   []json.RawMessage `json:"nodes"`
+	TCPPort json.Number       `json:"tcp_port"`
+	WSPort  json.Number       `json:"ws_port"`
+	WSSPort json.Number       `json:"wss_port"`
+}
+
+type nodeObject struct {
+	TCPAddr     string `json:"tcp_addr"`
+	TCPAddrC    string `json:"tcpAddr"`
+	TCPTLSAddr  string `json:"tcp_tls_addr"`
+	TCPTLSAddrC string `json:"tcpTlsAddr"`
+	WSAddr      string `json:"ws_addr"`
+	WSAddrC     string `json:"wsAddr"`
+	WSSAddr     string `json:"wss_addr"`
+	WSSAddrC    string `json:"wssAddr"`
+}
+
+func (n nodeObject) addr(transport string) string {
+	switch transport {
+	case TransportTLS:
+		return first(n.TCPTLSAddr, n.TCPTLSAddrC)
+	case TransportWS:
+		return first(n.WSAddr, n.WSAddrC)
+	case TransportWSS:
+		return first(n.WSSAddr, n.WSSAddrC)
+	default:
+		return first(n.TCPAddr, n.TCPAddrC)
+	}
+}
+
+func first(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// fetchNodes gets the node list and returns the addresses to dial for
+// transport, in the server's order.
+func fetchNodes(ctx context.Context, hc *http.Client, nodeURL, transport, platform string) ([]string, error) {
+	u, err := url.Parse(nodeURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNodeList, err)
+	}
+	if platform != "" {
+		q := u.Query()
+		q.Set("platform", platform)
+		u.RawQuery = q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNodeList, err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNodeList, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%w: HTTP %s", ErrNodeList, resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxNodeListBytes))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNodeList, err)
+	}
+	return parseNodeList(body, transport)
+}
+
+func parseNodeList(body []byte, transport string) ([]string, error) {
+	var env nodeListEnvelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNodeList, err)
+	}
+	if env.Code != 0 {
+		return nil, fmt.Errorf("%w: code %d: %s", ErrNodeList, env.Code, env.Message)
+	}
+	var data nodeListData
+	if err := json.Unmarshal(env.Data, &data); err != nil {
+		return nil, fmt.Errorf("%w: data: %w", ErrNodeList, err)
+	}
+	var addrs []string
+	for _, raw := range data.Nodes {
+		var a string
+		var host string
+		if err := json.Unmarshal(raw, &host); err == nil {
+			a = goimAddr(host, transport, data)
+		} else {
+			var obj nodeObject
+			if err := json.Unmarshal(raw, &obj); err != nil {
+				return nil, fmt.Errorf("%w: node: %w", ErrNodeList, err)
+			}
+			a = obj.addr(transport)
+		}
+		if a == "" {
+			continue
+		}
+		if !strings.Contains(a, "://") {
+			a = transport + "://" + a
+		}
+		addrs = append(addrs, a)
+	}
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("%w: no %s node", ErrNodeList, transport)
+	}
+	return addrs, nil
+}
+
+// goimAddr builds host:port from goim's node list, where nodes are hosts
+// and ports are given once per transport.
+func goimAddr(host, transport string, d nodeListData) string {
+	if host == "" {
+		return ""
+	}
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return host
+	}
+	var port json.Number
+	switch transport {
+	case TransportWS:
+		port = d.WSPort
+	case TransportWSS:
+		port = d.WSSPort
+		if d.Domain != "" {
+			host = d.Domain
+		}
+	default:
+		port = d.TCPPort
+	}
+	if _, err := strconv.Atoi(port.String()); err != nil {
+		return ""
+	}
+	return net.JoinHostPort(host, port.String())
+}

@@ -1,0 +1,137 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hubuim/hubuim/api/protocol"
+	"google.golang.org/protobuf/proto"
+)
+
+// Conversation is the destination of Send: a user (1:1) or a group.
+type Conversation struct {
+	Type protocol.ConvType
+	ID   int64 // peer user id or group id
+}
+
+// User is the 1:1 conversation with user id.
+func User(id int64) Conversation {
+	return Conversation{Type: protocol.ConvType_CONV_TYPE_SINGLE, ID: id}
+}
+
+// Group is the conversation of group id.
+func Group(id int64) Conversation {
+	return Conversation{Type: protocol.ConvType_CONV_TYPE_GROUP, ID: id}
+}
+
+type pendingSend struct {
+	msg *protocol.MsgSend
+	ch  chan *protocol.MsgSendAck
+}
+
+// Send sends one message reliably: it gets a fresh client message id and
+// the same MsgSend is resent until its ACK arrives — every SendTimeout, at
+// most MaxResends times after the first attempt, and again on the next
+// connection when the current one drops (resends caused by a reconnect
+// are not counted). The server deduplicates by client message id, so the
+// message is stored once. Send returns the ACK once; an ACK whose status is
+// not OK comes with a *StatusError. ctx bounds the whole call.
+func (c *Client) Send(ctx context.Context, to Conversation, contentType int32, payload []byte) (*protocol.MsgSendAck, error) {
+	if c.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	ps := &pendingSend{
+		msg: &protocol.MsgSend{
+			ClientMsgId: c.ids.New(), ConvType: to.Type, To: to.ID,
+			ContentType: contentType, Payload: payload,
+		},
+		ch: make(chan *protocol.MsgSendAck, 1),
+	}
+	body, err := proto.Marshal(ps.msg)
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > c.cfg.MaxBody {
+		return nil, fmt.Errorf("%w: MsgSend body of %d bytes exceeds MaxBody %d", ErrTooLarge, len(body), c.cfg.MaxBody)
+	}
+	c.m.inc(mSends)
+	id := ps.msg.ClientMsgId
+	c.mu.Lock()
+	c.sends[id] = ps
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.sends, id)
+		c.mu.Unlock()
+	}()
+
+	timer := time.NewTimer(c.cfg.SendTimeout)
+	defer timer.Stop()
+	for attempts := 0; ; {
+		select {
+		case ack := <-ps.ch:
+			return ackResult(ack)
+		default:
+		}
+		if attempts > c.cfg.MaxResends {
+			return nil, fmt.Errorf("%w: message %s: no ACK after %d attempts", ErrTimeout, id, attempts)
+		}
+		s, err := c.waitSession(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if attempts > 0 {
+			c.m.inc(mResends)
+		}
+		attempts++
+		if s.write(protocol.OpMsgSend, c.nextSeq(), body) != nil {
+			attempts-- // the connection broke; resend on the next one
+			continue
+		}
+		timer.Reset(c.cfg.SendTimeout)
+		select {
+		case ack := <-ps.ch:
+			return ackResult(ack)
+		case <-timer.C:
+		case <-s.done:
+			attempts-- // resend on the next connection
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+func ackResult(ack *protocol.MsgSendAck) (*protocol.MsgSendAck, error) {
+	if ack.Status != protocol.Status_STATUS_OK {
+		return ack, &StatusError{Op: protocol.OpMsgSendAck, Status: ack.Status, Reason: ack.Reason}
+	}
+	return ack, nil
+}
+
+// handleAck completes the Send waiting for the ACK's client message id; a
+// second ACK for the same id (answer to a resend) finds nothing and is
+// dropped. The sent message is then delivered as a Message event in its
+// conversation's order, like any other.
+func (c *Client) handleAck(s *session, ack *protocol.MsgSendAck) {
+	c.mu.Lock()
+	ps := c.sends[ack.ClientMsgId]
+	delete(c.sends, ack.ClientMsgId)
+	mid := c.mid
+	c.mu.Unlock()
+	if ps == nil {
+		return
+	}
+	ps.ch <- ack // buffered; the only send since ps left the map
+	if ack.Status != protocol.Status_STATUS_OK || ack.ConvId == "" || ack.Seq <= 0 {
+		return
+	}
+	c.handlePush(s, &protocol.Msg{
+		ConvId: ack.ConvId, Seq: ack.Seq, MsgId: ack.MsgId, Sender: mid,
+		ClientMsgId: ack.ClientMsgId, ContentType: ps.msg.ContentType,
+		Payload: ps.msg.Payload, ServerTime: ack.ServerTime,
+		ConvType: ps.msg.ConvType, To: ps.msg.To,
+	})
+}

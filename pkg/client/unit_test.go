@@ -1,0 +1,127 @@
+package client
+
+import (
+	"errors"
+	"regexp"
+	"runtime"
+	"testing"
+	"time"
+)
+
+func runtimeGoroutines() int { return runtime.NumGoroutine() }
+
+func TestBackoffBounds(t *testing.T) {
+	b := Backoff{Base: 100 * time.Millisecond, Max: 2 * time.Second, Factor: 2, Jitter: 0.25}
+	for attempt := 0; attempt < 40; attempt++ {
+		d := min(b.Base<<min(attempt, 20), b.Max)
+		lo := time.Duration(float64(d) * 0.75)
+		hi := min(time.Duration(float64(d)*1.25), b.Max)
+		for _, rnd := range []float64{0, 0.1, 0.5, 0.9, 0.999999, 1, -1, 2} {
+			got := b.Delay(attempt, rnd)
+			if got < lo-1 || got > hi+1 {
+				t.Fatalf("attempt %d rnd %v: %v outside [%v, %v]", attempt, rnd, got, lo, hi)
+			}
+		}
+		if lowest := b.Delay(attempt, 0); lowest > lo+1 {
+			t.Fatalf("attempt %d: rnd 0 gives %v, want the lower bound %v", attempt, lowest, lo)
+		}
+	}
+	noJitter := Backoff{Base: time.Second, Max: 10 * time.Second, Factor: 3}
+	for attempt, want := range []time.Duration{time.Second, 3 * time.Second, 9 * time.Second, 10 * time.Second, 10 * time.Second} {
+		if got := noJitter.Delay(attempt, 0.7); got != want {
+			t.Fatalf("attempt %d: %v, want %v", attempt, got, want)
+		}
+	}
+	if got := (Backoff{}).Delay(5, 0.5); got != 0 {
+		t.Fatalf("zero backoff %v", got)
+	}
+	huge := Backoff{Base: time.Hour, Max: time.Hour, Factor: 1e300, Jitter: 1}
+	if got := huge.Delay(1<<30, 0.99); got > time.Hour || got < 0 {
+		t.Fatalf("huge %v", got)
+	}
+}
+
+func TestAdaptiveInterval(t *testing.T) {
+	a := newAdaptiveInterval(60*time.Second, 300*time.Second, 30*time.Second, 3)
+	for i := 0; i < 100; i++ {
+		a.success()
+	}
+	if a.get() != 300*time.Second {
+		t.Fatalf("grew to %v", a.get())
+	}
+	a.success()
+	a.success()
+	a.failure()
+	if a.get() != 270*time.Second {
+		t.Fatalf("after failure %v", a.get())
+	}
+	a.success()
+	a.success()
+	if a.get() != 270*time.Second {
+		t.Fatalf("grew before 3 successes in a row: %v", a.get())
+	}
+	for i := 0; i < 20; i++ {
+		a.failure()
+	}
+	if a.get() != 60*time.Second {
+		t.Fatalf("shrank to %v", a.get())
+	}
+	a.capAt(time.Second) // below min: max stays at min
+	if a.get() != 60*time.Second {
+		t.Fatalf("cap below min: %v", a.get())
+	}
+}
+
+var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+
+func TestIDGenOrderedAndUnique(t *testing.T) {
+	var g IDGen
+	seen := map[string]bool{}
+	prev := ""
+	for i := 0; i < 20000; i++ {
+		id := g.New()
+		if !uuidRE.MatchString(id) {
+			t.Fatalf("%q is not a UUIDv7", id)
+		}
+		if id <= prev || seen[id] {
+			t.Fatalf("id %q not increasing after %q", id, prev)
+		}
+		seen[id] = true
+		prev = id
+	}
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	tests := []struct {
+		field string
+		cfg   Config
+	}{
+		{"Addrs", Config{}},
+		{"Transport", Config{Addrs: []string{"h:1"}, Transport: "udp"}},
+		{"Addrs[0]", Config{Addrs: []string{"nohost"}}},
+		{"Addrs[0]", Config{Addrs: []string{"quic://h:1"}}},
+		{"HeartbeatMax", Config{Addrs: []string{"h:1"}, HeartbeatMin: time.Hour}},
+		{"BackoffMax", Config{Addrs: []string{"h:1"}, BackoffBase: time.Hour}},
+		{"BackoffFactor", Config{Addrs: []string{"h:1"}, BackoffFactor: 0.5}},
+		{"BackoffJitter", Config{Addrs: []string{"h:1"}, BackoffJitter: 2}},
+		{"SendTimeout", Config{Addrs: []string{"h:1"}, SendTimeout: -1}},
+		{"Cursors", Config{Addrs: []string{"h:1"}, Cursors: map[string]int64{"c": -1}}},
+		{"MaxRawBody", Config{Addrs: []string{"h:1"}, MaxBody: 100, MaxRawBody: 10}},
+	}
+	for _, tt := range tests {
+		_, err := New(tt.cfg)
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Field != tt.field {
+			t.Errorf("New(%+v) = %v, want a ConfigError on %s", tt.cfg, err, tt.field)
+		}
+	}
+	c, err := New(Config{Addrs: []string{"h:1", "wss://h:2/x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.cfg.HeartbeatMin != DefaultHeartbeatMin || c.cfg.HeartbeatMax != DefaultHeartbeatMax ||
+		c.cfg.HeartbeatStep != DefaultHeartbeatStep || c.cfg.Transport != TransportTCP {
+		t.Fatalf("defaults not applied: %+v", c.cfg)
+	}
+	c.Close()
+}
