@@ -1,0 +1,244 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// sweepEvery bounds how often Memory drops expired entries; lookups filter
+// them by deadline anyway, so this only bounds memory.
+const sweepEvery = time.Second
+
+type memRoute struct {
+	s        Session
+	deadline time.Time
+}
+
+type memDevice struct {
+	d        Device
+	deadline time.Time
+}
+
+type memRooms struct {
+	counts   map[string]int32
+	deadline time.Time
+}
+
+// Memory is an in-process Store for the standalone mode and tests. Entries
+// expire in real time: a lookup never returns an entry past its deadline.
+type Memory struct {
+	now func() time.Time
+
+	mu        sync.Mutex
+	routes    map[string]memRoute            // key → route
+	devices   map[int64]map[string]memDevice // mid → key → device
+	rooms     map[string]memRooms            // server → counts
+	nextSweep time.Time
+}
+
+// NewMemory returns an empty Memory store.
+func NewMemory() *Memory {
+	return &Memory{
+		now:     time.Now,
+		routes:  make(map[string]memRoute),
+		devices: make(map[int64]map[string]memDevice),
+		rooms:   make(map[string]memRooms),
+	}
+}
+
+// sweep drops expired entries at most once per sweepEvery. m.mu is held.
+func (m *Memory) sweep(now time.Time) {
+	if now.Before(m.nextSweep) {
+		return
+	}
+	m.nextSweep = now.Add(sweepEvery)
+	for k, r := range m.routes {
+		if !now.Before(r.deadline) {
+			delete(m.routes, k)
+		}
+	}
+	for mid, devs := range m.devices {
+		for k, d := range devs {
+			if !now.Before(d.deadline) {
+				delete(devs, k)
+			}
+		}
+		if len(devs) == 0 {
+			delete(m.devices, mid)
+		}
+	}
+	for srv, r := range m.rooms {
+		if !now.Before(r.deadline) {
+			delete(m.rooms, srv)
+		}
+	}
+}
+
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Add implements Store.
+func (m *Memory) Add(ctx context.Context, s Session, ttl time.Duration) (Session, bool, error) {
+	if err := checkSession(s, ttl); err != nil {
+		return Session{}, false, err
+	}
+	if err := ctxErr(ctx); err != nil {
+		return Session{}, false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	m.sweep(now)
+	var prev Session
+	var replaced bool
+	if r, ok := m.routes[s.Key]; ok && now.Before(r.deadline) && !r.s.Owner(s) {
+		prev, replaced = r.s, true
+	}
+	m.routes[s.Key] = memRoute{s: s, deadline: now.Add(ttl)}
+	m.putDevice(s, now.Add(ttl))
+	return prev, replaced, nil
+}
+
+func (m *Memory) putDevice(s Session, deadline time.Time) {
+	devs := m.devices[s.Mid]
+	if devs == nil {
+		devs = make(map[string]memDevice)
+		m.devices[s.Mid] = devs
+	}
+	devs[s.Key] = memDevice{d: Device{Key: s.Key, Server: s.Server, ConnID: s.ConnID, Platform: s.Platform}, deadline: deadline}
+}
+
+// Heartbeat implements Store.
+func (m *Memory) Heartbeat(ctx context.Context, s Session, ttl time.Duration) (bool, error) {
+	if err := checkSession(s, ttl); err != nil {
+		return false, err
+	}
+	if err := ctxErr(ctx); err != nil {
+		return false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	m.sweep(now)
+	if r, ok := m.routes[s.Key]; ok && now.Before(r.deadline) && !r.s.Owner(s) {
+		return false, nil
+	}
+	m.routes[s.Key] = memRoute{s: s, deadline: now.Add(ttl)}
+	if d, ok := m.devices[s.Mid][s.Key]; ok && now.Before(d.deadline) &&
+		(d.d.Server != s.Server || d.d.ConnID != s.ConnID) {
+		return true, nil // the user's entry belongs to a newer connection
+	}
+	m.putDevice(s, now.Add(ttl))
+	return true, nil
+}
+
+// Remove implements Store.
+func (m *Memory) Remove(ctx context.Context, s Session) (bool, error) {
+	if s.Key == "" || s.Server == "" {
+		return false, fmt.Errorf("%w: empty key or server", ErrInvalid)
+	}
+	if err := ctxErr(ctx); err != nil {
+		return false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	removed := false
+	if r, ok := m.routes[s.Key]; ok && r.s.Owner(s) {
+		delete(m.routes, s.Key)
+		removed = now.Before(r.deadline)
+	}
+	if devs := m.devices[s.Mid]; devs != nil {
+		if d, ok := devs[s.Key]; ok && d.d.Server == s.Server && d.d.ConnID == s.ConnID {
+			delete(devs, s.Key)
+			if len(devs) == 0 {
+				delete(m.devices, s.Mid)
+			}
+		}
+	}
+	return removed, nil
+}
+
+// Servers implements Store.
+func (m *Memory) Servers(ctx context.Context, keys []string) ([]string, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	out := make([]string, len(keys))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	for i, k := range keys {
+		if r, ok := m.routes[k]; ok && now.Before(r.deadline) {
+			out[i] = r.s.Server
+		}
+	}
+	return out, nil
+}
+
+// Devices implements Store.
+func (m *Memory) Devices(ctx context.Context, mids []int64) (map[int64][]Device, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	out := make(map[int64][]Device, len(mids))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	for _, mid := range mids {
+		for _, d := range m.devices[mid] {
+			if now.Before(d.deadline) {
+				out[mid] = append(out[mid], d.d)
+			}
+		}
+	}
+	return out, nil
+}
+
+// SetRoomCounts implements Store.
+func (m *Memory) SetRoomCounts(ctx context.Context, server string, counts map[string]int32, ttl time.Duration) error {
+	if server == "" || ttl <= 0 {
+		return fmt.Errorf("%w: empty server or non-positive ttl", ErrInvalid)
+	}
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	cp := make(map[string]int32, len(counts))
+	for r, c := range counts {
+		if c > 0 {
+			cp[r] = c
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	m.sweep(now)
+	m.rooms[server] = memRooms{counts: cp, deadline: now.Add(ttl)}
+	return nil
+}
+
+// RoomCounts implements Store.
+func (m *Memory) RoomCounts(ctx context.Context) (map[string]int32, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	out := make(map[string]int32)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	for _, r := range m.rooms {
+		if !now.Before(r.deadline) {
+			continue
+		}
+		for room, c := range r.counts {
+			out[room] += c
+		}
+	}
+	return out, nil
+}

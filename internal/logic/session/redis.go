@@ -1,0 +1,398 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultPrefix is the default key prefix of the Redis store.
+const DefaultPrefix = "hubuim:"
+
+// sep separates the parts of a user-hash value (docs/redis-keys.md). Ids
+// containing it are refused with ErrInvalid.
+const sep = "\x00"
+
+// Route hash fields.
+const (
+	fieldServer   = "s"
+	fieldConn     = "c"
+	fieldMid      = "m"
+	fieldPlatform = "p"
+)
+
+// RedisConfig configures the Redis store.
+type RedisConfig struct {
+	// Prefix is prepended to every key. Default DefaultPrefix ("hubuim:").
+	// It must not contain '{' or '}' (they would break the hash tags).
+	Prefix string `yaml:"prefix"`
+}
+
+// Redis is the Store of the distributed mode. Every script touches a single
+// key, so it works unchanged on Redis Cluster; the ids inside keys are hash
+// tags so that a key's slot depends on the id only (docs/redis-keys.md).
+type Redis struct {
+	c      redis.UniversalClient
+	prefix string
+	now    func() time.Time
+}
+
+// NewRedis returns a Redis store over client (a *redis.Client,
+// *redis.ClusterClient or *redis.Ring). The client is not closed by the
+// store.
+func NewRedis(client redis.UniversalClient, cfg RedisConfig) (*Redis, error) {
+	if client == nil {
+		return nil, errors.New("session: nil redis client")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(cfg.Prefix, "{}") {
+		return nil, fmt.Errorf("session: prefix %q must not contain '{' or '}'", cfg.Prefix)
+	}
+	return &Redis{c: client, prefix: cfg.Prefix, now: time.Now}, nil
+}
+
+func (r *Redis) routeKey(key string) string { return r.prefix + "k:{" + key + "}" }
+func (r *Redis) userKey(mid int64) string {
+	return r.prefix + "u:{" + strconv.FormatInt(mid, 10) + "}"
+}
+func (r *Redis) roomsKey(server string) string { return r.prefix + "o:{" + server + "}" }
+func (r *Redis) serversKey() string            { return r.prefix + "o:servers" }
+
+func unavailable(op string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ErrUnavailable, op, err)
+}
+
+// ownerTag is the owner part of a user-hash value.
+func ownerTag(s Session) string { return s.Server + sep + s.ConnID + sep }
+
+// userValue encodes a device entry: deadline(ms) NUL server NUL conn NUL platform.
+func userValue(s Session, deadline time.Time) string {
+	return strconv.FormatInt(deadline.UnixMilli(), 10) + sep + ownerTag(s) + s.Platform
+}
+
+func parseUserValue(key, v string) (Device, int64, bool) {
+	parts := strings.SplitN(v, sep, 4)
+	if len(parts) != 4 {
+		return Device{}, 0, false
+	}
+	dl, err := strconv.ParseInt(parts[0], 10, 64)
+	if err != nil {
+		return Device{}, 0, false
+	}
+	return Device{Key: key, Server: parts[1], ConnID: parts[2], Platform: parts[3]}, dl, true
+}
+
+func checkIDs(s Session) error {
+	if strings.Contains(s.Server, sep) || strings.Contains(s.ConnID, sep) {
+		return fmt.Errorf("%w: server or conn id contains NUL", ErrInvalid)
+	}
+	return nil
+}
+
+// addRoute: KEYS[1] route; ARGV server, conn, mid, platform, ttl ms.
+// Overwrites the route and returns the previous owner when it differs.
+var addRoute = redis.NewScript(`
+local prev = redis.call('HMGET', KEYS[1], 's', 'c', 'm', 'p')
+redis.call('HSET', KEYS[1], 's', ARGV[1], 'c', ARGV[2], 'm', ARGV[3], 'p', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if prev[1] and (prev[1] ~= ARGV[1] or prev[2] ~= ARGV[2]) then
+  return {prev[1], prev[2] or '', prev[3] or '0', prev[4] or ''}
+end
+return {}
+`)
+
+// beatRoute: like addRoute but only when the route is absent or owned by
+// (server, conn). Returns 1 when written, 0 when owned by another.
+var beatRoute = redis.NewScript(`
+local cur = redis.call('HMGET', KEYS[1], 's', 'c')
+if cur[1] and (cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 's', ARGV[1], 'c', ARGV[2], 'm', ARGV[3], 'p', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+`)
+
+// removeRoute: deletes the route when owned by (server, conn).
+var removeRoute = redis.NewScript(`
+local cur = redis.call('HMGET', KEYS[1], 's', 'c')
+if cur[1] == ARGV[1] and cur[2] == ARGV[2] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+`)
+
+// putUser: KEYS[1] user hash; ARGV device key, value, owner tag, now ms,
+// ttl ms, mode. Mode "hb" leaves a live entry of another owner alone.
+// Expired entries are pruned, and the hash lives as long as its longest
+// entry.
+var putUser = redis.NewScript(`
+local function owner_and_deadline(v)
+  local i = string.find(v, '\0', 1, true)
+  if not i then return '', 0 end
+  return string.sub(v, i + 1), tonumber(string.sub(v, 1, i - 1)) or 0
+end
+local now = tonumber(ARGV[4])
+if ARGV[6] == 'hb' then
+  local cur = redis.call('HGET', KEYS[1], ARGV[1])
+  if cur then
+    local rest, dl = owner_and_deadline(cur)
+    if dl > now and string.sub(rest, 1, #ARGV[3]) ~= ARGV[3] then
+      return 0
+    end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local _, dl = owner_and_deadline(all[i + 1])
+  if dl <= now then redis.call('HDEL', KEYS[1], all[i]) end
+end
+local ttl = tonumber(ARGV[5])
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return 1
+`)
+
+// removeUser: deletes the device entry when owned by the owner tag.
+var removeUser = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return 0 end
+local i = string.find(cur, '\0', 1, true)
+if i and string.sub(cur, i + 1, i + #ARGV[2]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+`)
+
+// setRooms: KEYS[1] rooms hash of one comet; ARGV ttl ms, then room,
+// count pairs. Replaces the hash.
+var setRooms = redis.NewScript(`
+redis.call('DEL', KEYS[1])
+local batch = 256
+for i = 2, #ARGV, batch do
+  local last = math.min(i + batch - 1, #ARGV)
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, last))
+end
+if #ARGV > 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+`)
+
+type scriptCall struct {
+	s    *redis.Script
+	keys []string
+	args []any
+	cmd  *redis.Cmd
+}
+
+// runScripts runs calls in one pipeline (one round trip per node), falling
+// back to EVAL for scripts the server does not know yet.
+func (r *Redis) runScripts(ctx context.Context, calls []scriptCall) {
+	pipe := r.c.Pipeline()
+	for i := range calls {
+		calls[i].cmd = calls[i].s.EvalSha(ctx, pipe, calls[i].keys, calls[i].args...)
+	}
+	_, _ = pipe.Exec(ctx) // errors are read per command
+	for i := range calls {
+		if redis.HasErrorPrefix(calls[i].cmd.Err(), "NOSCRIPT") {
+			calls[i].cmd = calls[i].s.Eval(ctx, r.c, calls[i].keys, calls[i].args...)
+		}
+	}
+}
+
+// Add implements Store.
+func (r *Redis) Add(ctx context.Context, s Session, ttl time.Duration) (Session, bool, error) {
+	if err := checkSession(s, ttl); err != nil {
+		return Session{}, false, err
+	}
+	if err := checkIDs(s); err != nil {
+		return Session{}, false, err
+	}
+	now := r.now()
+	ms := ttl.Milliseconds()
+	calls := [2]scriptCall{
+		{s: addRoute, keys: []string{r.routeKey(s.Key)}, args: []any{s.Server, s.ConnID, s.Mid, s.Platform, ms}},
+		{s: putUser, keys: []string{r.userKey(s.Mid)}, args: []any{s.Key, userValue(s, now.Add(ttl)), ownerTag(s), now.UnixMilli(), ms, "add"}},
+	}
+	r.runScripts(ctx, calls[:])
+	for _, c := range calls {
+		if err := c.cmd.Err(); err != nil {
+			return Session{}, false, unavailable("add", err)
+		}
+	}
+	prev, _ := calls[0].cmd.StringSlice()
+	if len(prev) != 4 {
+		return Session{}, false, nil
+	}
+	mid, _ := strconv.ParseInt(prev[2], 10, 64)
+	return Session{Key: s.Key, Server: prev[0], ConnID: prev[1], Mid: mid, Platform: prev[3]}, true, nil
+}
+
+// Heartbeat implements Store.
+func (r *Redis) Heartbeat(ctx context.Context, s Session, ttl time.Duration) (bool, error) {
+	if err := checkSession(s, ttl); err != nil {
+		return false, err
+	}
+	if err := checkIDs(s); err != nil {
+		return false, err
+	}
+	ms := ttl.Milliseconds()
+	rc := beatRoute.Run(ctx, r.c, []string{r.routeKey(s.Key)}, s.Server, s.ConnID, s.Mid, s.Platform, ms)
+	owner, err := rc.Int()
+	if err != nil {
+		return false, unavailable("heartbeat", err)
+	}
+	if owner == 0 {
+		return false, nil
+	}
+	now := r.now()
+	uc := putUser.Run(ctx, r.c, []string{r.userKey(s.Mid)}, s.Key, userValue(s, now.Add(ttl)), ownerTag(s), now.UnixMilli(), ms, "hb")
+	if err := uc.Err(); err != nil {
+		return true, unavailable("heartbeat", err)
+	}
+	return true, nil
+}
+
+// Remove implements Store.
+func (r *Redis) Remove(ctx context.Context, s Session) (bool, error) {
+	if s.Key == "" || s.Server == "" {
+		return false, fmt.Errorf("%w: empty key or server", ErrInvalid)
+	}
+	if err := checkIDs(s); err != nil {
+		return false, err
+	}
+	calls := [2]scriptCall{
+		{s: removeRoute, keys: []string{r.routeKey(s.Key)}, args: []any{s.Server, s.ConnID}},
+		{s: removeUser, keys: []string{r.userKey(s.Mid)}, args: []any{s.Key, ownerTag(s)}},
+	}
+	r.runScripts(ctx, calls[:])
+	for _, c := range calls {
+		if err := c.cmd.Err(); err != nil {
+			return false, unavailable("remove", err)
+		}
+	}
+	n, _ := calls[0].cmd.Int()
+	return n == 1, nil
+}
+
+// Servers implements Store.
+func (r *Redis) Servers(ctx context.Context, keys []string) ([]string, error) {
+	out := make([]string, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	cmds := make([]*redis.StringCmd, len(keys))
+	pipe := r.c.Pipeline()
+	for i, k := range keys {
+		cmds[i] = pipe.HGet(ctx, r.routeKey(k), fieldServer)
+	}
+	_, _ = pipe.Exec(ctx)
+	for i, c := range cmds {
+		v, err := c.Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+		case err != nil:
+			return nil, unavailable("servers", err)
+		default:
+			out[i] = v
+		}
+	}
+	return out, nil
+}
+
+// Devices implements Store.
+func (r *Redis) Devices(ctx context.Context, mids []int64) (map[int64][]Device, error) {
+	out := make(map[int64][]Device, len(mids))
+	if len(mids) == 0 {
+		return out, nil
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(mids))
+	pipe := r.c.Pipeline()
+	for i, mid := range mids {
+		cmds[i] = pipe.HGetAll(ctx, r.userKey(mid))
+	}
+	_, _ = pipe.Exec(ctx)
+	now := r.now().UnixMilli()
+	for i, c := range cmds {
+		m, err := c.Result()
+		if err != nil {
+			return nil, unavailable("devices", err)
+		}
+		for k, v := range m {
+			d, dl, ok := parseUserValue(k, v)
+			if ok && dl > now {
+				out[mids[i]] = append(out[mids[i]], d)
+			}
+		}
+	}
+	return out, nil
+}
+
+// SetRoomCounts implements Store.
+func (r *Redis) SetRoomCounts(ctx context.Context, server string, counts map[string]int32, ttl time.Duration) error {
+	if server == "" || ttl <= 0 {
+		return fmt.Errorf("%w: empty server or non-positive ttl", ErrInvalid)
+	}
+	args := make([]any, 0, 1+2*len(counts))
+	args = append(args, ttl.Milliseconds())
+	for room, c := range counts {
+		if c > 0 {
+			args = append(args, room, c)
+		}
+	}
+	deadline := r.now().Add(ttl).UnixMilli()
+	calls := [1]scriptCall{{s: setRooms, keys: []string{r.roomsKey(server)}, args: args}}
+	r.runScripts(ctx, calls[:])
+	if err := calls[0].cmd.Err(); err != nil {
+		return unavailable("set room counts", err)
+	}
+	pipe := r.c.Pipeline()
+	pipe.ZAdd(ctx, r.serversKey(), redis.Z{Score: float64(deadline), Member: server})
+	pipe.ZRemRangeByScore(ctx, r.serversKey(), "-inf", "("+strconv.FormatInt(r.now().UnixMilli(), 10))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return unavailable("set room counts", err)
+	}
+	return nil
+}
+
+// RoomCounts implements Store.
+func (r *Redis) RoomCounts(ctx context.Context) (map[string]int32, error) {
+	now := strconv.FormatInt(r.now().UnixMilli(), 10)
+	servers, err := r.c.ZRangeByScore(ctx, r.serversKey(), &redis.ZRangeBy{Min: "(" + now, Max: "+inf"}).Result()
+	if err != nil {
+		return nil, unavailable("room counts", err)
+	}
+	out := make(map[string]int32)
+	if len(servers) == 0 {
+		return out, nil
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(servers))
+	pipe := r.c.Pipeline()
+	for i, s := range servers {
+		cmds[i] = pipe.HGetAll(ctx, r.roomsKey(s))
+	}
+	_, _ = pipe.Exec(ctx)
+	for _, c := range cmds {
+		m, err := c.Result()
+		if err != nil {
+			return nil, unavailable("room counts", err)
+		}
+		for room, v := range m {
+			n, err := strconv.ParseInt(v, 10, 32)
+			if err == nil && n > 0 {
+				out[room] += int32(n)
+			}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,90 @@
+// Package session is where logic keeps who is connected where: the route of
+// a device key (comet id, connection id, user, platform), the devices of a
+// user, and each comet's room online counts. Store is the contract; Redis
+// (distributed mode) and Memory (standalone mode) implement it and pass the
+// same conformance suite in package sessiontest.
+//
+// Every entry has a TTL renewed by Heartbeat. Removal is conditional on the
+// owner (comet id and connection id), so that a late Disconnect of a replaced
+// connection never deletes the route of the connection that replaced it.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrUnavailable wraps every error caused by the backing store being
+// unreachable or failing. Callers answer it with "try again later".
+var ErrUnavailable = errors.New("session: store unavailable")
+
+// ErrInvalid is returned for arguments a Store refuses (empty key or server,
+// non-positive TTL).
+var ErrInvalid = errors.New("session: invalid argument")
+
+// Session is one connection of one device.
+type Session struct {
+	Key      string // device key, unique per device
+	Mid      int64  // user id
+	Server   string // comet id holding the connection
+	ConnID   string // connection id, unique on that comet
+	Platform string
+}
+
+// Owner reports whether s is owned by the same connection as o.
+func (s Session) Owner(o Session) bool { return s.Server == o.Server && s.ConnID == o.ConnID }
+
+// Device is one live device of a user.
+type Device struct {
+	Key      string
+	Server   string
+	ConnID   string
+	Platform string
+}
+
+// Store keeps sessions and room online counts. Implementations are safe for
+// concurrent use.
+type Store interface {
+	// Add records s unconditionally (the newest connection of a device
+	// wins) with the given TTL, and returns the session it replaced, if
+	// the device key was owned by another connection.
+	Add(ctx context.Context, s Session, ttl time.Duration) (prev Session, replaced bool, err error)
+
+	// Heartbeat renews s for ttl, re-creating whatever expired or was
+	// lost. It reports false (and changes nothing for the key) when the
+	// key is owned by another connection.
+	Heartbeat(ctx context.Context, s Session, ttl time.Duration) (owner bool, err error)
+
+	// Remove deletes s only where it is still owned by s.Server and
+	// s.ConnID, and reports whether the device route was removed.
+	Remove(ctx context.Context, s Session) (removed bool, err error)
+
+	// Servers returns the comet id of each key, in the order of keys;
+	// "" for keys that are not online.
+	Servers(ctx context.Context, keys []string) ([]string, error)
+
+	// Devices returns the live devices of each user (absent users have no
+	// entry).
+	Devices(ctx context.Context, mids []int64) (map[int64][]Device, error)
+
+	// SetRoomCounts replaces the room online counts of one comet; they
+	// vanish after ttl unless set again.
+	SetRoomCounts(ctx context.Context, server string, counts map[string]int32, ttl time.Duration) error
+
+	// RoomCounts returns the room counts of every live comet, summed.
+	RoomCounts(ctx context.Context) (map[string]int32, error)
+}
+
+func checkSession(s Session, ttl time.Duration) error {
+	switch {
+	case s.Key == "":
+		return fmt.Errorf("%w: empty key", ErrInvalid)
+	case s.Server == "":
+		return fmt.Errorf("%w: empty server", ErrInvalid)
+	case ttl <= 0:
+		return fmt.Errorf("%w: ttl must be positive", ErrInvalid)
+	}
+	return nil
+}

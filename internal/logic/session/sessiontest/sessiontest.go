@@ -1,0 +1,427 @@
+// Package sessiontest is the conformance suite every session.Store must
+// pass. Run it from the implementation's tests:
+//
+//	sessiontest.Run(t, func(t *testing.T) session.Store { return newStore(t) })
+//
+// newStore must return an empty store, isolated from other tests (for Redis:
+// a random key prefix). Some cases wait for real TTL expiry (about 2 s).
+package sessiontest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hubuim/hubuim/internal/logic/session"
+)
+
+// Timings of the expiry cases.
+const (
+	shortTTL     = time.Second
+	longTTL      = time.Minute
+	pollInterval = 20 * time.Millisecond
+	expiryWait   = 5 * time.Second // generous: a loaded CI machine
+)
+
+// Run runs every conformance case as a subtest.
+func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
+	cases := []struct {
+		name string
+		fn   func(t *testing.T, s session.Store)
+	}{
+		{"AddLookup", testAddLookup},
+		{"MultiDevice", testMultiDevice},
+		{"ReplaceAndConditionalRemove", testReplace},
+		{"RemoveRace", testRemoveRace},
+		{"Expiry", testExpiry},
+		{"HeartbeatRenews", testHeartbeatRenews},
+		{"HeartbeatRecreates", testHeartbeatRecreates},
+		{"HeartbeatNotOwner", testHeartbeatNotOwner},
+		{"RoomCounts", testRoomCounts},
+		{"RoomCountsExpiry", testRoomCountsExpiry},
+		{"ManyRooms", testManyRooms},
+		{"Invalid", testInvalid},
+		{"OddKeys", testOddKeys},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			c.fn(t, newStore(t))
+		})
+	}
+}
+
+// Eventually polls cond until it returns true or the wait elapses.
+func Eventually(tb testing.TB, wait time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %v waiting for %s", wait, what)
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+func ctx(tb testing.TB) context.Context {
+	tb.Helper()
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	tb.Cleanup(cancel)
+	return c
+}
+
+func add(t *testing.T, s session.Store, ss session.Session, ttl time.Duration) (session.Session, bool) {
+	t.Helper()
+	prev, replaced, err := s.Add(ctx(t), ss, ttl)
+	if err != nil {
+		t.Fatalf("Add(%+v): %v", ss, err)
+	}
+	return prev, replaced
+}
+
+func server(t testing.TB, s session.Store, key string) string {
+	t.Helper()
+	got, err := s.Servers(ctx(t), []string{key})
+	if err != nil {
+		t.Fatalf("Servers: %v", err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("Servers returned %d entries for 1 key", len(got))
+	}
+	return got[0]
+}
+
+func devices(t testing.TB, s session.Store, mid int64) []session.Device {
+	t.Helper()
+	m, err := s.Devices(ctx(t), []int64{mid})
+	if err != nil {
+		t.Fatalf("Devices: %v", err)
+	}
+	d := m[mid]
+	sort.Slice(d, func(i, j int) bool { return d[i].Key < d[j].Key })
+	return d
+}
+
+func rooms(t testing.TB, s session.Store) map[string]int32 {
+	t.Helper()
+	m, err := s.RoomCounts(ctx(t))
+	if err != nil {
+		t.Fatalf("RoomCounts: %v", err)
+	}
+	return m
+}
+
+func sess(key string, mid int64, server, conn string) session.Session {
+	return session.Session{Key: key, Mid: mid, Server: server, ConnID: conn, Platform: "web"}
+}
+
+func testAddLookup(t *testing.T, s session.Store) {
+	a := sess("dev-a", 1, "comet-1", "c1")
+	if _, replaced := add(t, s, a, longTTL); replaced {
+		t.Fatal("first Add reported a replaced session")
+	}
+	got, err := s.Servers(ctx(t), []string{"missing", "dev-a", "missing2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"", "comet-1", ""}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Servers = %q, want %q", got, want)
+	}
+	d := devices(t, s, 1)
+	if len(d) != 1 || d[0] != (session.Device{Key: "dev-a", Server: "comet-1", ConnID: "c1", Platform: "web"}) {
+		t.Fatalf("Devices(1) = %+v", d)
+	}
+	if d := devices(t, s, 2); len(d) != 0 {
+		t.Fatalf("Devices(2) = %+v, want none", d)
+	}
+	// Re-adding the same connection is not a replacement.
+	if _, replaced := add(t, s, a, longTTL); replaced {
+		t.Fatal("re-Add of the same connection reported a replacement")
+	}
+	if got, err := s.Servers(ctx(t), nil); err != nil || len(got) != 0 {
+		t.Fatalf("Servers(nil) = %v, %v", got, err)
+	}
+}
+
+func testMultiDevice(t *testing.T, s session.Store) {
+	add(t, s, session.Session{Key: "k1", Mid: 7, Server: "c1", ConnID: "1", Platform: "ios"}, longTTL)
+	add(t, s, session.Session{Key: "k2", Mid: 7, Server: "c2", ConnID: "2", Platform: "android"}, longTTL)
+	add(t, s, session.Session{Key: "k3", Mid: 7, Server: "c1", ConnID: "3", Platform: "web"}, longTTL)
+	add(t, s, session.Session{Key: "k4", Mid: 8, Server: "c2", ConnID: "4", Platform: "web"}, longTTL)
+	want := []session.Device{
+		{Key: "k1", Server: "c1", ConnID: "1", Platform: "ios"},
+		{Key: "k2", Server: "c2", ConnID: "2", Platform: "android"},
+		{Key: "k3", Server: "c1", ConnID: "3", Platform: "web"},
+	}
+	if got := devices(t, s, 7); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Devices(7) = %+v, want %+v", got, want)
+	}
+	m, err := s.Devices(ctx(t), []int64{7, 8, 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m[7]) != 3 || len(m[8]) != 1 || len(m[9]) != 0 {
+		t.Fatalf("Devices(7,8,9) = %+v", m)
+	}
+	if removed, err := s.Remove(ctx(t), session.Session{Key: "k2", Mid: 7, Server: "c2", ConnID: "2"}); err != nil || !removed {
+		t.Fatalf("Remove(k2) = %v, %v", removed, err)
+	}
+	if got := devices(t, s, 7); len(got) != 2 || got[0].Key != "k1" || got[1].Key != "k3" {
+		t.Fatalf("Devices(7) after removing k2 = %+v", got)
+	}
+}
+
+func testReplace(t *testing.T, s session.Store) {
+	old := sess("dev", 5, "comet-1", "old")
+	add(t, s, old, longTTL)
+	nw := sess("dev", 5, "comet-2", "new")
+	prev, replaced := add(t, s, nw, longTTL)
+	if !replaced || prev.Server != "comet-1" || prev.ConnID != "old" || prev.Mid != 5 {
+		t.Fatalf("Add(new) = %+v, %v; want the old session replaced", prev, replaced)
+	}
+	// The old connection's late Disconnect must not touch the new route.
+	removed, err := s.Remove(ctx(t), old)
+	if err != nil || removed {
+		t.Fatalf("Remove(old) = %v, %v; want false, nil", removed, err)
+	}
+	if got := server(t, s, "dev"); got != "comet-2" {
+		t.Fatalf("after late Remove(old): server = %q, want comet-2", got)
+	}
+	if d := devices(t, s, 5); len(d) != 1 || d[0].ConnID != "new" {
+		t.Fatalf("after late Remove(old): devices = %+v", d)
+	}
+	// Same comet, other connection: still not the owner.
+	if removed, _ := s.Remove(ctx(t), sess("dev", 5, "comet-2", "other")); removed {
+		t.Fatal("Remove by another conn id on the same comet removed the route")
+	}
+	removed, err = s.Remove(ctx(t), nw)
+	if err != nil || !removed {
+		t.Fatalf("Remove(new) = %v, %v; want true", removed, err)
+	}
+	if got := server(t, s, "dev"); got != "" {
+		t.Fatalf("after Remove(new): server = %q", got)
+	}
+	if d := devices(t, s, 5); len(d) != 0 {
+		t.Fatalf("after Remove(new): devices = %+v", d)
+	}
+	if removed, _ := s.Remove(ctx(t), nw); removed {
+		t.Fatal("second Remove reported removed")
+	}
+}
+
+// testRemoveRace: each reconnect races with the previous connection's
+// Disconnect. Whatever the interleaving, the last connection keeps its
+// route.
+func testRemoveRace(t *testing.T, s session.Store) {
+	const rounds = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, rounds)
+	for i := 1; i <= rounds; i++ {
+		cur := sess("racy", 9, fmt.Sprintf("comet-%d", i%3), fmt.Sprintf("conn-%d", i))
+		if i > 1 {
+			prev := sess("racy", 9, fmt.Sprintf("comet-%d", (i-1)%3), fmt.Sprintf("conn-%d", i-1))
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := s.Remove(context.Background(), prev); err != nil {
+					errs <- err
+				}
+			}()
+		}
+		add(t, s, cur, longTTL)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("Remove: %v", err)
+	}
+	last := fmt.Sprintf("conn-%d", rounds)
+	if got := server(t, s, "racy"); got != fmt.Sprintf("comet-%d", rounds%3) {
+		t.Fatalf("route server = %q after the race", got)
+	}
+	d := devices(t, s, 9)
+	if len(d) != 1 || d[0].ConnID != last {
+		t.Fatalf("devices after the race = %+v, want only %s", d, last)
+	}
+}
+
+func testExpiry(t *testing.T, s session.Store) {
+	add(t, s, sess("short", 11, "comet-1", "c"), shortTTL)
+	add(t, s, sess("long", 11, "comet-1", "d"), longTTL)
+	if got := server(t, s, "short"); got != "comet-1" {
+		t.Fatalf("right after Add: server = %q", got)
+	}
+	Eventually(t, expiryWait, "route to expire", func() bool { return server(t, s, "short") == "" })
+	Eventually(t, expiryWait, "device entry to expire", func() bool {
+		d := devices(t, s, 11)
+		return len(d) == 1 && d[0].Key == "long"
+	})
+	if got := server(t, s, "long"); got != "comet-1" {
+		t.Fatalf("long-lived route gone: %q", got)
+	}
+}
+
+func testHeartbeatRenews(t *testing.T, s session.Store) {
+	a := sess("beat", 12, "comet-1", "c")
+	add(t, s, a, shortTTL)
+	end := time.Now().Add(2 * shortTTL)
+	for time.Now().Before(end) {
+		owner, err := s.Heartbeat(ctx(t), a, shortTTL)
+		if err != nil || !owner {
+			t.Fatalf("Heartbeat = %v, %v", owner, err)
+		}
+		if got := server(t, s, "beat"); got != "comet-1" {
+			t.Fatalf("route lost while heartbeating: %q", got)
+		}
+		if d := devices(t, s, 12); len(d) != 1 {
+			t.Fatalf("device lost while heartbeating: %+v", d)
+		}
+		time.Sleep(shortTTL / 4)
+	}
+	Eventually(t, expiryWait, "route to expire after heartbeats stop", func() bool { return server(t, s, "beat") == "" })
+}
+
+func testHeartbeatRecreates(t *testing.T, s session.Store) {
+	a := sess("lost", 13, "comet-1", "c")
+	add(t, s, a, longTTL)
+	if removed, err := s.Remove(ctx(t), a); err != nil || !removed {
+		t.Fatalf("Remove = %v, %v", removed, err)
+	}
+	// The keys were lost (e.g. Redis restarted); the next heartbeat
+	// restores them.
+	owner, err := s.Heartbeat(ctx(t), a, longTTL)
+	if err != nil || !owner {
+		t.Fatalf("Heartbeat = %v, %v", owner, err)
+	}
+	if got := server(t, s, "lost"); got != "comet-1" {
+		t.Fatalf("server after re-create = %q", got)
+	}
+	if d := devices(t, s, 13); len(d) != 1 || d[0].ConnID != "c" || d[0].Platform != "web" {
+		t.Fatalf("devices after re-create = %+v", d)
+	}
+}
+
+func testHeartbeatNotOwner(t *testing.T, s session.Store) {
+	nw := sess("dup", 14, "comet-2", "new")
+	add(t, s, nw, longTTL)
+	owner, err := s.Heartbeat(ctx(t), sess("dup", 14, "comet-1", "old"), longTTL)
+	if err != nil || owner {
+		t.Fatalf("Heartbeat(old) = %v, %v; want false", owner, err)
+	}
+	if got := server(t, s, "dup"); got != "comet-2" {
+		t.Fatalf("server after old heartbeat = %q", got)
+	}
+	if d := devices(t, s, 14); len(d) != 1 || d[0].ConnID != "new" {
+		t.Fatalf("devices after old heartbeat = %+v", d)
+	}
+}
+
+func testRoomCounts(t *testing.T, s session.Store) {
+	if m := rooms(t, s); len(m) != 0 {
+		t.Fatalf("empty store has counts %v", m)
+	}
+	if err := s.SetRoomCounts(ctx(t), "c1", map[string]int32{"live://1": 2, "live://2": 3, "live://0": 0}, longTTL); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetRoomCounts(ctx(t), "c2", map[string]int32{"live://1": 5}, longTTL); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := rooms(t, s), map[string]int32{"live://1": 7, "live://2": 3}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("RoomCounts = %v, want %v", got, want)
+	}
+	// A renewal replaces the comet's previous counts.
+	if err := s.SetRoomCounts(ctx(t), "c1", map[string]int32{"live://2": 1}, longTTL); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := rooms(t, s), map[string]int32{"live://1": 5, "live://2": 1}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("RoomCounts after replace = %v, want %v", got, want)
+	}
+	if err := s.SetRoomCounts(ctx(t), "c2", nil, longTTL); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := rooms(t, s), map[string]int32{"live://2": 1}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("RoomCounts after emptying c2 = %v, want %v", got, want)
+	}
+}
+
+func testRoomCountsExpiry(t *testing.T, s session.Store) {
+	if err := s.SetRoomCounts(ctx(t), "alive", map[string]int32{"r://a": 1}, longTTL); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetRoomCounts(ctx(t), "dead", map[string]int32{"r://a": 4, "r://b": 2}, shortTTL); err != nil {
+		t.Fatal(err)
+	}
+	if got := rooms(t, s); got["r://a"] != 5 || got["r://b"] != 2 {
+		t.Fatalf("RoomCounts = %v", got)
+	}
+	start := time.Now()
+	Eventually(t, expiryWait, "dead comet's counts to vanish", func() bool {
+		got := rooms(t, s)
+		return got["r://a"] == 1 && len(got) == 1
+	})
+	if el := time.Since(start); el < shortTTL/2 {
+		t.Fatalf("counts vanished after %v, before their TTL", el)
+	}
+}
+
+func testManyRooms(t *testing.T, s session.Store) {
+	const n = 3000
+	counts := make(map[string]int32, n)
+	for i := range n {
+		counts[fmt.Sprintf("chat://%d", i)] = int32(i%7 + 1)
+	}
+	if err := s.SetRoomCounts(ctx(t), "big", counts, longTTL); err != nil {
+		t.Fatal(err)
+	}
+	got := rooms(t, s)
+	if len(got) != n {
+		t.Fatalf("got %d rooms, want %d", len(got), n)
+	}
+	for r, c := range counts {
+		if got[r] != c {
+			t.Fatalf("room %s = %d, want %d", r, got[r], c)
+		}
+	}
+}
+
+func testInvalid(t *testing.T, s session.Store) {
+	c := ctx(t)
+	if _, _, err := s.Add(c, sess("", 1, "c", "x"), longTTL); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("Add(empty key) err = %v", err)
+	}
+	if _, _, err := s.Add(c, sess("k", 1, "", "x"), longTTL); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("Add(empty server) err = %v", err)
+	}
+	if _, _, err := s.Add(c, sess("k", 1, "c", "x"), 0); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("Add(ttl 0) err = %v", err)
+	}
+	if _, err := s.Heartbeat(c, sess("", 1, "c", "x"), longTTL); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("Heartbeat(empty key) err = %v", err)
+	}
+	if _, err := s.Remove(c, sess("", 1, "c", "x")); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("Remove(empty key) err = %v", err)
+	}
+	if err := s.SetRoomCounts(c, "", nil, longTTL); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("SetRoomCounts(empty server) err = %v", err)
+	}
+}
+
+func testOddKeys(t *testing.T, s session.Store) {
+	for i, k := range []string{"{tag}", "a}b{c", "key with spaces", "ключ", "a:b:c", "*"} {
+		conn := fmt.Sprintf("conn-%d", i)
+		add(t, s, sess(k, 20, "comet-x", conn), longTTL)
+		if got := server(t, s, k); got != "comet-x" {
+			t.Fatalf("server(%q) = %q", k, got)
+		}
+	}
+	if d := devices(t, s, 20); len(d) != 6 {
+		t.Fatalf("devices = %+v, want 6", d)
+	}
+	if got := server(t, s, "{tag"); got != "" {
+		t.Fatalf("a prefix of a key matched: %q", got)
+	}
+}
