@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 
 	"github.com/hubuim/hubuim/internal/config"
 )
@@ -168,6 +170,17 @@ func NewEtcd(cfg EtcdConfig, logger *slog.Logger) (*Etcd, error) {
 		// The client's own zap logs are dropped: this package logs the
 		// events that matter (lost lease, watch errors) with slog.
 		Logger: zap.NewNop(),
+		// Reconnect to a restarted etcd within RetryMax instead of gRPC's
+		// default backoff of up to 2 minutes.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: grpcbackoff.Config{
+				BaseDelay:  cfg.RetryMin,
+				Multiplier: grpcbackoff.DefaultConfig.Multiplier,
+				Jitter:     grpcbackoff.DefaultConfig.Jitter,
+				MaxDelay:   cfg.RetryMax,
+			},
+			MinConnectTimeout: cfg.DialTimeout,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("discovery: etcd client: %w", err)

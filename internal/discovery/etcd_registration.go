@@ -40,7 +40,7 @@ type etcdRegistration struct {
 	putMu sync.Mutex
 
 	mu     sync.Mutex
-	val    []byte          // latest JSON instance
+	val    []byte           // latest JSON instance
 	lease  clientv3.LeaseID // 0 while lost
 	closed bool
 }

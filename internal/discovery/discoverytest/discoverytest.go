@@ -78,7 +78,13 @@ func IDs(list []discovery.Instance) []string {
 // Timeout.
 func WaitFor(tb testing.TB, ch <-chan []discovery.Instance, what string, ok func([]discovery.Instance) bool) []discovery.Instance {
 	tb.Helper()
-	deadline := time.NewTimer(Timeout)
+	return WaitForWithin(tb, Timeout, ch, what, ok)
+}
+
+// WaitForWithin is WaitFor with a timeout d.
+func WaitForWithin(tb testing.TB, d time.Duration, ch <-chan []discovery.Instance, what string, ok func([]discovery.Instance) bool) []discovery.Instance {
+	tb.Helper()
+	deadline := time.NewTimer(d)
 	defer deadline.Stop()
 	var last []discovery.Instance
 	seen := false
@@ -93,7 +99,7 @@ func WaitFor(tb testing.TB, ch <-chan []discovery.Instance, what string, ok func
 				return list
 			}
 		case <-deadline.C:
-			tb.Fatalf("waiting for %s: timed out after %v (last list %v, any received: %v)", what, Timeout, IDs(last), seen)
+			tb.Fatalf("waiting for %s: timed out after %v (last list %v, any received: %v)", what, d, IDs(last), seen)
 			return nil
 		}
 	}
