@@ -223,6 +223,15 @@ func (s *Server) Start() error {
 	}
 	var tcpL, tlsL, wsL, wssL, grpcL net.Listener
 	var err error
+	defer func() {
+		// Shutdown closes the accept loops' listeners itself; net/http and
+		// gRPC close their own.
+		for _, l := range []net.Listener{tcpL, tlsL} {
+			if l != nil {
+				s.listeners = append(s.listeners, l)
+			}
+		}
+	}()
 	for _, x := range []struct {
 		addr string
 		l    *net.Listener
@@ -242,7 +251,6 @@ func (s *Server) Start() error {
 		}
 		*x.out = (*x.l).Addr().String()
 	}
-	s.listeners = ls
 
 	for _, w := range s.wheels {
 		s.wg.Add(1)
