@@ -1,0 +1,88 @@
+package im
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hubuim/hubuim/api/protocol"
+)
+
+// Metrics of the IM service. A nil *Metrics records nothing.
+type Metrics struct {
+	sends          *prometheus.CounterVec
+	sendSeconds    prometheus.Histogram
+	dups           prometheus.Counter
+	seqConflicts   prometheus.Counter
+	seqJumps       prometheus.Counter
+	publishFailure prometheus.Counter
+}
+
+// NewMetrics creates the IM metrics and registers them with reg (if not nil).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		sends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hubuim_im_sends_total", Help: "MsgSend requests by resulting status.",
+		}, []string{"status"}),
+		sendSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "hubuim_im_send_ack_seconds", Help: "Time from MsgSend received to ACK ready (store-then-ACK).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		dups: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hubuim_im_duplicate_sends_total", Help: "Resends answered with the original ACK.",
+		}),
+		seqConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hubuim_im_seq_conflicts_total", Help: "Appends retried because their seq was taken.",
+		}),
+		seqJumps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hubuim_im_seq_jumps_total", Help: "Seq counters re-created past the stored maximum.",
+		}),
+		publishFailure: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hubuim_im_publish_failures_total", Help: "Stored messages whose live fan-out could not be published.",
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.sends, m.sendSeconds, m.dups, m.seqConflicts, m.seqJumps, m.publishFailure} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+// OnSeqJump counts a seq counter re-creation; pass it as
+// SeqAllocatorConfig.OnJump.
+func (m *Metrics) OnSeqJump(string, int64) {
+	if m != nil {
+		m.seqJumps.Inc()
+	}
+}
+
+func (m *Metrics) observeSend(st protocol.Status, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.sends.WithLabelValues(st.String()).Inc()
+	if st == protocol.Status_STATUS_OK {
+		m.sendSeconds.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) dup() {
+	if m != nil {
+		m.dups.Inc()
+	}
+}
+
+func (m *Metrics) seqConflict() {
+	if m != nil {
+		m.seqConflicts.Inc()
+	}
+}
+
+func (m *Metrics) publishFailed() {
+	if m != nil {
+		m.publishFailure.Inc()
+	}
+}

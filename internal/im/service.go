@@ -1,0 +1,322 @@
+package im
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	logicpb "github.com/hubuim/hubuim/api/logic"
+	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/mq"
+	"github.com/hubuim/hubuim/internal/store"
+)
+
+// Defaults of Config.
+const (
+	// DefaultMaxPayload leaves room for the MsgSend envelope inside the
+	// default 16 KiB frame body.
+	DefaultMaxPayload = protocol.DefaultMaxBody - 1024
+	// DefaultSyncLimit is the page size of a Sync without a limit.
+	DefaultSyncLimit = 100
+	// DefaultCursorSyncLimit is the page size per conversation of a
+	// cursor sync (reconnect); the client pulls the rest by conversation.
+	DefaultCursorSyncLimit = 20
+	// DefaultMaxSyncConvs bounds the conversations of one cursor sync reply.
+	DefaultMaxSyncConvs = 200
+	// seqConflictRetries is how often Send retries with a fresh seq after a
+	// seq conflict (a counter re-created at 0 handed out a used seq).
+	seqConflictRetries = 3
+)
+
+// Store is what the IM service needs from the message store.
+type Store interface {
+	store.MessageStore
+	store.ConvIndex
+	IsMember(ctx context.Context, groupID, userID int64) (bool, error)
+	Group(ctx context.Context, groupID int64) (store.Group, error)
+	Groups(ctx context.Context, userID int64) ([]store.Group, error)
+	Members(ctx context.Context, groupID int64) ([]int64, error)
+}
+
+// IDGen issues unique, time-ordered message ids.
+type IDGen interface {
+	Next() (int64, error)
+}
+
+// Config configures the IM service. The zero value is the default.
+type Config struct {
+	// MaxPayload bounds MsgSend.payload in bytes. Default DefaultMaxPayload.
+	MaxPayload int `yaml:"max_payload"`
+	// SyncLimit is the default and maximum page of a conversation sync.
+	// Default DefaultSyncLimit; capped at store.MaxRangeLimit.
+	SyncLimit int `yaml:"sync_limit"`
+	// RelayGroupReadMarks relays a member's read mark to every member of
+	// the group (off by default: large groups would flood).
+	RelayGroupReadMarks bool `yaml:"relay_group_read_marks"`
+	// MessageTopic is the topic stored messages are published to. Default
+	// mq.TopicMessage.
+	MessageTopic string `yaml:"message_topic"`
+}
+
+// Deps are the IM service's collaborators.
+type Deps struct {
+	Seq      *SeqAllocator
+	Dedup    DedupStore
+	Store    Store
+	IDs      IDGen
+	Producer mq.Producer
+	Metrics  *Metrics // nil: not measured
+	Logger   *slog.Logger
+	Now      func() time.Time // default time.Now
+}
+
+// Service implements the IM operations logic serves to clients.
+type Service struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+}
+
+// NewService validates cfg and deps.
+func NewService(cfg Config, deps Deps) (*Service, error) {
+	switch {
+	case deps.Seq == nil:
+		return nil, errors.New("im: service needs a seq allocator")
+	case deps.Dedup == nil:
+		return nil, errors.New("im: service needs a dedup store")
+	case deps.Store == nil:
+		return nil, errors.New("im: service needs a message store")
+	case deps.IDs == nil:
+		return nil, errors.New("im: service needs an id generator")
+	case deps.Producer == nil:
+		return nil, errors.New("im: service needs a producer")
+	}
+	if cfg.MaxPayload < 0 || cfg.SyncLimit < 0 {
+		return nil, errors.New("im: max_payload and sync_limit must not be negative")
+	}
+	if cfg.MaxPayload == 0 {
+		cfg.MaxPayload = DefaultMaxPayload
+	}
+	if cfg.SyncLimit == 0 {
+		cfg.SyncLimit = DefaultSyncLimit
+	}
+	cfg.SyncLimit = min(cfg.SyncLimit, store.MaxRangeLimit)
+	if cfg.MessageTopic == "" {
+		cfg.MessageTopic = mq.TopicMessage
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	return &Service{cfg: cfg, deps: deps, log: deps.Logger}, nil
+}
+
+// statusError is a client-visible failure of an IM operation.
+type statusError struct {
+	status protocol.Status
+	reason string
+}
+
+func (e *statusError) Error() string { return fmt.Sprintf("%s: %s", e.status, e.reason) }
+
+func errStatus(st protocol.Status, reason string) error {
+	return &statusError{status: st, reason: reason}
+}
+
+// statusOf maps err to the status and reason a client sees. Internal errors
+// are logged here and reported without detail.
+func (s *Service) statusOf(op string, err error) (protocol.Status, string) {
+	var se *statusError
+	if errors.As(err, &se) {
+		return se.status, se.reason
+	}
+	s.log.Warn("im operation failed", "op", op, "err", err)
+	return protocol.Status_STATUS_INTERNAL, "internal error, retry"
+}
+
+// Send stores an upstream message and returns its ACK. The ACK has a
+// non-OK status, and nothing is stored, when the request is refused or a
+// dependency failed; the client may resend the same client message id.
+func (s *Service) Send(ctx context.Context, sender int64, originKey string, req *protocol.MsgSend) *protocol.MsgSendAck {
+	start := s.deps.Now()
+	ack, err := s.send(ctx, sender, originKey, req)
+	if err != nil {
+		st, reason := s.statusOf("send", err)
+		ack = &protocol.MsgSendAck{ClientMsgId: req.GetClientMsgId(), Status: st, Reason: reason}
+	}
+	s.deps.Metrics.observeSend(ack.Status, s.deps.Now().Sub(start))
+	return ack
+}
+
+func (s *Service) send(ctx context.Context, sender int64, originKey string, req *protocol.MsgSend) (*protocol.MsgSendAck, error) {
+	convID, users, err := s.checkSend(ctx, sender, req)
+	if err != nil {
+		return nil, err
+	}
+	raw, state, err := s.deps.Dedup.Claim(ctx, sender, req.ClientMsgId)
+	if err != nil {
+		return nil, fmt.Errorf("dedup claim: %w", err)
+	}
+	switch state {
+	case DedupDone:
+		ack := &protocol.MsgSendAck{}
+		if err := proto.Unmarshal(raw, ack); err != nil {
+			return nil, fmt.Errorf("dedup: stored ack: %w", err)
+		}
+		s.deps.Metrics.dup()
+		return ack, nil
+	case DedupInFlight:
+		return nil, errStatus(protocol.Status_STATUS_UNAVAILABLE, "the same client_msg_id is being processed, retry")
+	}
+	stored, dup, err := s.store(ctx, sender, convID, req)
+	if err != nil {
+		if aerr := s.deps.Dedup.Abort(ctx, sender, req.ClientMsgId); aerr != nil {
+			s.log.Warn("im: release dedup claim", "err", aerr)
+		}
+		return nil, err
+	}
+	ack := &protocol.MsgSendAck{
+		ClientMsgId: req.ClientMsgId,
+		ConvId:      stored.ConvId,
+		Seq:         stored.Seq,
+		MsgId:       stored.MsgId,
+		ServerTime:  stored.ServerTime,
+	}
+	if raw, err := proto.Marshal(ack); err == nil {
+		if err := s.deps.Dedup.Finish(ctx, sender, req.ClientMsgId, raw); err != nil {
+			// The store's (sender, client_msg_id) uniqueness still catches
+			// a resend; only the fast path is lost.
+			s.log.Warn("im: record dedup ack", "err", err)
+		}
+	}
+	if dup {
+		s.deps.Metrics.dup()
+		return ack, nil
+	}
+	if len(users) > 0 {
+		if err := s.deps.Store.Touch(ctx, users, convID, stored.Seq); err != nil {
+			s.log.Warn("im: touch conversation index", "conv", convID, "err", err)
+		}
+	}
+	s.publish(ctx, &logicpb.MsgEvent{Kind: logicpb.MsgEvent_MESSAGE, Msg: stored, OriginKey: originKey, Users: users})
+	return ack, nil
+}
+
+// checkSend validates req and returns the conversation id and, for 1:1,
+// the two users.
+func (s *Service) checkSend(ctx context.Context, sender int64, req *protocol.MsgSend) (string, []int64, error) {
+	switch {
+	case req.GetClientMsgId() == "":
+		return "", nil, errStatus(protocol.Status_STATUS_BAD_REQUEST, "client_msg_id is required")
+	case len(req.ClientMsgId) > store.MaxClientMsgIDLen:
+		return "", nil, errStatus(protocol.Status_STATUS_BAD_REQUEST, "client_msg_id is too long")
+	case len(req.Payload) > s.cfg.MaxPayload:
+		return "", nil, errStatus(protocol.Status_STATUS_TOO_LARGE, fmt.Sprintf("payload over %d bytes", s.cfg.MaxPayload))
+	case req.To <= 0:
+		return "", nil, errStatus(protocol.Status_STATUS_BAD_REQUEST, "to must be a positive user or group id")
+	}
+	switch req.ConvType {
+	case protocol.ConvType_CONV_TYPE_SINGLE:
+		if req.To == sender {
+			return "", nil, errStatus(protocol.Status_STATUS_BAD_REQUEST, "cannot send to yourself")
+		}
+		return store.SingleConvID(sender, req.To), []int64{sender, req.To}, nil
+	case protocol.ConvType_CONV_TYPE_GROUP:
+		if err := s.checkMember(ctx, req.To, sender); err != nil {
+			return "", nil, err
+		}
+		return store.GroupConvID(req.To), nil, nil
+	default:
+		return "", nil, errStatus(protocol.Status_STATUS_BAD_REQUEST, "unknown conv_type")
+	}
+}
+
+func (s *Service) checkMember(ctx context.Context, groupID, user int64) error {
+	ok, err := s.deps.Store.IsMember(ctx, groupID, user)
+	if err != nil {
+		return fmt.Errorf("membership: %w", err)
+	}
+	if ok {
+		return nil
+	}
+	if _, err := s.deps.Store.Group(ctx, groupID); errors.Is(err, store.ErrNotFound) {
+		return errStatus(protocol.Status_STATUS_NOT_FOUND, "no such group")
+	} else if err != nil {
+		return fmt.Errorf("group: %w", err)
+	}
+	return errStatus(protocol.Status_STATUS_FORBIDDEN, "not a member of the group")
+}
+
+// store allocates a seq and message id and appends the message, retrying
+// with a fresh seq on a seq conflict.
+func (s *Service) store(ctx context.Context, sender int64, convID string, req *protocol.MsgSend) (*protocol.Msg, bool, error) {
+	for attempt := 0; ; attempt++ {
+		seq, err := s.deps.Seq.Next(ctx, convID)
+		if err != nil {
+			return nil, false, err
+		}
+		id, err := s.deps.IDs.Next()
+		if err != nil {
+			return nil, false, fmt.Errorf("message id: %w", err)
+		}
+		m := &protocol.Msg{
+			ConvId:      convID,
+			Seq:         seq,
+			MsgId:       id,
+			Sender:      sender,
+			ClientMsgId: req.ClientMsgId,
+			ContentType: req.ContentType,
+			Payload:     req.Payload,
+			ServerTime:  s.deps.Now().UnixMilli(),
+			ConvType:    req.ConvType,
+			To:          req.To,
+		}
+		stored, dup, err := s.deps.Store.Append(ctx, m)
+		if errors.Is(err, store.ErrSeqConflict) && attempt < seqConflictRetries {
+			s.deps.Metrics.seqConflict()
+			continue
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("append: %w", err)
+		}
+		return stored, dup, nil
+	}
+}
+
+func (s *Service) publish(ctx context.Context, ev *logicpb.MsgEvent) {
+	convID := ev.GetMsg().GetConvId()
+	if convID == "" {
+		convID = ev.GetReadMark().GetConvId()
+	}
+	value, err := proto.Marshal(ev)
+	if err == nil {
+		err = s.deps.Producer.Publish(ctx, s.cfg.MessageTopic, []byte(convID), value)
+	}
+	if err != nil {
+		// The message is stored: recipients get it by sync on their next
+		// reconnect or pull. Only the live push is lost.
+		s.deps.Metrics.publishFailed()
+		s.log.Warn("im: publish event", "conv", convID, "err", err)
+	}
+}
+
+// checkAccess reports whether user may read convID.
+func (s *Service) checkAccess(ctx context.Context, user int64, convID string) error {
+	c, err := store.ParseConvID(convID)
+	if err != nil {
+		return errStatus(protocol.Status_STATUS_BAD_REQUEST, "malformed conv_id")
+	}
+	if c.Type == protocol.ConvType_CONV_TYPE_GROUP {
+		return s.checkMember(ctx, c.A, user)
+	}
+	if c.A != user && c.B != user {
+		return errStatus(protocol.Status_STATUS_FORBIDDEN, "not a party of the conversation")
+	}
+	return nil
+}

@@ -1,0 +1,322 @@
+package im
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	logicpb "github.com/hubuim/hubuim/api/logic"
+	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/store"
+)
+
+type counterIDs struct{ n atomic.Int64 }
+
+func (c *counterIDs) Next() (int64, error) { return c.n.Add(1), nil }
+
+// recordingProducer keeps what was published.
+type recordingProducer struct {
+	mu     sync.Mutex
+	events []*logicpb.MsgEvent
+	keys   []string
+}
+
+func (p *recordingProducer) Publish(_ context.Context, _ string, key, value []byte) error {
+	ev := &logicpb.MsgEvent{}
+	if err := proto.Unmarshal(value, ev); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.events = append(p.events, ev)
+	p.keys = append(p.keys, string(key))
+	return nil
+}
+
+func (p *recordingProducer) Close() error { return nil }
+
+func (p *recordingProducer) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.events)
+}
+
+type harness struct {
+	svc     *Service
+	st      *store.Bolt
+	counter *MemorySeqCounter
+	prod    *recordingProducer
+}
+
+func newHarness(tb testing.TB, cfg Config) *harness {
+	tb.Helper()
+	st, err := store.OpenBolt(store.BoltConfig{Dir: tb.TempDir(), NoSync: true})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	counter := NewMemorySeqCounter()
+	seq, err := NewSeqAllocator(counter, st, SeqAllocatorConfig{Jump: 100})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	prod := &recordingProducer{}
+	svc, err := NewService(cfg, Deps{Seq: seq, Dedup: NewMemoryDedup(0, 0), Store: st, IDs: &counterIDs{}, Producer: prod})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &harness{svc: svc, st: st, counter: counter, prod: prod}
+}
+
+func single(to int64, cmid string) *protocol.MsgSend {
+	return &protocol.MsgSend{ClientMsgId: cmid, ConvType: protocol.ConvType_CONV_TYPE_SINGLE, To: to, Payload: []byte("hi " + cmid)}
+}
+
+func TestSendDedupFiveResends(t *testing.T) {
+	h := newHarness(t, Config{})
+	ctx := context.Background()
+	var first *protocol.MsgSendAck
+	for i := 0; i < 5; i++ {
+		ack := h.svc.Send(ctx, 1, "dev-a", single(2, "cm-1"))
+		if ack.Status != protocol.Status_STATUS_OK {
+			t.Fatalf("send %d: %v %s", i, ack.Status, ack.Reason)
+		}
+		if first == nil {
+			first = ack
+			continue
+		}
+		if !proto.Equal(ack, first) {
+			t.Fatalf("resend %d ack %v differs from first %v", i, ack, first)
+		}
+	}
+	msgs, _, err := h.st.Range(ctx, store.SingleConvID(1, 2), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 1 || msgs[0].Seq != first.Seq || msgs[0].MsgId != first.MsgId {
+		t.Fatalf("stored %v, want one message matching %v", msgs, first)
+	}
+	if h.prod.count() != 1 {
+		t.Fatalf("published %d events, want 1", h.prod.count())
+	}
+}
+
+func TestSendDedupSurvivesLostDedupEntry(t *testing.T) {
+	h := newHarness(t, Config{})
+	ctx := context.Background()
+	first := h.svc.Send(ctx, 1, "dev-a", single(2, "cm-1"))
+	h.svc.deps.Dedup = NewMemoryDedup(0, 0) // the Redis entry is gone
+	again := h.svc.Send(ctx, 1, "dev-a", single(2, "cm-1"))
+	if again.Status != protocol.Status_STATUS_OK || again.Seq != first.Seq || again.MsgId != first.MsgId {
+		t.Fatalf("resend after dedup loss = %v, want original %v", again, first)
+	}
+	if msgs, _, _ := h.st.Range(ctx, first.ConvId, 0, 100); len(msgs) != 1 {
+		t.Fatalf("stored %d messages, want 1", len(msgs))
+	}
+}
+
+func TestSendBadInputStoresNothing(t *testing.T) {
+	h := newHarness(t, Config{MaxPayload: 8})
+	ctx := context.Background()
+	if _, err := h.st.CreateGroup(ctx, store.Group{ID: 10, Name: "g", Owner: 5}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		req  *protocol.MsgSend
+		want protocol.Status
+	}{
+		{"missing client id", &protocol.MsgSend{ConvType: protocol.ConvType_CONV_TYPE_SINGLE, To: 2}, protocol.Status_STATUS_BAD_REQUEST},
+		{"oversize payload", &protocol.MsgSend{ClientMsgId: "a", ConvType: protocol.ConvType_CONV_TYPE_SINGLE, To: 2, Payload: make([]byte, 9)}, protocol.Status_STATUS_TOO_LARGE},
+		{"unknown group", &protocol.MsgSend{ClientMsgId: "b", ConvType: protocol.ConvType_CONV_TYPE_GROUP, To: 99}, protocol.Status_STATUS_NOT_FOUND},
+		{"non-member", &protocol.MsgSend{ClientMsgId: "c", ConvType: protocol.ConvType_CONV_TYPE_GROUP, To: 10}, protocol.Status_STATUS_FORBIDDEN},
+		{"no conv type", &protocol.MsgSend{ClientMsgId: "d", To: 2}, protocol.Status_STATUS_BAD_REQUEST},
+		{"to self", &protocol.MsgSend{ClientMsgId: "e", ConvType: protocol.ConvType_CONV_TYPE_SINGLE, To: 1}, protocol.Status_STATUS_BAD_REQUEST},
+		{"no target", &protocol.MsgSend{ClientMsgId: "f", ConvType: protocol.ConvType_CONV_TYPE_SINGLE}, protocol.Status_STATUS_BAD_REQUEST},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ack := h.svc.Send(ctx, 1, "dev", tc.req)
+			if ack.Status != tc.want || ack.Reason == "" {
+				t.Fatalf("status = %v %q, want %v with a reason", ack.Status, ack.Reason, tc.want)
+			}
+		})
+	}
+	// Malformed protobuf through the op handler.
+	reply, err := h.svc.Handle(ctx, 1, "dev", &protocol.Proto{Op: protocol.OpMsgSend, Seq: 7, Body: []byte{0xff, 0xff, 0xff}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack := &protocol.MsgSendAck{}
+	if err := proto.Unmarshal(reply.Body, ack); err != nil || reply.Op != protocol.OpMsgSendAck || reply.Seq != 7 || ack.Status != protocol.Status_STATUS_BAD_REQUEST {
+		t.Fatalf("malformed body reply = %v %v (%v)", reply, ack, err)
+	}
+	for _, conv := range []string{store.SingleConvID(1, 2), store.GroupConvID(10), store.GroupConvID(99)} {
+		if max, _ := h.st.MaxSeq(ctx, conv); max != 0 {
+			t.Fatalf("%s has max seq %d after refused sends", conv, max)
+		}
+	}
+	if h.prod.count() != 0 {
+		t.Fatalf("refused sends published %d events", h.prod.count())
+	}
+}
+
+func TestSeqNeverGoesBackAfterCounterLoss(t *testing.T) {
+	h := newHarness(t, Config{})
+	ctx := context.Background()
+	var last int64
+	for i := 0; i < 5; i++ {
+		ack := h.svc.Send(ctx, 1, "d", single(2, "a"+string(rune('0'+i))))
+		last = ack.Seq
+	}
+	h.counter.Forget() // Redis restarted
+	ack := h.svc.Send(ctx, 1, "d", single(2, "after"))
+	if ack.Status != protocol.Status_STATUS_OK || ack.Seq <= last {
+		t.Fatalf("after counter loss seq = %d (%v), want > %d", ack.Seq, ack.Status, last)
+	}
+	// Sync across the jump returns what exists, in order, without error.
+	reply := h.svc.Sync(ctx, 2, &protocol.Sync{ConvId: ack.ConvId})
+	if reply.Status != protocol.Status_STATUS_OK || len(reply.Convs) != 1 {
+		t.Fatalf("sync = %v", reply)
+	}
+	c := reply.Convs[0]
+	if len(c.Msgs) != 6 || c.MaxSeq != ack.Seq || c.Msgs[5].Seq != ack.Seq {
+		t.Fatalf("sync across jump: %d msgs, max %d; want 6 ending at %d", len(c.Msgs), c.MaxSeq, ack.Seq)
+	}
+	// A pull of the skipped range returns nothing, and says where the max is.
+	reply = h.svc.Sync(ctx, 2, &protocol.Sync{ConvId: ack.ConvId, FromSeq: last, Limit: 1})
+	if got := reply.Convs[0]; len(got.Msgs) != 1 || got.Msgs[0].Seq != ack.Seq || got.More {
+		t.Fatalf("pull over the gap = %v", got)
+	}
+}
+
+func TestConcurrentSendersGetUniqueOrderedSeq(t *testing.T) {
+	h := newHarness(t, Config{})
+	ctx := context.Background()
+	if _, err := h.st.CreateGroup(ctx, store.Group{ID: 3, Name: "g", Owner: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.st.AddMembers(ctx, 3, []int64{2, 3, 4}); err != nil {
+		t.Fatal(err)
+	}
+	const senders, each = 4, 25
+	var wg sync.WaitGroup
+	for s := int64(1); s <= senders; s++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				req := &protocol.MsgSend{ClientMsgId: string(rune('a'+s)) + string(rune('a'+i)), ConvType: protocol.ConvType_CONV_TYPE_GROUP, To: 3}
+				if ack := h.svc.Send(ctx, s, "d", req); ack.Status != protocol.Status_STATUS_OK {
+					t.Errorf("sender %d: %v %s", s, ack.Status, ack.Reason)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	msgs, more, err := h.st.Range(ctx, store.GroupConvID(3), 0, 1000)
+	if err != nil || more {
+		t.Fatal(err, more)
+	}
+	if len(msgs) != senders*each {
+		t.Fatalf("stored %d, want %d", len(msgs), senders*each)
+	}
+	for i, m := range msgs {
+		if m.Seq != int64(i+1) {
+			t.Fatalf("message %d has seq %d: seq must be contiguous without a counter loss", i, m.Seq)
+		}
+	}
+}
+
+func TestSyncCursorsAndAccess(t *testing.T) {
+	h := newHarness(t, Config{})
+	ctx := context.Background()
+	h.st.CreateGroup(ctx, store.Group{ID: 8, Name: "g", Owner: 1})
+	h.st.AddMembers(ctx, 8, []int64{2})
+	for i := 0; i < 3; i++ {
+		h.svc.Send(ctx, 1, "d", single(2, "s"+string(rune('0'+i))))
+		h.svc.Send(ctx, 1, "d", &protocol.MsgSend{ClientMsgId: "g" + string(rune('0'+i)), ConvType: protocol.ConvType_CONV_TYPE_GROUP, To: 8})
+	}
+	h.svc.Send(ctx, 3, "d", single(1, "other"))
+
+	// User 2 reconnects knowing seq 1 of the 1:1 and nothing of the group.
+	reply := h.svc.Sync(ctx, 2, &protocol.Sync{Cursors: []*protocol.Cursor{{ConvId: store.SingleConvID(1, 2), Seq: 1}}})
+	if reply.Status != protocol.Status_STATUS_OK {
+		t.Fatal(reply)
+	}
+	got := map[string][]int64{}
+	for _, c := range reply.Convs {
+		for _, m := range c.Msgs {
+			got[c.ConvId] = append(got[c.ConvId], m.Seq)
+		}
+	}
+	if s := got[store.SingleConvID(1, 2)]; len(s) != 2 || s[0] != 2 || s[1] != 3 {
+		t.Fatalf("1:1 moved = %v, want [2 3]", s)
+	}
+	if s := got[store.GroupConvID(8)]; len(s) != 3 {
+		t.Fatalf("group moved = %v, want 3 messages", s)
+	}
+	if _, ok := got[store.SingleConvID(1, 3)]; ok || len(got) != 2 {
+		t.Fatalf("user 2 saw conversations it is not in: %v", got)
+	}
+
+	// Access checks.
+	if r := h.svc.Sync(ctx, 3, &protocol.Sync{ConvId: store.SingleConvID(1, 2)}); r.Status != protocol.Status_STATUS_FORBIDDEN {
+		t.Fatalf("outsider 1:1 sync = %v", r.Status)
+	}
+	if r := h.svc.Sync(ctx, 3, &protocol.Sync{ConvId: store.GroupConvID(8)}); r.Status != protocol.Status_STATUS_FORBIDDEN {
+		t.Fatalf("non-member group sync = %v", r.Status)
+	}
+	if r := h.svc.Sync(ctx, 3, &protocol.Sync{ConvId: "nonsense"}); r.Status != protocol.Status_STATUS_BAD_REQUEST {
+		t.Fatalf("malformed conv sync = %v", r.Status)
+	}
+}
+
+func TestReadMarkAndDelivered(t *testing.T) {
+	h := newHarness(t, Config{})
+	ctx := context.Background()
+	var ack *protocol.MsgSendAck
+	for i := 0; i < 4; i++ {
+		ack = h.svc.Send(ctx, 1, "d1", single(2, "r"+string(rune('0'+i))))
+	}
+	r := h.svc.ReadMark(ctx, 2, "phone", &protocol.ReadMark{ConvId: ack.ConvId, ReadSeq: 100})
+	if r.Status != protocol.Status_STATUS_OK || r.ReadSeq != ack.Seq {
+		t.Fatalf("read mark = %v, want capped at %d", r, ack.Seq)
+	}
+	ev := h.prod.events[len(h.prod.events)-1]
+	if ev.Kind != logicpb.MsgEvent_READ_MARK || ev.ReadMark.User != 2 || ev.OriginKey != "phone" || len(ev.Users) != 2 {
+		t.Fatalf("relayed read mark = %v", ev)
+	}
+	if r := h.svc.ReadMark(ctx, 2, "phone", &protocol.ReadMark{ConvId: ack.ConvId, ReadSeq: 1}); r.ReadSeq != ack.Seq {
+		t.Fatalf("read mark went backwards to %d", r.ReadSeq)
+	}
+	if err := h.svc.Delivered(ctx, 2, "phone", &protocol.MsgDeliveredAck{ConvId: ack.ConvId, Seq: 3}); err != nil {
+		t.Fatal(err)
+	}
+	marks, err := h.st.Delivered(ctx, 2, "phone")
+	if err != nil || marks[ack.ConvId] != 3 {
+		t.Fatalf("delivered marks = %v, %v", marks, err)
+	}
+	if err := h.svc.Delivered(ctx, 9, "x", &protocol.MsgDeliveredAck{ConvId: ack.ConvId, Seq: 3}); err == nil {
+		t.Fatal("outsider delivered ack accepted")
+	}
+}
+
+func TestPublishedEventIsKeyedByConversation(t *testing.T) {
+	h := newHarness(t, Config{})
+	ack := h.svc.Send(context.Background(), 4, "dev-4", single(9, "k"))
+	if len(h.prod.keys) != 1 || h.prod.keys[0] != ack.ConvId {
+		t.Fatalf("keys = %v, want [%s]", h.prod.keys, ack.ConvId)
+	}
+	ev := h.prod.events[0]
+	if ev.Kind != logicpb.MsgEvent_MESSAGE || ev.Msg.Seq != ack.Seq || ev.OriginKey != "dev-4" || len(ev.Users) != 2 {
+		t.Fatalf("event = %v", ev)
+	}
+	if ev.Msg.ServerTime == 0 || ev.Msg.ServerTime > time.Now().UnixMilli() {
+		t.Fatalf("server time %d", ev.Msg.ServerTime)
+	}
+}

@@ -1,0 +1,175 @@
+package im
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	logicpb "github.com/hubuim/hubuim/api/logic"
+	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/store"
+)
+
+// Sync answers op 24: one conversation from a seq, or every conversation
+// that moved past the client's cursors.
+func (s *Service) Sync(ctx context.Context, user int64, req *protocol.Sync) *protocol.SyncReply {
+	var (
+		convs []*protocol.ConvMessages
+		err   error
+	)
+	if req.GetConvId() != "" {
+		var c *protocol.ConvMessages
+		c, err = s.syncConv(ctx, user, req.ConvId, req.FromSeq, int(req.Limit))
+		if err == nil {
+			convs = []*protocol.ConvMessages{c}
+		}
+	} else {
+		convs, err = s.syncCursors(ctx, user, req.Cursors)
+	}
+	if err != nil {
+		st, reason := s.statusOf("sync", err)
+		return &protocol.SyncReply{Status: st, Reason: reason}
+	}
+	return &protocol.SyncReply{Convs: convs}
+}
+
+func (s *Service) syncConv(ctx context.Context, user int64, convID string, from int64, limit int) (*protocol.ConvMessages, error) {
+	if err := s.checkAccess(ctx, user, convID); err != nil {
+		return nil, err
+	}
+	if from < 0 {
+		return nil, errStatus(protocol.Status_STATUS_BAD_REQUEST, "from_seq must not be negative")
+	}
+	if limit <= 0 || limit > s.cfg.SyncLimit {
+		limit = s.cfg.SyncLimit
+	}
+	msgs, more, err := s.deps.Store.Range(ctx, convID, from, limit)
+	if err != nil {
+		return nil, fmt.Errorf("range: %w", err)
+	}
+	maxSeq, err := s.deps.Store.MaxSeq(ctx, convID)
+	if err != nil {
+		return nil, fmt.Errorf("max seq: %w", err)
+	}
+	c := &protocol.ConvMessages{ConvId: convID, Msgs: msgs, More: more, MaxSeq: maxSeq}
+	if st, err := s.deps.Store.Conversation(ctx, user, convID); err == nil {
+		c.ReadSeq = st.ReadSeq
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("conversation: %w", err)
+	}
+	return c, nil
+}
+
+// syncCursors returns a first page of every conversation that moved. 1:1
+// conversations come from the user's conversation index; groups are not
+// indexed per member (a message would touch every member), so each of the
+// user's groups is compared with its max seq.
+func (s *Service) syncCursors(ctx context.Context, user int64, cursors []*protocol.Cursor) ([]*protocol.ConvMessages, error) {
+	known := make(map[string]int64, len(cursors))
+	for _, c := range cursors {
+		if c.GetConvId() == "" || c.GetSeq() < 0 {
+			return nil, errStatus(protocol.Status_STATUS_BAD_REQUEST, "malformed cursor")
+		}
+		known[c.ConvId] = c.Seq
+	}
+	moved := map[string]int64{} // conv id -> from seq
+	states, err := s.deps.Store.Conversations(ctx, user, known)
+	if err != nil {
+		return nil, fmt.Errorf("conversations: %w", err)
+	}
+	for _, st := range states {
+		if c, err := store.ParseConvID(st.ConvID); err == nil && c.Type == protocol.ConvType_CONV_TYPE_SINGLE {
+			moved[st.ConvID] = known[st.ConvID]
+		}
+	}
+	groups, err := s.deps.Store.Groups(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("groups: %w", err)
+	}
+	for _, g := range groups {
+		convID := store.GroupConvID(g.ID)
+		max, err := s.deps.Store.MaxSeq(ctx, convID)
+		if err != nil {
+			return nil, fmt.Errorf("max seq: %w", err)
+		}
+		if max > known[convID] {
+			moved[convID] = known[convID]
+		}
+	}
+	out := make([]*protocol.ConvMessages, 0, min(len(moved), DefaultMaxSyncConvs))
+	for convID, from := range moved {
+		if len(out) == DefaultMaxSyncConvs {
+			break // the client syncs again with its new cursors
+		}
+		c, err := s.syncConv(ctx, user, convID, from, DefaultCursorSyncLimit)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// Delivered records the device's highest contiguous seq (op 23).
+func (s *Service) Delivered(ctx context.Context, user int64, deviceKey string, req *protocol.MsgDeliveredAck) error {
+	if err := s.checkAccess(ctx, user, req.GetConvId()); err != nil {
+		return err
+	}
+	if req.Seq < 0 {
+		return errStatus(protocol.Status_STATUS_BAD_REQUEST, "seq must not be negative")
+	}
+	return s.deps.Store.SetDelivered(ctx, user, deviceKey, req.ConvId, req.Seq)
+}
+
+// ReadMark records the user's read seq (op 27) and relays it to the user's
+// other devices and to the peer (1:1) or the members (groups, if enabled).
+func (s *Service) ReadMark(ctx context.Context, user int64, deviceKey string, req *protocol.ReadMark) *protocol.ReadMarkReply {
+	read, users, err := s.readMark(ctx, user, req)
+	if err != nil {
+		st, reason := s.statusOf("read_mark", err)
+		return &protocol.ReadMarkReply{ConvId: req.GetConvId(), Status: st, Reason: reason}
+	}
+	s.publish(ctx, &logicpb.MsgEvent{
+		Kind:      logicpb.MsgEvent_READ_MARK,
+		OriginKey: deviceKey,
+		ReadMark:  &protocol.ReadMark{ConvId: req.ConvId, ReadSeq: read, User: user},
+		Users:     users,
+	})
+	return &protocol.ReadMarkReply{ConvId: req.ConvId, ReadSeq: read}
+}
+
+func (s *Service) readMark(ctx context.Context, user int64, req *protocol.ReadMark) (int64, []int64, error) {
+	if err := s.checkAccess(ctx, user, req.GetConvId()); err != nil {
+		return 0, nil, err
+	}
+	if req.ReadSeq < 0 {
+		return 0, nil, errStatus(protocol.Status_STATUS_BAD_REQUEST, "read_seq must not be negative")
+	}
+	c, _ := store.ParseConvID(req.ConvId) // checked by checkAccess
+	users := []int64{user}
+	if c.Type == protocol.ConvType_CONV_TYPE_GROUP {
+		// Groups are not in the members' index until they read them.
+		max, err := s.deps.Store.MaxSeq(ctx, req.ConvId)
+		if err != nil {
+			return 0, nil, fmt.Errorf("max seq: %w", err)
+		}
+		if err := s.deps.Store.Touch(ctx, users, req.ConvId, max); err != nil {
+			return 0, nil, fmt.Errorf("touch: %w", err)
+		}
+		if s.cfg.RelayGroupReadMarks {
+			if users, err = s.deps.Store.Members(ctx, c.A); err != nil {
+				return 0, nil, fmt.Errorf("members: %w", err)
+			}
+		}
+	} else {
+		users = []int64{c.A, c.B}
+	}
+	read, err := s.deps.Store.SetRead(ctx, user, req.ConvId, req.ReadSeq)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil, errStatus(protocol.Status_STATUS_NOT_FOUND, "no messages in the conversation yet")
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("set read: %w", err)
+	}
+	return read, users, nil
+}
