@@ -640,3 +640,22 @@ func TestTCPCoalescesIntoOneWrite(t *testing.T) {
 		t.Fatalf("%v writes, want 2 (auth reply + one coalesced write)", w)
 	}
 }
+
+func TestConfigFileLoads(t *testing.T) {
+	cfg, err := LoadConfig("../../configs/comet.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TCPAddr != ":3101" || cfg.Buckets != DefaultBuckets || cfg.MaxQueueBytes != DefaultMaxQueueBytes || cfg.ID == "" {
+		t.Fatalf("%+v", cfg)
+	}
+	t.Setenv("HUBUIM_COMET_TCP_ADDR", "")
+	t.Setenv("HUBUIM_COMET_BUCKETS", "64")
+	cfg, err = LoadConfig("../../configs/comet.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TCPAddr != "" || cfg.Buckets != 64 {
+		t.Fatalf("env overrides not applied: %+v", cfg)
+	}
+}
