@@ -585,6 +585,9 @@ func (s *Bolt) Conversations(ctx context.Context, userID int64, cursors map[stri
 	if err := validUser(userID); err != nil {
 		return nil, err
 	}
+	if err := validBatch("cursors", len(cursors)); err != nil {
+		return nil, err
+	}
 	err = s.view(ctx, func(tx *bolt.Tx) error {
 		out = nil
 		b := tx.Bucket(bktUserConvs).Bucket(idKey(userID))
