@@ -36,8 +36,8 @@ func InfoFromEndpoint(ep resolver.Endpoint) (EndpointInfo, bool) {
 // NewResolverBuilder returns a gRPC resolver.Builder for scheme "hubuim"
 // whose targets "hubuim:///<service>" resolve to the AddrGRPC address of
 // every instance of service that is not Draining, following w. Pass it
-// with grpc.WithResolvers. An empty list is reported to the channel as a
-// resolver error, so RPCs fail with Unavailable until an instance appears.
+// with grpc.WithResolvers. With no usable instance, RPCs fail with
+// Unavailable (or wait, with grpc.WaitForReady) until one appears.
 func NewResolverBuilder(w Watcher, logger *slog.Logger) resolver.Builder {
 	if logger == nil {
 		logger = slog.Default()
@@ -68,12 +68,10 @@ func (b *resolverBuilder) Build(target resolver.Target, cc resolver.ClientConn, 
 	go func() {
 		defer r.wg.Done()
 		for list := range ch {
-			state := resolver.State{Endpoints: Endpoints(list)}
-			if len(state.Endpoints) == 0 {
-				cc.ReportError(fmt.Errorf("discovery: no available instance of %s", service))
-				continue
-			}
-			if err := cc.UpdateState(state); err != nil {
+			// An empty list is passed on too (ReportError would keep the
+			// old addresses): the balancer drops every connection and
+			// RPCs fail with Unavailable.
+			if err := cc.UpdateState(resolver.State{Endpoints: Endpoints(list)}); err != nil {
 				b.log.Debug("resolver state rejected", "service", service, "err", err)
 			}
 		}
