@@ -99,10 +99,11 @@ func (c *Client) Events() <-chan Event { return c.events }
 // Run connects and keeps the client connected until ctx ends or Close is
 // called; it returns nil after Close, ctx.Err() when ctx ended, and a
 // *KickedError after a kick that must not be answered by reconnecting
-// (duplicate login, admin). A client runs once.
+// (duplicate login, admin). A client runs once: a second Run or Connect
+// returns ErrAlreadyStarted, and one after Close returns ErrClosed.
 func (c *Client) Run(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
-		return ErrAlreadyStarted
+		return c.startErr()
 	}
 	stop := context.AfterFunc(ctx, c.cancel)
 	defer stop()
@@ -118,7 +119,7 @@ func (c *Client) Run(ctx context.Context) error {
 // and ctx.Err() is returned. A client runs once.
 func (c *Client) Connect(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
-		return ErrAlreadyStarted
+		return c.startErr()
 	}
 	c.wg.Add(1)
 	go func() {
@@ -143,10 +144,21 @@ func (c *Client) Connect(ctx context.Context) error {
 // closed. Pending Send and Request calls return ErrClosed.
 func (c *Client) Close() {
 	c.cancel()
-	if c.started.Load() {
-		<-c.loopDone
+	if c.started.CompareAndSwap(false, true) {
+		// Never started: nothing runs; close what the loop would have.
+		close(c.events)
+		close(c.loopDone)
+		return
 	}
+	<-c.loopDone
 	c.wg.Wait()
+}
+
+func (c *Client) startErr() error {
+	if c.ctx.Err() != nil {
+		return ErrClosed
+	}
+	return ErrAlreadyStarted
 }
 
 // Mid is the user id (as confirmed by the server once connected).

@@ -584,7 +584,7 @@ func TestCloseStopsGoroutines(t *testing.T) {
 		if _, err := c.Send(context.Background(), User(1), 1, nil); !errors.Is(err, ErrClosed) {
 			t.Fatalf("Send after Close = %v", err)
 		}
-		if err := c.Connect(context.Background()); !errors.Is(err, ErrAlreadyStarted) {
+		if err := c.Connect(context.Background()); !errors.Is(err, ErrClosed) {
 			t.Fatalf("second Connect = %v", err)
 		}
 	}

@@ -207,6 +207,9 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 		c.cursorSync = syncReq{}
 	}
 	for _, cm := range r.Convs {
+		if cm.ConvId == "" {
+			continue // malformed; nothing to attach it to
+		}
 		st := c.convLocked(cm.ConvId)
 		before := st.contig
 		var last int64

@@ -171,6 +171,10 @@ func (c *Client) dispatch(s *session, f protocol.Frame, inRaw bool) error {
 	case protocol.OpMsgPush:
 		var m protocol.Msg
 		if c.decode(f, &m) {
+			if m.ConvId == "" {
+				c.emit(Error{Err: fmt.Errorf("%w: MsgPush without conversation id", ErrProtocol)})
+				return nil
+			}
 			c.handlePush(s, &m)
 		}
 	case protocol.OpSyncReply:
