@@ -1,0 +1,268 @@
+package logic_test
+
+import (
+	"context"
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/hubuim/hubuim/api/logic"
+	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/logic"
+	"github.com/hubuim/hubuim/internal/logic/session"
+	"github.com/hubuim/hubuim/internal/testenv"
+)
+
+func redisStore(t *testing.T) session.Store {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
+	t.Cleanup(func() { _ = c.Close() })
+	prefix := "hubuimtest:logic:" + strings.ReplaceAll(t.Name(), "/", "_") + ":" + base64.RawURLEncoding.EncodeToString([]byte(time.Now().String()))[:12] + ":"
+	t.Cleanup(func() {
+		ctx := context.Background()
+		keys, _ := c.Keys(ctx, prefix+"*").Result()
+		if len(keys) > 0 {
+			c.Del(ctx, keys...)
+		}
+	})
+	s, err := session.NewRedis(c, session.RedisConfig{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func servers(t *testing.T, s session.Store, keys ...string) []string {
+	t.Helper()
+	got, err := s.Servers(context.Background(), keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func TestConnectLifecycleGRPC(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		store func(t *testing.T) session.Store
+	}{
+		{"redis", redisStore},
+		{"memory", func(*testing.T) session.Store { return session.NewMemory() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, logic.Config{Conn: logic.ConnConfig{Heartbeat: 10 * time.Second}}, tc.store(t), nil)
+			c := pb.NewLogicClient(e.grpcClient(t))
+			ctx := context.Background()
+
+			rep, err := c.Connect(ctx, &pb.ConnectReq{Server: "comet-1", ConnId: "c1", Token: authBody(42, "dev-1", ""), RemoteAddr: "1.2.3.4:5"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Mid != 42 || rep.Key != "dev-1" || rep.RoomId != "live://1" || rep.Platform != "web" || rep.HeartbeatMs != 10000 {
+				t.Fatalf("ConnectReply = %+v", rep)
+			}
+			if len(rep.Accepts) != 3 || rep.Accepts[0] != 1000 {
+				t.Fatalf("default accepts = %v", rep.Accepts)
+			}
+			if got := servers(t, e.store, "dev-1"); got[0] != "comet-1" {
+				t.Fatalf("route = %q", got)
+			}
+
+			// No key: logic generates a random url-safe one.
+			rep2, err := c.Connect(ctx, &pb.ConnectReq{Server: "comet-1", ConnId: "c2", Token: []byte(`{"mid":43,"accepts":[1005]}`)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep2.Key) < 20 || strings.ContainsAny(rep2.Key, "+/=") {
+				t.Fatalf("generated key %q", rep2.Key)
+			}
+			if len(rep2.Accepts) != 1 || rep2.Accepts[0] != 1005 {
+				t.Fatalf("accepts = %v", rep2.Accepts)
+			}
+			rep3, _ := c.Connect(ctx, &pb.ConnectReq{Server: "comet-1", ConnId: "c3", Token: []byte(`{"mid":43}`)})
+			if rep3.GetKey() == rep2.Key {
+				t.Fatal("two generated keys are equal")
+			}
+
+			// The device reconnects to comet-2; comet-1's late Disconnect
+			// must not remove the new route.
+			if _, err := c.Connect(ctx, &pb.ConnectReq{Server: "comet-2", ConnId: "c9", Token: authBody(42, "dev-1", "")}); err != nil {
+				t.Fatal(err)
+			}
+			d, err := c.Disconnect(ctx, &pb.DisconnectReq{Mid: 42, Key: "dev-1", Server: "comet-1", ConnId: "c1"})
+			if err != nil || d.Removed {
+				t.Fatalf("late Disconnect = %v, %v; want removed=false", d, err)
+			}
+			if got := servers(t, e.store, "dev-1"); got[0] != "comet-2" {
+				t.Fatalf("route after late disconnect = %q", got)
+			}
+			// The old connection's heartbeat changes nothing either.
+			if _, err := c.Heartbeat(ctx, &pb.HeartbeatReq{Mid: 42, Key: "dev-1", Server: "comet-1", ConnId: "c1"}); err != nil {
+				t.Fatal(err)
+			}
+			if got := servers(t, e.store, "dev-1"); got[0] != "comet-2" {
+				t.Fatalf("route after old heartbeat = %q", got)
+			}
+			if n := e.counter(t, "hubuim_logic_heartbeat_total", map[string]string{"result": "not_owner"}); n != 1 {
+				t.Fatalf("not_owner heartbeats = %v", n)
+			}
+			d, err = c.Disconnect(ctx, &pb.DisconnectReq{Mid: 42, Key: "dev-1", Server: "comet-2", ConnId: "c9"})
+			if err != nil || !d.Removed {
+				t.Fatalf("Disconnect = %v, %v; want removed", d, err)
+			}
+			if got := servers(t, e.store, "dev-1"); got[0] != "" {
+				t.Fatalf("route after disconnect = %q", got)
+			}
+			// A heartbeat re-creates a lost session.
+			if _, err := c.Heartbeat(ctx, &pb.HeartbeatReq{Mid: 42, Key: "dev-1", Server: "comet-2", ConnId: "c9", Platform: "web"}); err != nil {
+				t.Fatal(err)
+			}
+			if got := servers(t, e.store, "dev-1"); got[0] != "comet-2" {
+				t.Fatalf("route after re-creating heartbeat = %q", got)
+			}
+			devs, _ := e.store.Devices(ctx, []int64{42})
+			if len(devs[42]) != 1 || devs[42][0].Platform != "web" {
+				t.Fatalf("devices = %+v", devs)
+			}
+			if n := e.counter(t, "hubuim_logic_connect_total", map[string]string{"result": "ok"}); n != 4 {
+				t.Fatalf("ok connects = %v, want 4", n)
+			}
+
+			// Missing ids.
+			for _, err := range []error{
+				func() error { _, err := c.Connect(ctx, &pb.ConnectReq{ConnId: "x", Token: authBody(1, "", "")}); return err }(),
+				func() error { _, err := c.Disconnect(ctx, &pb.DisconnectReq{Server: "s", ConnId: "x"}); return err }(),
+				func() error { _, err := c.Heartbeat(ctx, &pb.HeartbeatReq{Key: "k", Server: "s"}); return err }(),
+				func() error { _, err := c.RenewOnline(ctx, &pb.OnlineReq{}); return err }(),
+			} {
+				if status.Code(err) != codes.InvalidArgument {
+					t.Fatalf("err = %v, want InvalidArgument", err)
+				}
+			}
+		})
+	}
+}
+
+func TestConnectAuthRejections(t *testing.T) {
+	e := newEnv(t, logic.Config{}, nil, nil)
+	c := pb.NewLogicClient(e.grpcClient(t))
+	ctx := context.Background()
+	cases := []struct {
+		body   []byte
+		code   codes.Code
+		result string
+	}{
+		{[]byte(`not json`), codes.InvalidArgument, "bad_request"},
+		{[]byte(`{"mid":-1}`), codes.InvalidArgument, "bad_request"},
+		{authBody(42, "k", "bad"), codes.Unauthenticated, "unauthenticated"},
+		{authBody(42, "k", "expired"), codes.Unauthenticated, "unauthenticated"},
+		{authBody(42, "k", "audience"), codes.Unauthenticated, "unauthenticated"},
+		{authBody(42, "k", "other"), codes.PermissionDenied, "denied"},
+		{authBody(42, "k", "deny"), codes.PermissionDenied, "denied"},
+		{authBody(42, "k", "down"), codes.Unavailable, "unavailable"},
+		{authBody(42, "k", "weird"), codes.Internal, "error"},
+	}
+	for _, tc := range cases {
+		_, err := c.Connect(ctx, &pb.ConnectReq{Server: "comet", ConnId: "c", Token: tc.body})
+		st, _ := status.FromError(err)
+		if st.Code() != tc.code {
+			t.Fatalf("body %s: code %v (%v), want %v", tc.body, st.Code(), err, tc.code)
+		}
+		// Nothing of the request or of other users leaks into the reason.
+		if strings.Contains(st.Message(), "42") || strings.Contains(st.Message(), "banned") || st.Message() == "" {
+			t.Fatalf("body %s: reason %q", tc.body, st.Message())
+		}
+	}
+	for result, want := range map[string]float64{"bad_request": 2, "unauthenticated": 3, "denied": 2, "unavailable": 1, "error": 1, "ok": 0} {
+		if got := e.counter(t, "hubuim_logic_connect_total", map[string]string{"result": result}); got != want {
+			t.Fatalf("connect_total{result=%s} = %v, want %v", result, got, want)
+		}
+	}
+	if got := servers(t, e.store, "k"); got[0] != "" {
+		t.Fatal("a rejected connection got a session")
+	}
+}
+
+func TestStoreDownGivesUnavailable(t *testing.T) {
+	e := newEnv(t, logic.Config{}, failingStore{}, nil)
+	c := pb.NewLogicClient(e.grpcClient(t))
+	ctx := context.Background()
+	_, err1 := c.Connect(ctx, &pb.ConnectReq{Server: "s", ConnId: "c", Token: authBody(1, "k", "")})
+	_, err2 := c.Heartbeat(ctx, &pb.HeartbeatReq{Key: "k", Server: "s", ConnId: "c"})
+	_, err3 := c.Disconnect(ctx, &pb.DisconnectReq{Key: "k", Server: "s", ConnId: "c"})
+	_, err4 := c.RenewOnline(ctx, &pb.OnlineReq{Server: "s"})
+	for i, err := range []error{err1, err2, err3, err4} {
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("call %d: err = %v, want Unavailable", i, err)
+		}
+	}
+	if err := e.l.PushKeys(ctx, 1000, []string{"k"}, nil); err == nil {
+		t.Fatal("PushKeys with the store down succeeded")
+	}
+}
+
+func TestRenewOnlineMergesAndCaches(t *testing.T) {
+	e := newEnv(t, logic.Config{Conn: logic.ConnConfig{OnlineCache: 300 * time.Millisecond}}, redisStore(t), nil)
+	c := pb.NewLogicClient(e.grpcClient(t))
+	ctx := context.Background()
+	if _, err := c.RenewOnline(ctx, &pb.OnlineReq{Server: "c1", RoomCount: map[string]int32{"live://1": 3}}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := c.RenewOnline(ctx, &pb.OnlineReq{Server: "c2", RoomCount: map[string]int32{"live://1": 2, "live://2": 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first call cached {live://1: 3}; the cache may still serve it.
+	if n := rep.AllRoomCount["live://1"]; n != 3 && n != 5 {
+		t.Fatalf("merged live://1 = %d", n)
+	}
+	loads := e.counter(t, "hubuim_logic_online_loads_total", map[string]string{"result": "ok"})
+	for range 20 {
+		if _, err := c.RenewOnline(ctx, &pb.OnlineReq{Server: "c1", RoomCount: map[string]int32{"live://1": 3}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := e.counter(t, "hubuim_logic_online_loads_total", map[string]string{"result": "ok"}); after-loads > 2 {
+		t.Fatalf("20 renewals within the cache period loaded the counts %v times", after-loads)
+	}
+	eventually(t, "merged counts", func() bool {
+		rep, err := c.RenewOnline(ctx, &pb.OnlineReq{Server: "c1", RoomCount: map[string]int32{"live://1": 3}})
+		return err == nil && rep.AllRoomCount["live://1"] == 5 && rep.AllRoomCount["live://2"] == 1
+	})
+}
+
+func TestReceiveHandlers(t *testing.T) {
+	handlers := map[int32]logic.ReceiveHandler{
+		protocol.OpMsgSend: func(_ context.Context, req *pb.ReceiveReq) (*protocol.Proto, error) {
+			return &protocol.Proto{Ver: 1, Op: protocol.OpMsgSendAck, Seq: req.Proto.Seq, Body: []byte("ack")}, nil
+		},
+		protocol.OpSync: func(context.Context, *pb.ReceiveReq) (*protocol.Proto, error) {
+			return nil, status.Error(codes.ResourceExhausted, "slow down")
+		},
+	}
+	e := newEnv(t, logic.Config{}, nil, handlers)
+	c := pb.NewLogicClient(e.grpcClient(t))
+	ctx := context.Background()
+	rep, err := c.Receive(ctx, &pb.ReceiveReq{Key: "k", Proto: &protocol.Proto{Op: protocol.OpMsgSend, Seq: 7}})
+	if err != nil || rep.Proto.GetOp() != protocol.OpMsgSendAck || rep.Proto.GetSeq() != 7 {
+		t.Fatalf("Receive(MsgSend) = %v, %v", rep, err)
+	}
+	rep, err = c.Receive(ctx, &pb.ReceiveReq{Key: "k", Proto: &protocol.Proto{Op: 4242}})
+	if err != nil || rep.Proto != nil {
+		t.Fatalf("Receive(unhandled) = %v, %v; want an empty reply", rep, err)
+	}
+	if _, err := c.Receive(ctx, &pb.ReceiveReq{Key: "k", Proto: &protocol.Proto{Op: protocol.OpSync}}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("Receive(failing handler) err = %v", err)
+	}
+	if _, err := c.Receive(ctx, &pb.ReceiveReq{Key: "k"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("Receive(no proto) err = %v", err)
+	}
+	if n := e.counter(t, "hubuim_logic_receive_total", map[string]string{"result": "unhandled"}); n != 1 {
+		t.Fatalf("unhandled = %v", n)
+	}
+}
