@@ -135,7 +135,10 @@ func TestConnectLifecycleGRPC(t *testing.T) {
 
 			// Missing ids.
 			for _, err := range []error{
-				func() error { _, err := c.Connect(ctx, &pb.ConnectReq{ConnId: "x", Token: authBody(1, "", "")}); return err }(),
+				func() error {
+					_, err := c.Connect(ctx, &pb.ConnectReq{ConnId: "x", Token: authBody(1, "", "")})
+					return err
+				}(),
 				func() error { _, err := c.Disconnect(ctx, &pb.DisconnectReq{Server: "s", ConnId: "x"}); return err }(),
 				func() error { _, err := c.Heartbeat(ctx, &pb.HeartbeatReq{Key: "k", Server: "s"}); return err }(),
 				func() error { _, err := c.RenewOnline(ctx, &pb.OnlineReq{}); return err }(),

@@ -125,8 +125,10 @@ func (failingStore) Add(context.Context, session.Session, time.Duration) (sessio
 func (failingStore) Heartbeat(context.Context, session.Session, time.Duration) (bool, error) {
 	return false, errStoreDown
 }
-func (failingStore) Remove(context.Context, session.Session) (bool, error) { return false, errStoreDown }
-func (failingStore) Servers(context.Context, []string) ([]string, error)  { return nil, errStoreDown }
+func (failingStore) Remove(context.Context, session.Session) (bool, error) {
+	return false, errStoreDown
+}
+func (failingStore) Servers(context.Context, []string) ([]string, error) { return nil, errStoreDown }
 func (failingStore) Devices(context.Context, []int64) (map[int64][]session.Device, error) {
 	return nil, errStoreDown
 }

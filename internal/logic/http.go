@@ -50,7 +50,9 @@ func writeJSON(w http.ResponseWriter, httpStatus int, e envelope) {
 	_ = json.NewEncoder(w).Encode(e)
 }
 
-func writeOK(w http.ResponseWriter, data any) { writeJSON(w, http.StatusOK, envelope{Code: CodeOK, Data: data}) }
+func writeOK(w http.ResponseWriter, data any) {
+	writeJSON(w, http.StatusOK, envelope{Code: CodeOK, Data: data})
+}
 
 // writeErr answers a core error; the message is safe to show.
 func writeErr(w http.ResponseWriter, err error) {
