@@ -1,0 +1,169 @@
+package comet
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	cometapi "github.com/hubuim/hubuim/api/comet"
+	"github.com/hubuim/hubuim/api/logic"
+	"github.com/hubuim/hubuim/api/protocol"
+)
+
+// memConn is a net.Conn that reads from a buffer and discards writes.
+type memConn struct {
+	r *bytes.Reader
+}
+
+func (m *memConn) Read(p []byte) (int, error) {
+	if m.r == nil {
+		return 0, net.ErrClosed
+	}
+	return m.r.Read(p)
+}
+func (m *memConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (m *memConn) Close() error                     { return nil }
+func (m *memConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (m *memConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (m *memConn) SetDeadline(time.Time) error      { return nil }
+func (m *memConn) SetReadDeadline(time.Time) error  { return nil }
+func (m *memConn) SetWriteDeadline(time.Time) error { return nil }
+
+// newBenchServer returns a server that is not started (no listeners); its
+// connections are memConns registered directly in the buckets.
+func newBenchServer(tb testing.TB, mod func(*Config)) *Server {
+	tb.Helper()
+	cfg := Config{ID: "bench"}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := New(cfg, Deps{Logic: logic.NewLogicClient(nil), Logger: testLogger(tb)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+func (s *Server) addMemConn(tb testing.TB, key, room string, accepts ...int32) *conn {
+	tb.Helper()
+	c := s.newConn(transportTCP, &memConn{})
+	c.key = key
+	c.bucket = s.bucketFor(key)
+	c.setAccepts(accepts)
+	if _, err := c.bucket.put(c, room); err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// waitIdle waits until no flusher runs on the server's connections.
+func waitIdle(s *Server, cs []*conn) {
+	for _, c := range cs {
+		for {
+			c.mu.Lock()
+			busy := c.flushing
+			c.mu.Unlock()
+			if !busy {
+				break
+			}
+			runtime.Gosched()
+		}
+	}
+}
+
+// BenchmarkEnqueue is the per-push path to one idle connection: queue the
+// frame, start a flusher, write, let the flusher exit.
+func BenchmarkEnqueue(b *testing.B) {
+	s := newBenchServer(b, nil)
+	c := s.addMemConn(b, "k", "")
+	frame := protocol.AppendFrame(nil, 1, 1001, 0, make([]byte, 128))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := c.enqueue(frame); err != nil {
+			b.Fatal(err)
+		}
+		if i%64 == 63 {
+			waitIdle(s, []*conn{c})
+		}
+	}
+	b.StopTimer()
+	waitIdle(s, []*conn{c})
+}
+
+// BenchmarkPushMsg is the gRPC handler body: encode once, look up the key,
+// check accepts, enqueue.
+func BenchmarkPushMsg(b *testing.B) {
+	s := newBenchServer(b, nil)
+	c := s.addMemConn(b, "k", "", 1001)
+	req := &cometapi.PushMsgReq{Keys: []string{"k"}, ProtoOp: 1001, Proto: &protocol.Proto{Op: 1001, Body: make([]byte, 128)}}
+	a := s.API()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := a.PushMsg(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+		if i%64 == 63 {
+			waitIdle(s, []*conn{c})
+		}
+	}
+	b.StopTimer()
+	waitIdle(s, []*conn{c})
+}
+
+// BenchmarkRoomBroadcast delivers one pre-encoded frame to a 1,000-member
+// room (one op = one message to every member).
+func BenchmarkRoomBroadcast(b *testing.B) {
+	const members = 1000
+	s := newBenchServer(b, nil)
+	cs := make([]*conn, members)
+	for i := range cs {
+		cs[i] = s.addMemConn(b, "m"+strconv.Itoa(i), "room")
+	}
+	frame := protocol.AppendFrame(nil, 1, 1001, 0, make([]byte, 128))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		n := 0
+		for _, bk := range s.buckets {
+			n += bk.deliverRoom("room", frame)
+		}
+		if n != members {
+			b.Fatalf("delivered to %d", n)
+		}
+		if i%16 == 15 {
+			waitIdle(s, cs)
+		}
+	}
+	waitIdle(s, cs)
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*members), "ns/member")
+}
+
+// FuzzReadFrame feeds arbitrary bytes to the connection's frame reader: it
+// must return frames within MaxBody or an error, never panic.
+func FuzzReadFrame(f *testing.F) {
+	f.Add(protocol.AppendFrame(nil, 1, protocol.OpAuth, 1, []byte(`{"mid":1}`)))
+	f.Add(protocol.AppendFrame(protocol.AppendFrame(nil, 1, 2, 1, nil), 1, 2, 2, nil))
+	f.Add([]byte{0, 0, 0, 16, 0, 20, 0, 1, 0, 0, 0, 2, 0, 0, 0, 1})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0, 16, 0, 1, 0, 0, 0, 2, 0, 0, 0, 1})
+	s := newBenchServer(f, func(c *Config) { c.MaxBody = 1024 })
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c := s.newConn(transportTCP, &memConn{r: bytes.NewReader(data)})
+		for i := 0; i < len(data)/protocol.HeaderLen+1; i++ {
+			fr, bp, err := c.readFrame()
+			if err != nil {
+				return
+			}
+			if len(fr.Body) > 1024 {
+				t.Fatalf("body %d > max", len(fr.Body))
+			}
+			c.putBody(bp)
+		}
+	})
+}
