@@ -42,14 +42,14 @@ type outFrame struct {
 	body    []byte
 }
 
-// accept takes one message and returns the messages that became
-// deliverable, in seq order, and whether m was a duplicate.
-func (st *convState) accept(m *protocol.Msg, limit int) (out []*protocol.Msg, dup bool) {
+// accept takes one message, appends the messages that became deliverable
+// to out in seq order, and reports whether m was a duplicate.
+func (st *convState) accept(m *protocol.Msg, limit int, out []*protocol.Msg) (_ []*protocol.Msg, dup bool) {
 	if m.Seq <= st.contig {
-		return nil, true
+		return out, true
 	}
 	if _, ok := st.buf[m.Seq]; ok {
-		return nil, true
+		return out, true
 	}
 	st.target = max(st.target, m.Seq)
 	if m.Seq == st.contig+1 {
@@ -62,7 +62,7 @@ func (st *convState) accept(m *protocol.Msg, limit int) (out []*protocol.Msg, du
 		}
 		st.buf[m.Seq] = m
 	} // else: dropped, a pull brings it back
-	return nil, false
+	return out, false
 }
 
 func (st *convState) drain(out []*protocol.Msg) []*protocol.Msg {
@@ -161,7 +161,7 @@ func (c *Client) sendAll(s *session, out []outFrame) {
 func (c *Client) handlePush(s *session, m *protocol.Msg) {
 	c.convMu.Lock()
 	st := c.convLocked(m.ConvId)
-	msgs, dup := st.accept(m, c.cfg.ReorderLimit)
+	msgs, dup := st.accept(m, c.cfg.ReorderLimit, s.scratch[:0])
 	var out []outFrame
 	if st.contig < st.target && !st.pulling {
 		out = append(out, c.startPullLocked(m.ConvId, st))
@@ -171,6 +171,8 @@ func (c *Client) handlePush(s *session, m *protocol.Msg) {
 		c.m.inc(mDuplicates)
 	}
 	c.deliver(msgs)
+	clear(msgs)
+	s.scratch = msgs[:0]
 	c.sendAll(s, out)
 }
 
@@ -218,8 +220,8 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 				m.ConvId = cm.ConvId
 			}
 			last = max(last, m.Seq)
-			got, dup := st.accept(m, c.cfg.ReorderLimit)
-			msgs = append(msgs, got...)
+			var dup bool
+			msgs, dup = st.accept(m, c.cfg.ReorderLimit, msgs)
 			if dup {
 				dups++
 			}

@@ -27,6 +27,9 @@ type session struct {
 	hbReply chan struct{}
 	wg      sync.WaitGroup
 
+	// scratch is the reader's reusable list of deliverable messages.
+	scratch []*protocol.Msg
+
 	mu      sync.Mutex
 	pending map[int32]chan protocol.Frame // request replies by seq
 }
@@ -273,18 +276,22 @@ func (c *Client) heartbeatLoop(s *session) {
 // reply did not come.
 func (c *Client) maintainLoop(s *session) {
 	defer s.wg.Done()
-	tick := time.NewTicker(c.cfg.AckInterval)
+	period := min(c.cfg.AckInterval, c.cfg.SendTimeout)
+	ackEvery := max(1, int(c.cfg.AckInterval/period))
+	tick := time.NewTicker(period)
 	defer tick.Stop()
-	for {
+	for n := 1; ; n++ {
 		select {
 		case <-tick.C:
 		case <-s.done:
 			return
 		}
-		for _, a := range c.pendingAcks() {
-			body, _ := proto.Marshal(a)
-			if s.write(protocol.OpMsgDeliveredAck, c.nextSeq(), body) != nil {
-				return
+		if n%ackEvery == 0 {
+			for _, a := range c.pendingAcks() {
+				body, _ := proto.Marshal(a)
+				if s.write(protocol.OpMsgDeliveredAck, c.nextSeq(), body) != nil {
+					return
+				}
 			}
 		}
 		c.retryPulls(s)
