@@ -23,6 +23,12 @@ import (
 // backoff) and resumes. The channel is closed when ctx is done or the
 // Registry is closed.
 func (e *Etcd) Watch(ctx context.Context, service string) (<-chan []Instance, error) {
+	return e.watch(ctx, service, 0)
+}
+
+// watch is Watch; a non-zero fromRev makes the watch start after fromRev
+// instead of after the first list (tests use it to force a compaction).
+func (e *Etcd) watch(ctx context.Context, service string, fromRev int64) (<-chan []Instance, error) {
 	if err := checkName("service", service); err != nil {
 		return nil, err
 	}
@@ -36,6 +42,9 @@ func (e *Etcd) Watch(ctx context.Context, service string) (<-chan []Instance, er
 	if err := w.list(ctx); err != nil {
 		e.metrics.watchErrors.WithLabelValues(service).Inc()
 		return nil, err
+	}
+	if fromRev != 0 {
+		w.rev = fromRev
 	}
 	out := make(chan []Instance, 1)
 	out <- w.instances()
