@@ -154,9 +154,12 @@ func TestGRPCPushService(t *testing.T) {
 		t.Fatalf("room/all records = %+v", recs)
 	}
 	for name, err := range map[string]error{
-		"op":      func() error { _, err := push.PushAll(authed, &pb.PushAllReq{Op: 999}); return err }(),
-		"keys":    func() error { _, err := push.PushKeys(authed, &pb.PushKeysReq{Op: 1000}); return err }(),
-		"size":    func() error { _, err := push.PushAll(authed, &pb.PushAllReq{Op: 1000, Msg: make([]byte, 17<<10)}); return err }(),
+		"op":   func() error { _, err := push.PushAll(authed, &pb.PushAllReq{Op: 999}); return err }(),
+		"keys": func() error { _, err := push.PushKeys(authed, &pb.PushKeysReq{Op: 1000}); return err }(),
+		"size": func() error {
+			_, err := push.PushAll(authed, &pb.PushAllReq{Op: 1000, Msg: make([]byte, 17<<10)})
+			return err
+		}(),
 		"roomTyp": func() error { _, err := push.PushRoom(authed, &pb.PushRoomReq{Op: 1000, Room: "1"}); return err }(),
 		"top":     func() error { _, err := push.OnlineTop(authed, &pb.OnlineTopReq{Type: "live"}); return err }(),
 	} {
