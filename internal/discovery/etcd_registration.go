@@ -52,13 +52,13 @@ func newEtcdRegistration(e *Etcd, key string, ins Instance, val []byte, lease cl
 		ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		val: val, lease: lease,
 	}
-	e.metrics.setState(r.service, "", stateRegistered)
 	return r
 }
 
 func (r *etcdRegistration) run() {
 	defer close(r.done)
 	state := stateRegistered
+	r.e.metrics.setState(r.service, "", state)
 	defer func() { r.e.metrics.setState(r.service, state, "") }()
 	bo := newBackoff(r.e.cfg.RetryMin, r.e.cfg.RetryMax)
 	for {

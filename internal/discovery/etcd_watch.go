@@ -14,12 +14,13 @@ import (
 )
 
 // Watch lists the instances of service and then follows changes. The
-// first list is read before Watch returns (an error if etcd cannot be
-// reached within ctx) and is the first value on the channel. Every later
-// value is the full list after a change, sent Coalesce after the first
-// change of a burst, so that a burst gives one list; a consumer slower
-// than the changes only gets the latest list. While etcd is unreachable nothing is sent, so the consumer keeps
-// the last list; on error or compaction the watcher lists again (with
+// first list is read before Watch returns (an error if etcd does not
+// answer within ctx and RequestTimeout) and is the first value on the
+// channel. Every later value is the full list after a change, sent
+// Coalesce after the first change of a burst, so that a burst gives one
+// list; a consumer slower than the changes only gets the latest list.
+// While etcd is unreachable nothing is sent, so the consumer keeps the
+// last list; on error or compaction the watcher lists again (with
 // backoff) and resumes. The channel is closed when ctx is done or the
 // Registry is closed.
 func (e *Etcd) Watch(ctx context.Context, service string) (<-chan []Instance, error) {
@@ -39,7 +40,10 @@ func (e *Etcd) watch(ctx context.Context, service string, fromRev int64) (<-chan
 		return nil, ErrClosed
 	}
 	w := &etcdWatch{e: e, service: service, prefix: e.servicePrefix(service)}
-	if err := w.list(ctx); err != nil {
+	lctx, lcancel := context.WithTimeout(ctx, e.cfg.RequestTimeout)
+	err := w.list(lctx)
+	lcancel()
+	if err != nil {
 		e.metrics.watchErrors.WithLabelValues(service).Inc()
 		return nil, err
 	}
