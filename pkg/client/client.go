@@ -255,7 +255,7 @@ func (c *Client) runLoop() error {
 			attempt++
 			continue
 		}
-		attempt = 0
+		began := time.Now()
 		err = c.serve(s)
 		c.m.inc(mDisconnects)
 		if c.ctx.Err() != nil {
@@ -269,9 +269,16 @@ func (c *Client) runLoop() error {
 			c.loopErr = kick
 			break
 		}
-		if !c.sleep(c.backoff.Delay(0, rand.Float64())) {
+		// A connection that did not last HeartbeatMin counts as a failed
+		// attempt, so a server that accepts and drops at once is not
+		// hammered; one that lasted resets the backoff.
+		if time.Since(began) >= c.cfg.HeartbeatMin {
+			attempt = 0
+		}
+		if !c.sleep(c.backoff.Delay(attempt, rand.Float64())) {
 			break
 		}
+		attempt++
 	}
 	c.cancel()
 	return c.loopErr

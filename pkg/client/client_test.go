@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -614,4 +615,70 @@ func TestConnectCanceledWhileServerDown(t *testing.T) {
 		t.Fatal("no Error events for failed attempts")
 	}
 	waitFor(t, "goroutines back", func() bool { return runtimeGoroutines() <= base })
+}
+
+func TestSendWithIDAndLimits(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewMetrics(reg); err == nil {
+		t.Fatal("second registration on one registry succeeded")
+	}
+	cfg := testConfig(srv)
+	cfg.Metrics = m
+	cfg.MaxBody = 64
+	c, _ := startClient(t, cfg)
+	ctx := context.Background()
+
+	if _, err := c.Send(ctx, User(1), 1, make([]byte, 100)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized Send = %v", err)
+	}
+	if _, err := c.Request(ctx, 1005, make([]byte, 100)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized Request = %v", err)
+	}
+	if _, err := c.SendWithID(ctx, "", User(1), 1, nil); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("empty id = %v", err)
+	}
+	id := c.NewMsgID()
+	a1, err := c.SendWithID(ctx, id, User(1), 1, []byte("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := c.SendWithID(ctx, id, User(1), 1, []byte("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a1.ClientMsgId != id || a2.Seq != a1.Seq {
+		t.Fatalf("same id stored twice: %v %v", a1, a2)
+	}
+	counters := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		counters[mf.GetName()] = mf.GetMetric()[0].GetCounter().GetValue()
+	}
+	if counters["hubuim_client_sends_total"] != 2 || counters["hubuim_client_connects_total"] != 1 {
+		t.Fatalf("counters %v", counters)
+	}
+}
+
+func TestReconnectsDoNotLeakGoroutines(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	_, r := startClient(t, testConfig(srv))
+	waitFor(t, "cursor sync", func() bool {
+		n := 0
+		srv.get(func(s *fakeServer) { n = len(s.syncs) })
+		return n == 1
+	})
+	base := runtimeGoroutines()
+	for i := 2; i <= 6; i++ {
+		srv.kill()
+		waitFor(t, "reconnect", func() bool { return len(eventsOf[Connected](r)) == i && srv.connCount() == 1 })
+	}
+	waitFor(t, "goroutines stable", func() bool { return runtimeGoroutines() <= base })
 }

@@ -29,6 +29,10 @@ var (
 	ErrProtocol = errors.New("client: protocol error")
 	// ErrNodeList: the node list could not be fetched or parsed.
 	ErrNodeList = errors.New("client: node list")
+	// ErrBadRequest: an argument is invalid.
+	ErrBadRequest = errors.New("client: bad request")
+	// ErrDuplicateID: a send with this client message id is in flight.
+	ErrDuplicateID = errors.New("client: client message id already in flight")
 )
 
 // ConfigError is an invalid Config field.

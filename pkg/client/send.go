@@ -37,13 +37,32 @@ type pendingSend struct {
 // are not counted). The server deduplicates by client message id, so the
 // message is stored once. Send returns the ACK once; an ACK whose status is
 // not OK comes with a *StatusError. ctx bounds the whole call.
+//
+// An error other than a *StatusError leaves it unknown whether the message
+// was stored; an app that keeps an outbox retries it with SendWithID and
+// the same id.
 func (c *Client) Send(ctx context.Context, to Conversation, contentType int32, payload []byte) (*protocol.MsgSendAck, error) {
+	return c.SendWithID(ctx, c.ids.New(), to, contentType, payload)
+}
+
+// NewMsgID returns a fresh client message id (a time-ordered UUIDv7) for
+// SendWithID.
+func (c *Client) NewMsgID() string { return c.ids.New() }
+
+// SendWithID is Send with a client message id chosen by the app, so that
+// a message persisted in an outbox keeps its id across app restarts and
+// the server still deduplicates it. Two concurrent SendWithID calls with
+// the same id share nothing: the second returns ErrDuplicateID.
+func (c *Client) SendWithID(ctx context.Context, clientMsgID string, to Conversation, contentType int32, payload []byte) (*protocol.MsgSendAck, error) {
 	if c.ctx.Err() != nil {
 		return nil, ErrClosed
 	}
+	if clientMsgID == "" {
+		return nil, fmt.Errorf("%w: empty client message id", ErrBadRequest)
+	}
 	ps := &pendingSend{
 		msg: &protocol.MsgSend{
-			ClientMsgId: c.ids.New(), ConvType: to.Type, To: to.ID,
+			ClientMsgId: clientMsgID, ConvType: to.Type, To: to.ID,
 			ContentType: contentType, Payload: payload,
 		},
 		ch: make(chan *protocol.MsgSendAck, 1),
@@ -58,11 +77,17 @@ func (c *Client) Send(ctx context.Context, to Conversation, contentType int32, p
 	c.m.inc(mSends)
 	id := ps.msg.ClientMsgId
 	c.mu.Lock()
+	if _, busy := c.sends[id]; busy {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s", ErrDuplicateID, id)
+	}
 	c.sends[id] = ps
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		delete(c.sends, id)
+		if c.sends[id] == ps {
+			delete(c.sends, id)
+		}
 		c.mu.Unlock()
 	}()
 
