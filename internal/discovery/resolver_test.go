@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"context"
 	"net"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -208,6 +209,32 @@ func testResolver(t *testing.T, reg discovery.Registry) {
 		t.Fatal(err)
 	}
 	allTo(t, client, 10, s1, s2)
+}
+
+// Closing the client stops the resolver's watch.
+func TestResolverCloseStopsWatch(t *testing.T) {
+	s := discovery.NewStatic()
+	defer s.Close()
+	srv := startFakeServer(t)
+	if _, err := s.Register(context.Background(), logicInstance("l1", srv)); err != nil {
+		t.Fatal(err)
+	}
+	before := runtime.NumGoroutine()
+	conn, err := grpc.NewClient(discovery.Scheme+":///"+discovery.ServiceLogic,
+		grpc.WithResolvers(discovery.NewResolverBuilder(s, nil)),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(discovery.ServiceConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := testpb.NewTestServiceClient(conn)
+	if _, err := client.EmptyCall(context.Background(), &testpb.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitGoroutines(t, before)
 }
 
 func TestEndpoints(t *testing.T) {

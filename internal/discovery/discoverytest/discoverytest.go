@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -50,6 +51,38 @@ func Run(t *testing.T, newRegistry func(t testing.TB) discovery.Registry) {
 			}
 			tc.fn(t, r)
 		})
+	}
+	t.Run("GoroutinesStop", func(t *testing.T) { testGoroutinesStop(t, newRegistry) })
+}
+
+// testGoroutinesStop checks that ctx cancel and Close stop everything the
+// registry started.
+func testGoroutinesStop(t *testing.T, newRegistry func(t testing.TB) discovery.Registry) {
+	before := runtime.NumGoroutine()
+	r := newRegistry(t)
+	register(t, r, Ins(discovery.ServiceComet, "c1"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cancelled, err := r.Watch(ctx, discovery.ServiceComet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := watch(t, r, discovery.ServiceComet)
+	WaitIDs(t, cancelled, "c1")
+	WaitIDs(t, open, "c1")
+	cancel()
+	WaitClosed(t, cancelled)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	WaitClosed(t, open)
+	deadline := time.Now().Add(Timeout)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
