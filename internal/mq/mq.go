@@ -38,13 +38,18 @@ type Producer interface {
 
 // Handler processes one record. Returning nil commits it; returning an
 // error stops the consumer's session for that partition so the record is
-// delivered again.
+// delivered again, after a backoff. ctx ends when the partition is taken
+// away (rebalance) or the consumer stops; a handler blocked on it should
+// return its error, and the record is then delivered again.
 type Handler func(ctx context.Context, m *Message) error
 
 // Consumer delivers records of its topics to a handler.
 type Consumer interface {
-	// Run consumes until ctx is done or Close is called. Records of one
-	// partition are handled one at a time, in order.
+	// Run consumes until ctx is done (it returns nil) or Close is called
+	// (it returns ErrClosed). Records of one partition are handled one at a
+	// time, in order. Delivery is at least once: a record is committed only
+	// after h returned nil for it, so a crash re-delivers and never loses.
+	// One Run at a time per Consumer (ErrRunning otherwise).
 	Run(ctx context.Context, h Handler) error
 	Close() error
 }

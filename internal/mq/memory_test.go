@@ -1,0 +1,117 @@
+package mq_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hubuim/hubuim/internal/config"
+	"github.com/hubuim/hubuim/internal/mq"
+	"github.com/hubuim/hubuim/internal/mq/mqtest"
+)
+
+const memTestTimeout = 10 * time.Second
+
+func newMemoryBackend(t *testing.T) *mqtest.Backend {
+	m, err := mq.NewMemory(mq.MemoryConfig{Partitions: 4, RetryBackoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return &mqtest.Backend{
+		Producer: m,
+		NewConsumer: func(tb testing.TB, group string) mq.Consumer {
+			c := m.Consumer(group, "t")
+			tb.Cleanup(func() { _ = c.Close() })
+			return c
+		},
+		Topic:      "t",
+		Partitions: 4,
+		Kill:       func() { _ = m.Close() },
+		Timeout:    memTestTimeout,
+	}
+}
+
+func TestMemoryConformance(t *testing.T) { mqtest.Run(t, newMemoryBackend) }
+
+func TestMemoryFullBlocksThenTrims(t *testing.T) {
+	const max = 4
+	m, err := mq.NewMemory(mq.MemoryConfig{Partitions: 1, MaxRecords: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	c := m.Consumer("g", "t") // the group exists but has handled nothing
+	defer c.Close()
+	for i := range max {
+		if err := m.Publish(context.Background(), "t", []byte("k"), []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := m.Publish(ctx, "t", []byte("k"), []byte{max}); !errors.Is(err, mq.ErrFull) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Publish on a full partition = %v, want ErrFull and DeadlineExceeded", err)
+	}
+
+	// A blocked publisher proceeds once the group commits.
+	res := make(chan error, 1)
+	go func() { res <- m.Publish(context.Background(), "t", []byte("k"), []byte{max}) }()
+	var got atomic.Int32
+	runCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() {
+		_ = c.Run(runCtx, func(_ context.Context, msg *mq.Message) error {
+			if int(msg.Value[0]) != int(got.Load()) {
+				return fmt.Errorf("got %d, want %d", msg.Value[0], got.Load())
+			}
+			got.Add(1)
+			return nil
+		})
+	}()
+	select {
+	case err := <-res:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(memTestTimeout):
+		t.Fatal("publisher stayed blocked after the group committed")
+	}
+	mqtest.Eventually(t, memTestTimeout, func() bool { return got.Load() == max+1 }, "handled %d of %d", got.Load(), max+1)
+}
+
+func TestMemoryConfigErrors(t *testing.T) {
+	for _, cfg := range []mq.MemoryConfig{{Partitions: -1}, {MaxRecords: -1}, {RetryBackoff: time.Second, MaxRetryBackoff: time.Millisecond}} {
+		var fe *config.FieldError
+		if _, err := mq.NewMemory(cfg); !errors.As(err, &fe) {
+			t.Errorf("NewMemory(%+v) = %v, want a FieldError", cfg, err)
+		}
+	}
+}
+
+func BenchmarkMemoryPublishConsume(b *testing.B) {
+	m, err := mq.NewMemory(mq.MemoryConfig{Partitions: 8, MaxRecords: 1 << 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	c := m.Consumer("g", "t")
+	var n atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = c.Run(ctx, func(context.Context, *mq.Message) error { n.Add(1); return nil }) }()
+	key, val := []byte("device-1"), make([]byte, 256)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := m.Publish(ctx, "t", key, val); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for n.Load() < int64(b.N) {
+		time.Sleep(time.Millisecond)
+	}
+}
