@@ -23,7 +23,7 @@ type jwksFile struct {
 	// minRecheck is the shortest interval between re-reads forced by an
 	// unknown kid; jwksKidMissRecheck outside tests.
 	minRecheck time.Duration
-	logger   *slog.Logger
+	logger     *slog.Logger
 
 	keys      atomic.Pointer[keySet]
 	lastCheck atomic.Int64 // unix nanoseconds of the last re-read attempt
