@@ -154,6 +154,21 @@ func (c *Client) Close() {
 	c.wg.Wait()
 }
 
+// Done is closed when the client has stopped: after Close, after Run's
+// context ended, or after a kick that ends it (see Err).
+func (c *Client) Done() <-chan struct{} { return c.loopDone }
+
+// Err is why the client stopped by itself (a *KickedError), once Done is
+// closed; nil otherwise.
+func (c *Client) Err() error {
+	select {
+	case <-c.loopDone:
+		return c.loopErr
+	default:
+		return nil
+	}
+}
+
 func (c *Client) startErr() error {
 	if c.ctx.Err() != nil {
 		return ErrClosed

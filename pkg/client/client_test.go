@@ -3,10 +3,12 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -476,6 +478,10 @@ func TestKickedDuplicateLoginStops(t *testing.T) {
 		t.Fatal("Run did not return after a duplicate-login kick")
 	}
 	<-r.done // Events closed
+	<-c.Done()
+	if !errors.As(c.Err(), &ke) {
+		t.Fatalf("Err() = %v", c.Err())
+	}
 	c.Close()
 }
 
@@ -681,4 +687,31 @@ func TestReconnectsDoNotLeakGoroutines(t *testing.T) {
 		waitFor(t, "reconnect", func() bool { return len(eventsOf[Connected](r)) == i && srv.connCount() == 1 })
 	}
 	waitFor(t, "goroutines stable", func() bool { return runtimeGoroutines() <= base })
+}
+
+func TestGoimAuthReplyAndTokenRefresh(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.set(func(s *fakeServer) { s.goimAuth = true })
+	cfg := testConfig(srv)
+	cfg.Key = "my-device"
+	cfg.Token = "ignored"
+	var calls int
+	var mu sync.Mutex
+	cfg.TokenFunc = func(ctx context.Context) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		return fmt.Sprintf("tok-%d", calls), nil
+	}
+	c, r := startClient(t, cfg)
+	srv.kill()
+	waitFor(t, "reconnect", func() bool { return len(eventsOf[Connected](r)) == 2 })
+	var auths []authBody
+	srv.get(func(s *fakeServer) { auths = slices.Clone(s.auths) })
+	if auths[0].Token != "tok-1" || auths[1].Token != "tok-2" || auths[1].Key != "my-device" {
+		t.Fatalf("auths %+v", auths)
+	}
+	if c.Key() != "my-device" || c.Mid() != 42 {
+		t.Fatalf("key %q mid %d", c.Key(), c.Mid())
+	}
 }

@@ -56,6 +56,7 @@ type fakeServer struct {
 	roomOps    []protocol.Frame
 	authHB     int64
 	authMid    int64
+	goimAuth   bool             // empty AuthReply body, as goim's comet
 	maxSeqOver map[string]int64 // max_seq to report instead of the store's
 }
 
@@ -218,12 +219,15 @@ func (s *fakeServer) serveConn(fc *fakeConn) {
 	fc.mid = ab.Mid
 	reply, _ := json.Marshal(authReply{Mid: ab.Mid, Key: ab.Key, RoomID: ab.RoomID, HeartbeatMs: s.authHB})
 	s.conns[fc] = struct{}{}
-	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.conns, fc)
 		s.mu.Unlock()
 	}()
+	if s.goimAuth {
+		reply = nil
+	}
+	s.mu.Unlock()
 	if fc.write(protocol.OpAuthReply, f.Seq, reply) != nil {
 		return
 	}
