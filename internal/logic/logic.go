@@ -35,7 +35,7 @@ import (
 const (
 	DefaultHeartbeat    = 30 * time.Second
 	DefaultHeartbeatMax = 3
-	DefaultSessionTTL   = 30 * time.Minute
+	DefaultSessionTTL   = 10 * time.Minute
 	DefaultOnlineTTL    = 30 * time.Second
 	DefaultOnlineCache  = 2 * time.Second
 
@@ -70,7 +70,8 @@ type ConnConfig struct {
 	// comet closes it (reported in the node list). Default 3.
 	HeartbeatMax int `yaml:"heartbeat_max"`
 	// SessionTTL is how long a session lives without a Heartbeat from its
-	// comet. Comets must call Heartbeat well within it. Default 30m.
+	// comet. Comets must call Heartbeat well within it (comet's
+	// logic_heartbeat, default 60s). Default 10m.
 	SessionTTL time.Duration `yaml:"session_ttl"`
 	// OnlineTTL is how long a comet's room counts live without a
 	// RenewOnline. Default 30s.

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/hubuim/hubuim/internal/auth"
+	"github.com/hubuim/hubuim/internal/config"
+	"github.com/hubuim/hubuim/internal/logic"
+	"github.com/hubuim/hubuim/internal/logic/session"
+)
+
+// TestDistributedConfig loads configs/logic.yaml: every key is known, the
+// defaults written there are the code's, and it is not insecure: without
+// secrets neither the verifier nor the push API can be built.
+func TestDistributedConfig(t *testing.T) {
+	fc, err := loadConfig("../../configs/logic.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fc.HTTPAddr != ":3111" || fc.GRPCAddr != ":3119" || fc.Auth.Mode != "jwt" {
+		t.Fatalf("config = %+v", fc)
+	}
+	if _, err := auth.New(fc.Auth, nil); err == nil {
+		t.Fatal("the shipped auth config works without a secret")
+	}
+	_, err = logic.New(logic.Config{Conn: fc.Conn, Push: fc.Push, Nodes: fc.Nodes},
+		logic.Deps{Store: session.NewMemory(), Verifier: auth.Verifier(nil), Producer: nil})
+	var fe *config.FieldError
+	if !errors.As(err, &fe) || fe.Field != "push.secret" {
+		t.Fatalf("logic.New with the shipped config: %v, want a push.secret error", err)
+	}
+
+	t.Setenv("HUBUIM_LOGIC_PUSH_SECRET", "p")
+	t.Setenv("HUBUIM_LOGIC_AUTH_JWT_SECRET", strings.Repeat("k", 32))
+	t.Setenv("HUBUIM_LOGIC_REDIS_ADDRS", "a:1,b:2")
+	fc, err = loadConfig("../../configs/logic.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fc.Push.Secret != "p" || len(fc.Redis.Addrs) != 2 {
+		t.Fatalf("env overrides not applied: %+v", fc)
+	}
+	if _, err := auth.New(fc.Auth, nil); err != nil {
+		t.Fatalf("auth with a secret: %v", err)
+	}
+	// The defaults written in the file are the code's defaults.
+	l, err := logic.New(logic.Config{Conn: fc.Conn, Push: fc.Push, Nodes: fc.Nodes},
+		logic.Deps{Store: session.NewMemory(), Verifier: fakeVerifier{}, Producer: nopProducer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	d, err := logic.New(logic.Config{Push: logic.PushConfig{Secret: "p"}},
+		logic.Deps{Store: session.NewMemory(), Verifier: fakeVerifier{}, Producer: nopProducer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	got, want := l.Config(), d.Config()
+	if got.Conn.SessionTTL != want.Conn.SessionTTL || got.Conn.Heartbeat != want.Conn.Heartbeat ||
+		got.Conn.OnlineTTL != want.Conn.OnlineTTL || got.Push.MaxBody != want.Push.MaxBody ||
+		got.Push.MaxOp != want.Push.MaxOp || got.Nodes.Backoff != want.Nodes.Backoff || got.Nodes.Max != want.Nodes.Max {
+		t.Fatalf("configs/logic.yaml defaults %+v differ from the code's %+v", got, want)
+	}
+}
