@@ -65,7 +65,7 @@ var (
 	// ErrSubjectMismatch: the credential belongs to another user than the
 	// claimed mid.
 	ErrSubjectMismatch = errors.New("auth: subject does not match mid")
-	// ErrDenied: the webhook (or the insecure mode's rules) said no.
+	// ErrDenied: the webhook said no (401/403, allow=false or no user id).
 	ErrDenied = errors.New("auth: denied")
 	// ErrUnavailable: the verifier could not reach a decision (webhook down,
 	// timeout, 5xx, unreadable answer). The client may retry later.

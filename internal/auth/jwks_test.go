@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,5 +162,51 @@ func TestParseJWKS(t *testing.T) {
 		if _, _, err := parseJWKS([]byte(doc)); err == nil {
 			t.Fatalf("parseJWKS(%q) succeeded", doc)
 		}
+	}
+}
+
+// TestJWTConcurrent runs verifications from many goroutines while the JWKS
+// file is being replaced, for the race detector.
+func TestJWTConcurrent(t *testing.T) {
+	k := getKeys(t)
+	path := writeFile(t, t.TempDir(), "jwks.json", jwksJSON(t, jwkOf(t, "a", &k.rsaA.PublicKey)))
+	v, err := newJWTVerifier(JWTConfig{Secret: string(testSecret), JWKSFile: path, JWKSReloadInterval: time.Millisecond}, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.jwks.minRecheck = 0
+	toks := []string{
+		sign(t, jwt.SigningMethodRS256, k.rsaA, "a", claimsFor(1, "")),
+		sign(t, jwt.SigningMethodHS256, testSecret, "", claimsFor(1, "")),
+		sign(t, jwt.SigningMethodES256, k.ecA, "b", claimsFor(1, "")), // valid only after rotation
+	}
+	const workers, rounds = 4, 200
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range rounds {
+				_, err := v.Verify(context.Background(), &Request{Mid: 1, Token: toks[(w+i)%2]})
+				if err != nil {
+					errs <- err
+					return
+				}
+				_, _ = v.Verify(context.Background(), &Request{Mid: 1, Token: toks[2]})
+			}
+		}()
+	}
+	for i := range 20 {
+		entries := []map[string]string{jwkOf(t, "a", &k.rsaA.PublicKey)}
+		if i%2 == 0 {
+			entries = append(entries, jwkOf(t, "b", &k.ecA.PublicKey))
+		}
+		replaceFile(t, path, jwksJSON(t, entries...))
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("stable key failed during rotation: %v", err)
 	}
 }
