@@ -635,14 +635,14 @@ func TestSendWithIDAndLimits(t *testing.T) {
 	}
 	cfg := testConfig(srv)
 	cfg.Metrics = m
-	cfg.MaxBody = 64
-	c, _ := startClient(t, cfg)
+	cfg.MaxBody = 1000
+	c, r := startClient(t, cfg)
 	ctx := context.Background()
 
-	if _, err := c.Send(ctx, User(1), 1, make([]byte, 100)); !errors.Is(err, ErrTooLarge) {
+	if _, err := c.Send(ctx, User(1), 1, make([]byte, 1000)); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("oversized Send = %v", err)
 	}
-	if _, err := c.Request(ctx, 1005, make([]byte, 100)); !errors.Is(err, ErrTooLarge) {
+	if _, err := c.Request(ctx, 1005, make([]byte, 1001)); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("oversized Request = %v", err)
 	}
 	if _, err := c.SendWithID(ctx, "", User(1), 1, nil); !errors.Is(err, ErrBadRequest) {
@@ -660,6 +660,13 @@ func TestSendWithIDAndLimits(t *testing.T) {
 	if a1.ClientMsgId != id || a2.Seq != a1.Seq {
 		t.Fatalf("same id stored twice: %v %v", a1, a2)
 	}
+	// An inbound frame over MaxBody is a protocol error: the connection is
+	// replaced, nothing of the claimed size is allocated.
+	srv.pushFrame(1001, make([]byte, 1001))
+	waitFor(t, "protocol error disconnect", func() bool {
+		d := eventsOf[Disconnected](r)
+		return len(d) == 1 && errors.Is(d[0].Err, ErrProtocol) && len(eventsOf[Connected](r)) == 2
+	})
 	counters := map[string]float64{}
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -668,7 +675,8 @@ func TestSendWithIDAndLimits(t *testing.T) {
 	for _, mf := range mfs {
 		counters[mf.GetName()] = mf.GetMetric()[0].GetCounter().GetValue()
 	}
-	if counters["hubuim_client_sends_total"] != 2 || counters["hubuim_client_connects_total"] != 1 {
+	if counters["hubuim_client_sends_total"] != 2 || counters["hubuim_client_connects_total"] != 2 ||
+		counters["hubuim_client_messages_received_total"] != 1 {
 		t.Fatalf("counters %v", counters)
 	}
 }
