@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# `make fuzz`: runs every Fuzz target of the module briefly, one after the
+# other. Targets are discovered with `go test -list` in each package that
+# has a `func Fuzz` in a _test.go file, so new targets run without editing
+# this script.
+#
+# Settings: FUZZTIME per target (default 10s); FUZZ_BUDGET, a total for
+# all targets (e.g. 90s) that overrides FUZZTIME by splitting it evenly
+# (never below FUZZ_MIN, default 3s); FUZZ_DIRS, where to look (default .).
+# A failing input is saved under the package's testdata/fuzz/ by go test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZTIME="${FUZZTIME:-10s}"
+FUZZ_MIN="${FUZZ_MIN:-3s}"
+FUZZ_DIRS="${FUZZ_DIRS:-.}"
+
+secs() { # 90s | 2m | 1m30s -> seconds (whole)
+  local d=$1 total=0 n
+  while [[ $d =~ ^([0-9]+)([hms])(.*)$ ]]; do
+    n=${BASH_REMATCH[1]}
+    case ${BASH_REMATCH[2]} in h) n=$((n * 3600)) ;; m) n=$((n * 60)) ;; esac
+    total=$((total + n))
+    d=${BASH_REMATCH[3]}
+  done
+  [ -z "$d" ] || { echo "fuzz: cannot parse duration $1" >&2; exit 2; }
+  echo "$total"
+}
+
+targets=()
+list_failed=()
+while IFS= read -r dir; do
+  out=$(go test -list '^Fuzz' "./$dir" 2>&1) || { echo "$out" >&2; list_failed+=("./$dir"); continue; }
+  pkg=$(go list "./$dir")
+  while IFS= read -r name; do
+    [[ $name == Fuzz* ]] && targets+=("$pkg $name")
+  done <<<"$out"
+done < <(grep -rlE --include='*_test.go' '^func Fuzz[A-Z0-9_]' $FUZZ_DIRS 2>/dev/null |
+  grep -vE '(^|/)(\.git|\.testenv|bin|testdata)/' | xargs -r -n1 dirname | sed 's|^\./||' | sort -u)
+
+if [ "${#targets[@]}" -eq 0 ] && [ "${#list_failed[@]}" -eq 0 ]; then
+  echo "fuzz: no Fuzz targets found"
+  exit 0
+fi
+per="$FUZZTIME"
+if [ -n "${FUZZ_BUDGET:-}" ] && [ "${#targets[@]}" -gt 0 ]; then
+  s=$(($(secs "$FUZZ_BUDGET") / ${#targets[@]}))
+  min=$(secs "$FUZZ_MIN")
+  ((s >= min)) || s=$min
+  per="${s}s"
+fi
+echo "fuzz: ${#targets[@]} targets, $per each"
+
+failed=()
+for t in "${targets[@]}"; do
+  read -r pkg name <<<"$t"
+  echo "fuzz: $pkg $name"
+  if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$per" "$pkg"; then
+    failed+=("$pkg $name")
+  fi
+done
+failed+=("${list_failed[@]/%/ (does not build)}")
+if [ "${#failed[@]}" -gt 0 ]; then
+  printf 'fuzz: FAILED %s\n' "${failed[@]}"
+  exit 1
+fi
+echo "fuzz: all targets passed"

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# `make lint`: gofmt, go vet and, when installed, staticcheck. Every check
+# runs even if an earlier one failed, so one run shows every problem.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+rc=0
+files=$(find . -name '*.go' -not -path './.git/*' -not -path './.testenv/*' -not -path './bin/*' -not -path '*/testdata/*')
+# shellcheck disable=SC2086
+unformatted=$(gofmt -l $files)
+if [ -n "$unformatted" ]; then
+  echo "lint: gofmt -l lists files to format (gofmt -w them):"
+  echo "$unformatted" | sed 's/^/  /'
+  rc=1
+else
+  echo "lint: gofmt ok"
+fi
+
+if go vet ./...; then echo "lint: go vet ok"; else echo "lint: go vet FAILED"; rc=1; fi
+
+sc=$(command -v staticcheck || true)
+[ -n "$sc" ] || { [ -x bin/staticcheck ] && sc=bin/staticcheck; }
+if [ -n "$sc" ]; then
+  if "$sc" ./...; then echo "lint: staticcheck ok"; else echo "lint: staticcheck FAILED"; rc=1; fi
+else
+  echo "lint: staticcheck not installed, skipped (GOBIN=\$PWD/bin go install honnef.co/go/tools/cmd/staticcheck@latest)"
+fi
+exit "$rc"
