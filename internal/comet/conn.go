@@ -55,12 +55,15 @@ type conn struct {
 	closing  bool // no more frames accepted; close once the queue is written
 
 	closed atomic.Bool
+	authed atomic.Bool // a frame was read: any TLS handshake is done
 }
 
 // Expire implements timer.Expirer: the handshake or heartbeat deadline
 // passed.
 func (c *conn) Expire() {
-	if c.srv.forced.Load() {
+	// Before the first frame a TLS connection may still be in its
+	// handshake, where a write would wait for the reader: just close.
+	if c.srv.forced.Load() || (!c.authed.Load() && c.nc != c.raw && c.ws == nil) {
 		c.closeSocket()
 		return
 	}

@@ -178,6 +178,9 @@ func (s *Server) refuse(c *conn, label, reason string) bool {
 
 func (s *Server) auth(c *conn) bool {
 	f, bp, err := c.readFrame()
+	if err == nil {
+		c.authed.Store(true)
+	}
 	if err != nil {
 		if errLabel(err) != "" {
 			c.protocolError(err)
