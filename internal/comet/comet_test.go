@@ -636,6 +636,7 @@ func TestTCPCoalescesIntoOneWrite(t *testing.T) {
 			t.Fatalf("frame %d has seq %d", i, f.Seq)
 		}
 	}
+	eventually(t, "write counted", func() bool { return counterValue(t, e.s.m.writes) >= 2 })
 	if w := counterValue(t, e.s.m.writes); w != 2 {
 		t.Fatalf("%v writes, want 2 (auth reply + one coalesced write)", w)
 	}
