@@ -723,3 +723,28 @@ func TestGoimAuthReplyAndTokenRefresh(t *testing.T) {
 		t.Fatalf("key %q mid %d", c.Key(), c.Mid())
 	}
 }
+
+func TestUnansweredSyncGivesUp(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.set(func(s *fakeServer) { s.ignoreSync = true })
+	cfg := testConfig(srv)
+	cfg.SendTimeout = 10 * time.Millisecond
+	cfg.AckInterval = 10 * time.Millisecond
+	cfg.MaxResends = 2
+	_, r := startClient(t, cfg)
+	srv.pushProto(protocol.OpMsgNotify, &protocol.MsgNotify{ConvId: "g:1", MaxSeq: 3})
+	waitFor(t, "both pulls abandoned", func() bool {
+		n := 0
+		for _, e := range eventsOf[Error](r) {
+			if errors.Is(e.Err, ErrTimeout) {
+				n++
+			}
+		}
+		return n == 2
+	})
+	var syncs int
+	srv.get(func(s *fakeServer) { syncs = len(s.syncs) })
+	if syncs != 2*(1+cfg.MaxResends) {
+		t.Fatalf("%d syncs, want cursor sync and pull each sent 1+%d times", syncs, cfg.MaxResends)
+	}
+}

@@ -29,12 +29,14 @@ type convState struct {
 	pullSeq    int32
 	pullAt     time.Time
 	noProgress int
+	retries    int // pulls resent for lack of a reply
 }
 
 type syncReq struct {
-	conv string // "" for the cursor sync
-	seq  int32
-	at   time.Time
+	conv    string // "" for the cursor sync
+	seq     int32
+	at      time.Time
+	retries int
 }
 
 type outFrame struct {
@@ -232,6 +234,7 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 			continue
 		}
 		st.pulling = false
+		st.retries = 0
 		if !cm.More {
 			// Everything the server has after from_seq came back: seqs
 			// up to max_seq that are still missing were skipped.
@@ -296,6 +299,7 @@ func (c *Client) resetPulls() {
 	for _, st := range c.convs {
 		st.pulling = false
 		st.noProgress = 0
+		st.retries = 0
 	}
 	clear(c.syncs)
 	c.cursorSync = syncReq{}
@@ -305,17 +309,36 @@ func (c *Client) resetPulls() {
 func (c *Client) retryPulls(s *session) {
 	now := time.Now()
 	var out []outFrame
+	var errs []error
 	c.convMu.Lock()
 	for id, st := range c.convs {
-		if st.pulling && now.Sub(st.pullAt) >= c.cfg.SendTimeout {
-			delete(c.syncs, st.pullSeq)
-			out = append(out, c.startPullLocked(id, st))
+		if !st.pulling || now.Sub(st.pullAt) < c.cfg.SendTimeout {
+			continue
+		}
+		delete(c.syncs, st.pullSeq)
+		if st.retries >= c.cfg.MaxResends {
+			// The server does not answer Sync; the next gap, notice or
+			// connection tries again.
+			st.pulling, st.retries = false, 0
+			errs = append(errs, fmt.Errorf("%w: pull of %q", ErrTimeout, id))
+			continue
+		}
+		st.retries++
+		out = append(out, c.startPullLocked(id, st))
+	}
+	if cs := c.cursorSync; cs.seq != 0 && now.Sub(cs.at) >= c.cfg.SendTimeout {
+		if cs.retries >= c.cfg.MaxResends {
+			c.cursorSync = syncReq{}
+			errs = append(errs, fmt.Errorf("%w: sync of all conversations", ErrTimeout))
+		} else {
+			out = append(out, c.cursorSyncLocked())
+			c.cursorSync.retries = cs.retries + 1
 		}
 	}
-	if c.cursorSync.seq != 0 && now.Sub(c.cursorSync.at) >= c.cfg.SendTimeout {
-		out = append(out, c.cursorSyncLocked())
-	}
 	c.convMu.Unlock()
+	for _, err := range errs {
+		c.emit(Error{Err: err})
+	}
 	c.sendAll(s, out)
 }
 

@@ -57,6 +57,7 @@ type fakeServer struct {
 	authHB     int64
 	authMid    int64
 	goimAuth   bool             // empty AuthReply body, as goim's comet
+	ignoreSync bool             // record Syncs, never answer
 	maxSeqOver map[string]int64 // max_seq to report instead of the store's
 }
 
@@ -288,7 +289,11 @@ func (s *fakeServer) handle(fc *fakeConn, f protocol.Frame) bool {
 		s.mu.Lock()
 		s.syncs = append(s.syncs, &req)
 		reply := s.syncReplyLocked(&req)
+		ignore := s.ignoreSync
 		s.mu.Unlock()
+		if ignore {
+			return true
+		}
 		return fc.writeProto(protocol.OpSyncReply, f.Seq, reply) == nil
 	case protocol.OpMsgDeliveredAck:
 		var a protocol.MsgDeliveredAck
