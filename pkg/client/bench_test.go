@@ -31,7 +31,7 @@ func BenchmarkInboundPush(b *testing.B) {
 		drained <- n
 	}()
 	conn := &tcpConn{c: discardConn{}, r: bufio.NewReaderSize(bytes.NewReader(stream), 64<<10),
-		lim: limits{maxBody: c.cfg.MaxBody, maxRawBody: c.cfg.MaxRawBody, writeTimeout: time.Second}}
+		lim: limits{maxIn: c.cfg.MaxInboundBody, writeTimeout: time.Second}}
 	s := newSession(conn, "bench")
 	b.ReportAllocs()
 	b.SetBytes(int64(len(stream) / b.N))

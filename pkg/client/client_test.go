@@ -636,6 +636,7 @@ func TestSendWithIDAndLimits(t *testing.T) {
 	cfg := testConfig(srv)
 	cfg.Metrics = m
 	cfg.MaxBody = 1000
+	cfg.MaxInboundBody = 1000
 	c, r := startClient(t, cfg)
 	ctx := context.Background()
 
@@ -660,7 +661,7 @@ func TestSendWithIDAndLimits(t *testing.T) {
 	if a1.ClientMsgId != id || a2.Seq != a1.Seq {
 		t.Fatalf("same id stored twice: %v %v", a1, a2)
 	}
-	// An inbound frame over MaxBody is a protocol error: the connection is
+	// An inbound frame over MaxInboundBody is a protocol error: the connection is
 	// replaced, nothing of the claimed size is allocated.
 	srv.pushFrame(1001, make([]byte, 1001))
 	waitFor(t, "protocol error disconnect", func() bool {

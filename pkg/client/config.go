@@ -40,7 +40,7 @@ const (
 	DefaultSyncLimit          = 100
 	DefaultAckInterval        = time.Second
 	DefaultEventBuffer        = 256
-	DefaultMaxRawBody         = 1 << 20
+	DefaultMaxInboundBody     = 1 << 20
 	DefaultReorderLimit       = 1024
 )
 
@@ -142,11 +142,14 @@ type Config struct {
 
 	// EventBuffer is the capacity of the Events channel. Default: 256.
 	EventBuffer int
-	// MaxBody is the largest frame body accepted. Default: 16 KiB.
+	// MaxBody is the largest body the client sends, the server's limit
+	// (PROTOCOL.md); larger sends fail with ErrTooLarge. Default: 16 KiB.
 	MaxBody int
-	// MaxRawBody is the largest OpRaw (batched) body accepted over
-	// WebSocket. Default: 1 MiB.
-	MaxRawBody int
+	// MaxInboundBody is the largest frame body accepted from the server:
+	// SyncReply pages and OpRaw batches are bigger than what a client may
+	// send. A larger frame is a protocol error and the connection is
+	// replaced; the claimed size is never allocated. Default: 1 MiB.
+	MaxInboundBody int
 
 	// Logger receives connection-level logs (never per message).
 	// Default: slog.Default().
@@ -215,8 +218,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.MaxBody == 0 {
 		cfg.MaxBody = protocol.DefaultMaxBody
 	}
-	if cfg.MaxRawBody == 0 {
-		cfg.MaxRawBody = DefaultMaxRawBody
+	if cfg.MaxInboundBody == 0 {
+		cfg.MaxInboundBody = DefaultMaxInboundBody
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -264,8 +267,8 @@ func (cfg *Config) validate() error {
 		return configErr("EventBuffer", "must not be negative")
 	case cfg.MaxBody < 0:
 		return configErr("MaxBody", "must not be negative")
-	case cfg.MaxRawBody < cfg.MaxBody:
-		return configErr("MaxRawBody", "%d is below MaxBody %d", cfg.MaxRawBody, cfg.MaxBody)
+	case cfg.MaxInboundBody < 0:
+		return configErr("MaxInboundBody", "must not be negative")
 	}
 	for conv, seq := range cfg.Cursors {
 		if seq < 0 {

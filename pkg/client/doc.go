@@ -66,7 +66,9 @@
 // Config.Cursors restores them.
 //
 // The skip rule trusts the server's max_seq to be the highest stored seq of
-// the conversation (not a counter that may run ahead of the store).
+// the conversation (not a counter that may run ahead of the store). A
+// server must keep every frame it sends, SyncReply pages included, within
+// the client's MaxInboundBody (1 MiB by default), setting "more" instead.
 //
 // # Requests
 //

@@ -32,7 +32,7 @@ func feed(tb testing.TB, data []byte) {
 		}
 	}()
 	conn := &tcpConn{c: discardConn{}, r: bufio.NewReader(bytes.NewReader(data)),
-		lim: limits{maxBody: c.cfg.MaxBody, maxRawBody: c.cfg.MaxRawBody, writeTimeout: time.Second}}
+		lim: limits{maxIn: c.cfg.MaxInboundBody, writeTimeout: time.Second}}
 	s := newSession(conn, "fuzz")
 	_ = c.readLoop(s)
 	c.Close()

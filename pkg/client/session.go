@@ -160,7 +160,7 @@ func (c *Client) dispatch(s *session, f protocol.Frame, inRaw bool) error {
 		if inRaw {
 			return fmt.Errorf("%w: OpRaw nested in OpRaw", ErrProtocol)
 		}
-		err := protocol.SplitRaw(f.Body, c.cfg.MaxBody, func(inner protocol.Frame) error {
+		err := protocol.SplitRaw(f.Body, c.cfg.MaxInboundBody, func(inner protocol.Frame) error {
 			return c.dispatch(s, inner, true)
 		})
 		if err != nil {

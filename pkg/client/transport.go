@@ -77,20 +77,12 @@ type frameConn interface {
 }
 
 type limits struct {
-	maxBody, maxRawBody int
-	writeTimeout        time.Duration
-}
-
-// checkBody enforces MaxBody for everything but OpRaw batches.
-func (l limits) checkBody(op int32, n int) error {
-	if op != protocol.OpRaw && n > l.maxBody {
-		return fmt.Errorf("%w: op %d body of %d bytes exceeds MaxBody %d", ErrProtocol, op, n, l.maxBody)
-	}
-	return nil
+	maxIn        int // MaxInboundBody
+	writeTimeout time.Duration
 }
 
 func dial(ctx context.Context, t target, cfg *Config) (frameConn, error) {
-	lim := limits{maxBody: cfg.MaxBody, maxRawBody: cfg.MaxRawBody, writeTimeout: cfg.WriteTimeout}
+	lim := limits{maxIn: cfg.MaxInboundBody, writeTimeout: cfg.WriteTimeout}
 	d := &net.Dialer{Timeout: cfg.DialTimeout}
 	switch t.transport {
 	case TransportTCP, TransportTLS:
@@ -125,7 +117,7 @@ func dial(ctx context.Context, t target, cfg *Config) (frameConn, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.SetReadLimit(int64(protocol.HeaderLen + lim.maxRawBody))
+		c.SetReadLimit(int64(protocol.HeaderLen + lim.maxIn))
 		return &wsConn{c: c, lim: lim}, nil
 	}
 }
@@ -156,11 +148,12 @@ type tcpConn struct {
 }
 
 func (t *tcpConn) readFrame() (protocol.Frame, error) {
-	h, err := protocol.ReadHeader(t.r, &t.hdr, t.lim.maxRawBody)
+	h, err := protocol.ReadHeader(t.r, &t.hdr, t.lim.maxIn)
 	if err != nil {
-		return protocol.Frame{}, err
-	}
-	if err := t.lim.checkBody(h.Op, h.BodyLen); err != nil {
+		var fe *protocol.FrameError
+		if errors.As(err, &fe) {
+			err = fmt.Errorf("%w: %w", ErrProtocol, err)
+		}
 		return protocol.Frame{}, err
 	}
 	if cap(t.buf) < h.BodyLen {
@@ -204,12 +197,9 @@ func (w *wsConn) readFrame() (protocol.Frame, error) {
 		if mt != websocket.BinaryMessage {
 			continue // text or control payloads carry no frames
 		}
-		f, rest, err := protocol.Unpack(data, w.lim.maxRawBody)
+		f, rest, err := protocol.Unpack(data, w.lim.maxIn)
 		if err != nil {
 			return protocol.Frame{}, fmt.Errorf("%w: %w", ErrProtocol, err)
-		}
-		if err := w.lim.checkBody(f.Op, len(f.Body)); err != nil {
-			return protocol.Frame{}, err
 		}
 		if len(rest) != 0 {
 			return protocol.Frame{}, fmt.Errorf("%w: %d bytes after the frame in one WebSocket message", ErrProtocol, len(rest))

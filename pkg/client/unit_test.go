@@ -106,7 +106,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"BackoffJitter", Config{Addrs: []string{"h:1"}, BackoffJitter: 2}},
 		{"SendTimeout", Config{Addrs: []string{"h:1"}, SendTimeout: -1}},
 		{"Cursors", Config{Addrs: []string{"h:1"}, Cursors: map[string]int64{"c": -1}}},
-		{"MaxRawBody", Config{Addrs: []string{"h:1"}, MaxBody: 100, MaxRawBody: 10}},
+		{"MaxInboundBody", Config{Addrs: []string{"h:1"}, MaxInboundBody: -1}},
 	}
 	for _, tt := range tests {
 		_, err := New(tt.cfg)
