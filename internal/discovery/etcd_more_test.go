@@ -12,6 +12,7 @@ import (
 
 	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/internal/discovery/discoverytest"
+	"github.com/hubuim/hubuim/internal/testenv"
 )
 
 // A watch that falls behind a compaction lists again and goes on.
@@ -100,4 +101,44 @@ func TestEtcdWatchCoalesces(t *testing.T) {
 		t.Fatalf("%d lists for %d registrations in %v, want at most %d", count, n, elapsed, limit)
 	}
 	t.Logf("%d registrations in %v gave %d lists", n, elapsed.Round(time.Millisecond), count)
+}
+
+// A value that is not an Instance is skipped and counted, and the key is
+// used once it is fixed.
+func TestEtcdWatchSkipsBadValue(t *testing.T) {
+	metrics := prometheus.NewRegistry()
+	prefix := testPrefix(t)
+	e := newEtcd(t, discovery.EtcdConfig{Prefix: prefix, Registerer: metrics})
+	defer e.Close()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.EtcdEndpoints(t), Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	key := prefix + "/" + discovery.ServiceComet + "/bad"
+	defer cli.Delete(context.Background(), key)
+	if _, err := cli.Put(ctx, key, "{not json"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Register(ctx, discoverytest.Ins(discovery.ServiceComet, "good")); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := e.Watch(ctx, discovery.ServiceComet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	discoverytest.WaitIDs(t, ch, "good")
+	if got := gaugeValue(t, metrics, "hubuim_discovery_watch_errors_total", ""); got != 1 {
+		t.Fatalf("watch_errors_total = %v, want 1", got)
+	}
+	// Without id and service in the value, the key names them.
+	if _, err := cli.Put(ctx, key, `{"addrs":{"grpc":"127.0.0.1:1"}}`); err != nil {
+		t.Fatal(err)
+	}
+	got := discoverytest.WaitIDs(t, ch, "bad", "good")
+	if got[0].Service != discovery.ServiceComet {
+		t.Fatalf("service = %q", got[0].Service)
+	}
 }

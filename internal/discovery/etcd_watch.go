@@ -82,8 +82,16 @@ type etcdWatch struct {
 	prefix  string
 	out     chan []Instance
 
-	kvs map[string][]byte
+	kvs map[string]watchEntry // by key
 	rev int64
+}
+
+// watchEntry is one key's raw value and its decoding, done once per change
+// of the key rather than at every list sent.
+type watchEntry struct {
+	val []byte
+	ins Instance
+	err error
 }
 
 // list replaces the state with a fresh read of the prefix.
@@ -92,33 +100,46 @@ func (w *etcdWatch) list(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("discovery: etcd list %s: %w", w.prefix, err)
 	}
-	kvs := make(map[string][]byte, len(resp.Kvs))
+	kvs := make(map[string]watchEntry, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		kvs[string(kv.Key)] = kv.Value
+		key := string(kv.Key)
+		if old, ok := w.kvs[key]; ok && bytes.Equal(old.val, kv.Value) {
+			kvs[key] = old
+			continue
+		}
+		kvs[key] = w.decode(key, kv.Value)
 	}
 	w.kvs = kvs
 	w.rev = resp.Header.Revision
 	return nil
 }
 
-// instances decodes the state into a list sorted by ID. Undecodable
-// values are skipped and counted as watch errors.
+// decode decodes the value of key. An undecodable value is counted as a
+// watch error and logged (once per change of the key).
+func (w *etcdWatch) decode(key string, val []byte) watchEntry {
+	ins, err := decodeInstance(val)
+	if err != nil {
+		w.e.metrics.watchErrors.WithLabelValues(w.service).Inc()
+		w.e.log.Warn("skipping undecodable instance", "key", key, "err", err)
+		return watchEntry{val: val, err: err}
+	}
+	if ins.ID == "" {
+		ins.ID = strings.TrimPrefix(key, w.prefix)
+	}
+	if ins.Service == "" {
+		ins.Service = w.service
+	}
+	return watchEntry{val: val, ins: ins}
+}
+
+// instances returns the decoded state as a list sorted by ID; each list
+// is the receiver's own copy.
 func (w *etcdWatch) instances() []Instance {
 	list := make([]Instance, 0, len(w.kvs))
-	for key, val := range w.kvs {
-		ins, err := decodeInstance(val)
-		if err != nil {
-			w.e.metrics.watchErrors.WithLabelValues(w.service).Inc()
-			w.e.log.Warn("skipping undecodable instance", "key", key, "err", err)
-			continue
+	for _, ent := range w.kvs {
+		if ent.err == nil {
+			list = append(list, cloneInstance(ent.ins))
 		}
-		if ins.ID == "" {
-			ins.ID = strings.TrimPrefix(key, w.prefix)
-		}
-		if ins.Service == "" {
-			ins.Service = w.service
-		}
-		list = append(list, ins)
 	}
 	slices.SortFunc(list, func(a, b Instance) int { return strings.Compare(a.ID, b.ID) })
 	return list
@@ -225,7 +246,7 @@ func (w *etcdWatch) follow(ctx context.Context, wch clientv3.WatchChan, coalesce
 				key := string(ev.Kv.Key)
 				switch ev.Type {
 				case clientv3.EventTypePut:
-					w.kvs[key] = ev.Kv.Value
+					w.kvs[key] = w.decode(key, ev.Kv.Value)
 				case clientv3.EventTypeDelete:
 					delete(w.kvs, key)
 				}
@@ -242,6 +263,6 @@ func (w *etcdWatch) follow(ctx context.Context, wch clientv3.WatchChan, coalesce
 	}
 }
 
-func sameValues(a, b map[string][]byte) bool {
-	return maps.EqualFunc(a, b, bytes.Equal)
+func sameValues(a, b map[string]watchEntry) bool {
+	return maps.EqualFunc(a, b, func(x, y watchEntry) bool { return bytes.Equal(x.val, y.val) })
 }
