@@ -1,0 +1,291 @@
+package job
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/hubuim/hubuim/api/comet"
+	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/discovery"
+)
+
+// DialFunc opens a client to one comet. The Closer is closed when the
+// comet leaves discovery or the job closes.
+type DialFunc func(ins discovery.Instance) (comet.CometClient, io.Closer, error)
+
+// DialGRPC is the default DialFunc: a plaintext gRPC connection to the
+// comet's AddrGRPC address. Connecting is lazy; calls retry with backoff.
+func DialGRPC(ins discovery.Instance) (comet.CometClient, io.Closer, error) {
+	addr := ins.Addrs[discovery.AddrGRPC]
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("job: dial comet %s at %q: %w", ins.ID, addr, err)
+	}
+	return comet.NewCometClient(conn), conn, nil
+}
+
+// task is one call for a comet worker. proto is shared between comets and
+// never modified after it is queued.
+type task struct {
+	kind  string // kindPush, kindRoom, kindBroadcast
+	keys  []string
+	room  string
+	op    int32
+	speed int32
+	proto *protocol.Proto
+}
+
+// worker is one queue of a comet client and the goroutine draining it.
+type worker struct {
+	ch        chan task
+	congested atomic.Bool // an enqueue timed out; don't wait until half drained
+}
+
+// cometClient pushes to one comet through its workers. Lock order:
+// cometClient.mu is taken alone (never with Job locks held across it).
+type cometClient struct {
+	id      string
+	addr    string
+	cli     comet.CometClient
+	closer  io.Closer
+	cfg     *Config
+	log     *slog.Logger // with the comet id
+	jobLog  *slog.Logger // for drop lines, which name the comet themselves
+	metrics *metrics
+	workers []*worker
+
+	ctx        context.Context // cancelled: calls stop, pending pushes are dropped
+	cancel     context.CancelFunc
+	dropReason atomic.Value // string; set before ctx is cancelled or sealed is closed
+
+	mu     sync.RWMutex // held (read) by enqueuers, (write) to set closed
+	closed bool
+	sealed chan struct{} // closed once closed is set: no more enqueues
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+func newCometClient(ins discovery.Instance, cli comet.CometClient, closer io.Closer, cfg *Config, log *slog.Logger, m *metrics) *cometClient {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &cometClient{
+		id: ins.ID, addr: ins.Addrs[discovery.AddrGRPC], cli: cli, closer: closer, cfg: cfg,
+		log: log.With("comet", ins.ID), jobLog: log, metrics: m, ctx: ctx, cancel: cancel,
+		workers: make([]*worker, cfg.Workers), sealed: make(chan struct{}),
+	}
+	c.dropReason.Store(ReasonCometRemoved)
+	for i := range c.workers {
+		w := &worker{ch: make(chan task, cfg.QueueSize)}
+		c.workers[i] = w
+		c.wg.Go(func() { c.run(w) })
+	}
+	return c
+}
+
+// workerFor picks the worker of a device key or room (FNV-1a, no
+// allocation), so one key's pushes stay in order.
+func (c *cometClient) workerFor(key string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	return int(h % uint32(len(c.workers)))
+}
+
+// enqueue hands t to worker w. It returns an error only when ctx ended
+// before t was queued (the record should be delivered again); a push that
+// cannot be queued for other reasons is dropped with a metric.
+func (c *cometClient) enqueue(ctx context.Context, w int, t task) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		c.metrics.drop(c.jobLog, c.dropReason.Load().(string), c.id, 1)
+		return nil
+	}
+	q := c.workers[w]
+	select {
+	case q.ch <- t:
+		return nil
+	default:
+	}
+	if q.congested.Load() {
+		c.metrics.drop(c.jobLog, ReasonQueueFull, c.id, 1)
+		return nil
+	}
+	timer := time.NewTimer(c.cfg.EnqueueTimeout)
+	defer timer.Stop()
+	select {
+	case q.ch <- t:
+		return nil
+	case <-timer.C:
+		q.congested.Store(true)
+		c.metrics.drop(c.jobLog, ReasonQueueFull, c.id, 1)
+		return nil
+	case <-c.ctx.Done():
+		c.metrics.drop(c.jobLog, c.dropReason.Load().(string), c.id, 1)
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *cometClient) depth() int {
+	n := 0
+	for _, w := range c.workers {
+		n += len(w.ch)
+	}
+	return n
+}
+
+func (c *cometClient) run(w *worker) {
+	for {
+		select {
+		case t := <-w.ch:
+			if w.congested.Load() && len(w.ch) <= cap(w.ch)/2 {
+				w.congested.Store(false)
+			}
+			c.send(t)
+		case <-c.sealed:
+			c.drain(w)
+			return
+		case <-c.ctx.Done():
+			<-c.sealed // wait until nothing more can be queued
+			c.drain(w)
+			return
+		}
+	}
+}
+
+// drain delivers what is left in w while ctx lasts, then drops the rest.
+func (c *cometClient) drain(w *worker) {
+	for {
+		select {
+		case t := <-w.ch:
+			if c.ctx.Err() != nil {
+				c.metrics.drop(c.jobLog, c.dropReason.Load().(string), c.id, 1)
+				continue
+			}
+			c.send(t)
+		default:
+			return
+		}
+	}
+}
+
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
+		return true
+	}
+	return false
+}
+
+// send calls the comet, retrying transient errors with backoff for as long
+// as the client lives (the comet is in discovery and the job not closed).
+func (c *cometClient) send(t task) {
+	backoff := c.cfg.RetryBackoff
+	method := t.method()
+	for {
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RPCTimeout)
+		start := time.Now()
+		err := c.call(ctx, t)
+		cancel()
+		c.metrics.rpcDuration.WithLabelValues(method).Observe(time.Since(start).Seconds())
+		if err == nil {
+			return
+		}
+		c.metrics.rpcErrors.WithLabelValues(method).Inc()
+		if c.ctx.Err() != nil {
+			c.metrics.drop(c.jobLog, c.dropReason.Load().(string), c.id, 1)
+			return
+		}
+		if !retryable(err) {
+			c.metrics.drop(c.jobLog, ReasonRejected, c.id, 1)
+			c.log.Debug("comet rejected push", "method", method, "err", err)
+			return
+		}
+		timer := time.NewTimer(backoff)
+		select {
+		case <-timer.C:
+		case <-c.ctx.Done():
+			timer.Stop()
+			c.metrics.drop(c.jobLog, c.dropReason.Load().(string), c.id, 1)
+			return
+		}
+		backoff = min(2*backoff, c.cfg.MaxRetryBackoff)
+	}
+}
+
+func (t *task) method() string {
+	switch t.kind {
+	case kindRoom:
+		return methodBroadcastRoom
+	case kindBroadcast:
+		return methodBroadcast
+	}
+	return methodPushMsg
+}
+
+func (c *cometClient) call(ctx context.Context, t task) error {
+	var err error
+	switch t.kind {
+	case kindPush:
+		_, err = c.cli.PushMsg(ctx, &comet.PushMsgReq{Keys: t.keys, ProtoOp: t.op, Proto: t.proto})
+	case kindRoom:
+		_, err = c.cli.BroadcastRoom(ctx, &comet.BroadcastRoomReq{RoomId: t.room, Proto: t.proto})
+	case kindBroadcast:
+		_, err = c.cli.Broadcast(ctx, &comet.BroadcastReq{ProtoOp: t.op, Proto: t.proto, Speed: t.speed})
+	}
+	return err
+}
+
+// remove stops the client at once: pending and in-flight pushes are dropped
+// as ReasonCometRemoved.
+func (c *cometClient) remove() {
+	c.once.Do(func() {
+		c.dropReason.Store(ReasonCometRemoved)
+		c.cancel()
+		c.seal()
+		c.wg.Wait()
+		c.closeConn()
+	})
+}
+
+// shutdown stops accepting pushes, lets the workers deliver what is queued
+// for up to timeout, then drops the rest as ReasonShutdown.
+func (c *cometClient) shutdown(timeout time.Duration) {
+	c.once.Do(func() {
+		c.dropReason.Store(ReasonShutdown)
+		c.seal()
+		t := time.AfterFunc(timeout, c.cancel)
+		c.wg.Wait()
+		t.Stop()
+		c.cancel()
+		c.closeConn()
+	})
+}
+
+func (c *cometClient) seal() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	close(c.sealed)
+}
+
+func (c *cometClient) closeConn() {
+	if c.closer != nil {
+		if err := c.closer.Close(); err != nil {
+			c.log.Debug("closing comet connection", "err", err)
+		}
+	}
+}
