@@ -27,9 +27,9 @@ type BoltConfig struct {
 	// NoSync skips fsync after each commit: faster, but a machine crash may
 	// lose the last commits. Default false.
 	NoSync bool
-	// BatchDelay is how long a write waits for concurrent writes to share
-	// its transaction (and its fsync). Default 1ms.
-	BatchDelay time.Duration
+	// MaxBatch bounds how many concurrent writes share one transaction
+	// (group commit; a lone write never waits for others). Default 256.
+	MaxBatch int
 	// LockTimeout is how long Open waits for another process holding the
 	// file. Default 1s.
 	LockTimeout time.Duration
@@ -43,7 +43,7 @@ type BoltConfig struct {
 const BoltFileName = "hubuim-store.db"
 
 const (
-	defaultBoltBatchDelay  = time.Millisecond
+	defaultBoltMaxBatch    = 256
 	defaultBoltLockTimeout = time.Second
 	boltDirMode            = 0o700
 	boltFileMode           = 0o600
@@ -77,6 +77,7 @@ var ErrCorrupt = errors.New("store: corrupt data")
 // Bolt is the embedded Store (go.etcd.io/bbolt), for the standalone mode.
 type Bolt struct {
 	db     *bolt.DB
+	gc     *groupCommit
 	m      *metrics
 	log    *slog.Logger
 	closed atomic.Bool
@@ -89,8 +90,8 @@ func OpenBolt(cfg BoltConfig) (*Bolt, error) {
 	if cfg.Dir == "" {
 		return nil, fmt.Errorf("store: bolt: dir is required")
 	}
-	if cfg.BatchDelay <= 0 {
-		cfg.BatchDelay = defaultBoltBatchDelay
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = defaultBoltMaxBatch
 	}
 	if cfg.LockTimeout <= 0 {
 		cfg.LockTimeout = defaultBoltLockTimeout
@@ -110,7 +111,6 @@ func OpenBolt(cfg BoltConfig) (*Bolt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: bolt: open %s: %w", path, err)
 	}
-	db.MaxBatchDelay = cfg.BatchDelay
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -133,7 +133,7 @@ func OpenBolt(cfg BoltConfig) (*Bolt, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: bolt: init: %w", err)
 	}
-	return &Bolt{db: db, m: m, log: cfg.Logger}, nil
+	return &Bolt{db: db, gc: &groupCommit{db: db, maxBatch: cfg.MaxBatch}, m: m, log: cfg.Logger}, nil
 }
 
 // Close closes the database; later calls return ErrClosed.
@@ -171,7 +171,7 @@ func (s *Bolt) batch(ctx context.Context, fn func(*bolt.Tx) error) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	return s.mapErr(s.db.Batch(fn))
+	return s.mapErr(s.gc.do(fn))
 }
 
 func (s *Bolt) update(ctx context.Context, fn func(*bolt.Tx) error) error {

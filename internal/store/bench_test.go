@@ -1,0 +1,108 @@
+package store_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+
+	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/store"
+	"github.com/hubuim/hubuim/internal/store/storetest"
+)
+
+const (
+	benchBatch     = 100
+	benchConvs     = 64
+	benchRangeSize = 1000
+	benchPageSize  = 100
+)
+
+func benchStores(b *testing.B, fn func(b *testing.B, s store.Store)) {
+	b.Run("bolt", func(b *testing.B) { fn(b, openBolt(b, b.TempDir())) })
+	b.Run("bolt-nosync", func(b *testing.B) {
+		s, err := store.OpenBolt(store.BoltConfig{Dir: b.TempDir(), NoSync: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = s.Close() })
+		fn(b, s)
+	})
+	b.Run("postgres", func(b *testing.B) { fn(b, openPostgres(b)) })
+}
+
+func BenchmarkAppend(b *testing.B) {
+	benchStores(b, func(b *testing.B, s store.Store) {
+		ctx := context.Background()
+		conv := store.GroupConvID(1)
+		seq := int64(0)
+		b.ReportAllocs()
+		for b.Loop() {
+			seq++
+			if _, _, err := s.Append(ctx, storetest.Msg(conv, seq)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkAppendParallel(b *testing.B) {
+	benchStores(b, func(b *testing.B, s store.Store) {
+		ctx := context.Background()
+		var seq atomic.Int64
+		b.ReportAllocs()
+		b.SetParallelism(8) // 8 goroutines per CPU: many logic requests in flight
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				n := seq.Add(1)
+				conv := store.GroupConvID(n%benchConvs + 1)
+				if _, _, err := s.Append(ctx, storetest.Msg(conv, n)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
+
+func BenchmarkAppendBatch(b *testing.B) {
+	benchStores(b, func(b *testing.B, s store.Store) {
+		ctx := context.Background()
+		seq := int64(0)
+		msgs := make([]*protocol.Msg, benchBatch)
+		b.ReportAllocs()
+		for b.Loop() {
+			for i := range msgs {
+				seq++
+				msgs[i] = storetest.Msg(store.GroupConvID(seq%benchConvs+1), seq)
+			}
+			res, err := s.AppendBatch(ctx, msgs)
+			if err != nil || res[0].Err != nil {
+				b.Fatal(err, res[0].Err)
+			}
+		}
+		b.ReportMetric(float64(b.N*benchBatch)/b.Elapsed().Seconds(), "msgs/s")
+	})
+}
+
+func BenchmarkRange(b *testing.B) {
+	benchStores(b, func(b *testing.B, s store.Store) {
+		ctx := context.Background()
+		conv := store.GroupConvID(1)
+		msgs := make([]*protocol.Msg, benchRangeSize)
+		for i := range msgs {
+			msgs[i] = storetest.Msg(conv, int64(i+1))
+		}
+		if _, err := s.AppendBatch(ctx, msgs); err != nil {
+			b.Fatal(err)
+		}
+		from := int64(0)
+		b.ReportAllocs()
+		for b.Loop() {
+			got, _, err := s.Range(ctx, conv, from, benchPageSize)
+			if err != nil || len(got) == 0 {
+				b.Fatal(err, len(got))
+			}
+			from = (from + benchPageSize) % (benchRangeSize - benchPageSize)
+		}
+	})
+}
