@@ -94,7 +94,9 @@ type Config struct {
 	// adaptive heartbeat interval. Default: 60s.
 	HeartbeatMin time.Duration
 	// HeartbeatMax is the upper bound of the interval. Default: 300s. A
-	// heartbeat_ms in the AuthReply lowers it to what the server expects.
+	// heartbeat_ms in the AuthReply lowers both bounds to what the server
+	// expects (HubuIM's comet closes a connection after 3 missed
+	// intervals), so the client never heartbeats less often than asked.
 	HeartbeatMax time.Duration
 	// HeartbeatStep is how much the interval grows after HeartbeatGrowAfter
 	// successes in a row and shrinks after a failure. Default: 30s.

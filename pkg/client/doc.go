@@ -19,7 +19,8 @@
 // HeartbeatMin, grows by HeartbeatStep after HeartbeatGrowAfter answered
 // heartbeats and shrinks by a step after a heartbeat goes unanswered,
 // within [HeartbeatMin, HeartbeatMax] (60 s to 300 s, step 30 s by
-// default). A heartbeat met by complete silence for HeartbeatTimeout marks
+// default), never above the interval the server asks for in its
+// AuthReply. A heartbeat met by complete silence for HeartbeatTimeout marks
 // the connection dead and it is replaced.
 //
 // # Events

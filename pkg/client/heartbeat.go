@@ -46,14 +46,16 @@ func (a *adaptiveInterval) failure() {
 	a.cur = max(a.cur-a.step, a.min)
 }
 
-// capAt lowers the upper bound to what the server expects (its heartbeat
-// interval from the AuthReply); the bound never goes below min.
+// capAt bounds the interval by what the server asks for (heartbeat_ms in
+// the AuthReply): the client never heartbeats less often than that, even
+// when it is below HeartbeatMin.
 func (a *adaptiveInterval) capAt(limit time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if limit <= 0 {
 		return
 	}
-	a.max = max(min(a.max, limit), a.min)
+	a.max = min(a.max, limit)
+	a.min = min(a.min, a.max)
 	a.cur = min(a.cur, a.max)
 }

@@ -66,9 +66,20 @@ func TestAdaptiveInterval(t *testing.T) {
 	if a.get() != 60*time.Second {
 		t.Fatalf("shrank to %v", a.get())
 	}
-	a.capAt(time.Second) // below min: max stays at min
-	if a.get() != 60*time.Second {
+	a.capAt(120 * time.Second)
+	for i := 0; i < 100; i++ {
+		a.success()
+	}
+	if a.get() != 120*time.Second {
+		t.Fatalf("capped at 120s, grew to %v", a.get())
+	}
+	a.capAt(time.Second) // the server's interval wins over HeartbeatMin
+	if a.get() != time.Second {
 		t.Fatalf("cap below min: %v", a.get())
+	}
+	a.failure()
+	if a.get() != time.Second {
+		t.Fatalf("shrank below the cap: %v", a.get())
 	}
 }
 
