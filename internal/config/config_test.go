@@ -143,6 +143,9 @@ func TestApplyEnvTypes(t *testing.T) {
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
 	}
+	if c.internal != "" {
+		t.Errorf("unexported field set to %q", c.internal)
+	}
 }
 
 func TestApplyEnvUnsetLeavesValues(t *testing.T) {
