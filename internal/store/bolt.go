@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -347,7 +348,7 @@ func (s *Bolt) Range(ctx context.Context, convID string, fromSeq int64, limit in
 	err = s.view(ctx, func(tx *bolt.Tx) error {
 		msgs, more = nil, false
 		conv := tx.Bucket(bktMsgs).Bucket([]byte(convID))
-		if conv == nil {
+		if conv == nil || fromSeq == math.MaxInt64 {
 			return nil
 		}
 		c := conv.Cursor()
@@ -393,7 +394,7 @@ func (s *Bolt) MaxSeq(ctx context.Context, convID string) (seq int64, err error)
 func (s *Bolt) GetByClientID(ctx context.Context, sender int64, clientMsgID string) (m *protocol.Msg, err error) {
 	start := time.Now()
 	defer func() { s.m.done(opGetByClientID, start, err) }()
-	if clientMsgID == "" || len(clientMsgID) > MaxClientMsgIDLen {
+	if clientMsgID == "" || len(clientMsgID) > MaxClientMsgIDLen || !validText(clientMsgID) {
 		return nil, fmt.Errorf("%w: client_msg_id must be 1..%d bytes", ErrInvalid, MaxClientMsgIDLen)
 	}
 	err = s.view(ctx, func(tx *bolt.Tx) error {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/hubuim/hubuim/api/protocol"
 )
@@ -109,10 +110,16 @@ func ValidateMsg(m *protocol.Msg) error {
 	if m.GetMsgId() == 0 {
 		return fmt.Errorf("%w: msg_id is 0", ErrInvalid)
 	}
-	if len(m.GetClientMsgId()) > MaxClientMsgIDLen {
-		return fmt.Errorf("%w: client_msg_id longer than %d bytes", ErrInvalid, MaxClientMsgIDLen)
+	if len(m.GetClientMsgId()) > MaxClientMsgIDLen || !validText(m.GetClientMsgId()) {
+		return fmt.Errorf("%w: client_msg_id must be valid UTF-8 without NUL, at most %d bytes", ErrInvalid, MaxClientMsgIDLen)
 	}
 	return nil
+}
+
+// validText reports whether s can be stored as text by every store
+// (PostgreSQL text rejects NUL and invalid UTF-8).
+func validText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 func validConv(convID string) error {
@@ -135,15 +142,15 @@ func rangeLimit(limit int) int {
 }
 
 func validDeviceKey(k string) error {
-	if k == "" || len(k) > MaxDeviceKeyLen {
-		return fmt.Errorf("%w: device key must be 1..%d bytes", ErrInvalid, MaxDeviceKeyLen)
+	if k == "" || len(k) > MaxDeviceKeyLen || !validText(k) {
+		return fmt.Errorf("%w: device key must be 1..%d bytes of UTF-8 without NUL", ErrInvalid, MaxDeviceKeyLen)
 	}
 	return nil
 }
 
 func validGroupName(n string) error {
-	if len(n) > MaxGroupNameLen {
-		return fmt.Errorf("%w: group name longer than %d bytes", ErrInvalid, MaxGroupNameLen)
+	if len(n) > MaxGroupNameLen || !validText(n) {
+		return fmt.Errorf("%w: group name must be UTF-8 without NUL, at most %d bytes", ErrInvalid, MaxGroupNameLen)
 	}
 	return nil
 }

@@ -408,7 +408,7 @@ func (s *Postgres) MaxSeq(ctx context.Context, convID string) (seq int64, err er
 func (s *Postgres) GetByClientID(ctx context.Context, sender int64, clientMsgID string) (m *protocol.Msg, err error) {
 	start := time.Now()
 	defer func() { s.m.done(opGetByClientID, start, err) }()
-	if clientMsgID == "" || len(clientMsgID) > MaxClientMsgIDLen {
+	if clientMsgID == "" || len(clientMsgID) > MaxClientMsgIDLen || !validText(clientMsgID) {
 		return nil, fmt.Errorf("%w: client_msg_id must be 1..%d bytes", ErrInvalid, MaxClientMsgIDLen)
 	}
 	if err := s.check(ctx); err != nil {

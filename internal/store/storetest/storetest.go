@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"testing"
@@ -129,6 +130,7 @@ func testAppendRange(t *testing.T, ctx context.Context, s store.Store) {
 	checkRange(t, ctx, s, conv, 3, 10, []int64{5, 8}, false)
 	checkRange(t, ctx, s, conv, 4, 10, []int64{5, 8}, false) // from a hole
 	checkRange(t, ctx, s, conv, 8, 10, nil, false)
+	checkRange(t, ctx, s, conv, math.MaxInt64, 10, nil, false)
 	checkRange(t, ctx, s, conv, -5, 10, []int64{1, 2, 3, 5, 8}, false)
 	checkRange(t, ctx, s, store.SingleConvID(1, 3), 0, 10, nil, false)
 	// Another conversation does not leak in.
@@ -237,6 +239,8 @@ func testInvalid(t *testing.T, ctx context.Context, s store.Store) {
 		"seq < 0":     bad(func(m *protocol.Msg) { m.Seq = -3 }),
 		"msg id 0":    bad(func(m *protocol.Msg) { m.MsgId = 0 }),
 		"long client": bad(func(m *protocol.Msg) { m.ClientMsgId = long }),
+		"NUL client":  bad(func(m *protocol.Msg) { m.ClientMsgId = "a\x00b" }),
+		"utf8 client": bad(func(m *protocol.Msg) { m.ClientMsgId = "\xff\xfe" }),
 	}
 	for name, m := range cases {
 		if _, _, err := s.Append(ctx, m); !errors.Is(err, store.ErrInvalid) {
@@ -260,6 +264,12 @@ func testInvalid(t *testing.T, ctx context.Context, s store.Store) {
 	}
 	if err := s.SetDelivered(ctx, 1, "", store.GroupConvID(1), 1); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("SetDelivered(empty device): err=%v, want ErrInvalid", err)
+	}
+	if err := s.SetDelivered(ctx, 1, "\xff", store.GroupConvID(1), 1); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("SetDelivered(bad device): err=%v, want ErrInvalid", err)
+	}
+	if _, err := s.CreateGroup(ctx, store.Group{Owner: 1, Name: "a\x00"}); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("CreateGroup(NUL name): err=%v, want ErrInvalid", err)
 	}
 	if _, err := s.CreateGroup(ctx, store.Group{Owner: 0}); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("CreateGroup(owner 0): err=%v, want ErrInvalid", err)
