@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 
@@ -67,11 +68,20 @@ func (b *resolverBuilder) Build(target resolver.Target, cc resolver.ClientConn, 
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
+		var last []resolver.Endpoint
+		first := true
 		for list := range ch {
+			eps := Endpoints(list)
+			// Load updates (Conns) of the instances change nothing here:
+			// don't disturb the balancer with them.
+			if !first && sameEndpoints(last, eps) {
+				continue
+			}
+			first, last = false, eps
 			// An empty list is passed on too (ReportError would keep the
 			// old addresses): the balancer drops every connection and
 			// RPCs fail with Unavailable.
-			if err := cc.UpdateState(resolver.State{Endpoints: Endpoints(list)}); err != nil {
+			if err := cc.UpdateState(resolver.State{Endpoints: eps}); err != nil {
 				b.log.Debug("resolver state rejected", "service", service, "err", err)
 			}
 		}
@@ -96,6 +106,15 @@ func Endpoints(list []Instance) []resolver.Endpoint {
 		})
 	}
 	return eps
+}
+
+// sameEndpoints compares lists made by Endpoints.
+func sameEndpoints(a, b []resolver.Endpoint) bool {
+	return slices.EqualFunc(a, b, func(x, y resolver.Endpoint) bool {
+		xi, _ := InfoFromEndpoint(x)
+		yi, _ := InfoFromEndpoint(y)
+		return x.Addresses[0].Addr == y.Addresses[0].Addr && xi == yi
+	})
 }
 
 type watchResolver struct {

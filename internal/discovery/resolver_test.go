@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"context"
 	"net"
+	"net/url"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
 
 	"github.com/hubuim/hubuim/internal/discovery"
@@ -268,5 +270,66 @@ func TestResolverBadTarget(t *testing.T) {
 	defer cancel()
 	if _, err := testpb.NewTestServiceClient(conn).EmptyCall(ctx, &testpb.Empty{}); err == nil {
 		t.Fatal("call on an empty service name succeeded")
+	}
+}
+
+// fakeClientConn records the states a resolver pushes.
+type fakeClientConn struct {
+	resolver.ClientConn // unused methods panic
+	states              chan resolver.State
+}
+
+func (f *fakeClientConn) UpdateState(s resolver.State) error {
+	f.states <- s
+	return nil
+}
+
+func (f *fakeClientConn) ReportError(error) {}
+
+// Load updates do not reach the balancer; address changes do.
+func TestResolverSkipsLoadUpdates(t *testing.T) {
+	s := discovery.NewStatic()
+	defer s.Close()
+	ctx := context.Background()
+	ins := discoverytest.Ins(discovery.ServiceLogic, "l1")
+	reg, err := s.Register(ctx, ins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse("hubuim:///logic")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := &fakeClientConn{states: make(chan resolver.State, 16)}
+	r, err := discovery.NewResolverBuilder(s, nil).Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	next := func() resolver.State {
+		t.Helper()
+		select {
+		case st := <-cc.states:
+			return st
+		case <-time.After(discoverytest.Timeout):
+			t.Fatal("no state")
+			return resolver.State{}
+		}
+	}
+	if st := next(); len(st.Endpoints) != 1 || st.Endpoints[0].Addresses[0].Addr != ins.Addrs[discovery.AddrGRPC] {
+		t.Fatalf("first state %+v", st)
+	}
+	for i := range 5 {
+		ins.Conns = int64(i)
+		if err := reg.Update(ctx, ins); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ins.Addrs = map[string]string{discovery.AddrGRPC: "127.0.0.1:9"}
+	if err := reg.Update(ctx, ins); err != nil {
+		t.Fatal(err)
+	}
+	if st := next(); len(st.Endpoints) != 1 || st.Endpoints[0].Addresses[0].Addr != "127.0.0.1:9" {
+		t.Fatalf("state after address change %+v, want the new address (load updates skipped)", st)
 	}
 }
