@@ -195,16 +195,17 @@ func retryable(err error) bool {
 func (c *cometClient) send(t task) {
 	backoff := c.cfg.RetryBackoff
 	method := t.method()
+	obs, errs := c.metrics.rpcObs[method], c.metrics.rpcErrs[method]
 	for {
 		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RPCTimeout)
 		start := time.Now()
 		err := c.call(ctx, t)
 		cancel()
-		c.metrics.rpcDuration.WithLabelValues(method).Observe(time.Since(start).Seconds())
+		obs.Observe(time.Since(start).Seconds())
 		if err == nil {
 			return
 		}
-		c.metrics.rpcErrors.WithLabelValues(method).Inc()
+		errs.Inc()
 		if c.ctx.Err() != nil {
 			c.metrics.drop(c.jobLog, c.dropReason.Load().(string), c.id, 1)
 			return

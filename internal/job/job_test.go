@@ -284,4 +284,3 @@ type noConsumer struct{}
 
 func (noConsumer) Run(ctx context.Context, _ mq.Handler) error { <-ctx.Done(); return nil }
 func (noConsumer) Close() error                                { return nil }
-

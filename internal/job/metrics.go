@@ -50,6 +50,8 @@ type metrics struct {
 	queueDepth  *prometheus.Desc
 
 	pushByKind map[string]prometheus.Counter
+	rpcObs     map[string]prometheus.Observer // by method
+	rpcErrs    map[string]prometheus.Counter  // by method
 	dropLogs   map[string]*dropLog
 }
 
@@ -85,6 +87,12 @@ func newMetrics() *metrics {
 	}
 	for _, k := range []string{kindPush, kindRoom, kindBroadcast} {
 		m.pushByKind[k] = m.pushes.WithLabelValues(k)
+	}
+	m.rpcObs = make(map[string]prometheus.Observer)
+	m.rpcErrs = make(map[string]prometheus.Counter)
+	for _, meth := range []string{methodPushMsg, methodBroadcastRoom, methodBroadcast} {
+		m.rpcObs[meth] = m.rpcDuration.WithLabelValues(meth)
+		m.rpcErrs[meth] = m.rpcErrors.WithLabelValues(meth)
 	}
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "hubuim_job_dropped_pushes_total", Help: "Pushes (per comet) job gave up on, by reason.",

@@ -1,0 +1,77 @@
+package job
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strconv"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hubuim/hubuim/api/comet"
+	"github.com/hubuim/hubuim/api/logic"
+	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/discovery"
+	"github.com/hubuim/hubuim/internal/mq"
+)
+
+// nopComet answers every call at once, without a network.
+type nopComet struct{ comet.CometClient }
+
+func (nopComet) PushMsg(context.Context, *comet.PushMsgReq, ...grpc.CallOption) (*comet.PushMsgReply, error) {
+	return &comet.PushMsgReply{}, nil
+}
+
+func (nopComet) BroadcastRoom(context.Context, *comet.BroadcastRoomReq, ...grpc.CallOption) (*comet.BroadcastRoomReply, error) {
+	return &comet.BroadcastRoomReply{}, nil
+}
+
+func nopDial(discovery.Instance) (comet.CometClient, io.Closer, error) { return nopComet{}, nil, nil }
+
+// BenchmarkRoutePush measures the per-record path of a PUSH: decode the
+// record, find the comet, pick the worker, queue it (the workers drain into
+// a comet stub).
+func BenchmarkRoutePush(b *testing.B) {
+	j, err := New(Config{}, Deps{Consumer: noConsumer{}, Watcher: discovery.NewStatic(), Dial: nopDial,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer j.Close()
+	j.apply([]discovery.Instance{{ID: "a", Addrs: map[string]string{discovery.AddrGRPC: "stub"}}})
+	msgs := make([]*mq.Message, 64)
+	for i := range msgs {
+		v, _ := proto.Marshal(&logic.PushMsg{Type: logic.PushMsg_PUSH, Operation: 1001, Server: "a",
+			Keys: []string{"device-" + strconv.Itoa(i)}, Msg: make([]byte, 128)})
+		msgs[i] = &mq.Message{Topic: mq.TopicPush, Value: v}
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if err := j.handle(ctx, msgs[i%len(msgs)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRoomBatchPack measures adding pushes to a room batch, packing
+// them into one OpRaw body (delivery is a no-op).
+func BenchmarkRoomBatchPack(b *testing.B) {
+	const batch = 32
+	var frames int
+	r := newRoomBatcher(1<<62, batch, 1<<20, func(_ string, p *protocol.Proto, n int) { frames += n })
+	msg := make([]byte, 128)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		r.add("live://1", 1001, msg)
+	}
+	b.StopTimer()
+	r.close()
+	if frames != b.N {
+		b.Fatalf("%d frames delivered, want %d", frames, b.N)
+	}
+}
