@@ -106,3 +106,33 @@ func BenchmarkRange(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkConversations is a reconnect sync of a user with benchConvIndex
+// conversations of which one moved.
+func BenchmarkConversations(b *testing.B) {
+	const benchConvIndex = 500
+	benchStores(b, func(b *testing.B, s store.Store) {
+		ctx := context.Background()
+		cursors := make(map[string]int64, benchConvIndex)
+		msgs := make([]*protocol.Msg, 0, benchConvIndex)
+		for i := range benchConvIndex {
+			conv := store.SingleConvID(1, int64(i+2))
+			msgs = append(msgs, storetest.Msg(conv, 3))
+			if err := s.Touch(ctx, []int64{1}, conv, 3); err != nil {
+				b.Fatal(err)
+			}
+			cursors[conv] = 3
+		}
+		if _, err := s.AppendBatch(ctx, msgs); err != nil {
+			b.Fatal(err)
+		}
+		cursors[store.SingleConvID(1, 2)] = 2
+		b.ReportAllocs()
+		for b.Loop() {
+			got, err := s.Conversations(ctx, 1, cursors)
+			if err != nil || len(got) != 1 {
+				b.Fatal(err, len(got))
+			}
+		}
+	})
+}

@@ -414,6 +414,16 @@ func (s *Bolt) GetByClientID(ctx context.Context, sender int64, clientMsgID stri
 
 // ---- conversation index ----
 
+// boltMaxSeq is the highest stored seq of conv, 0 if none.
+func boltMaxSeq(tx *bolt.Tx, conv []byte) int64 {
+	if b := tx.Bucket(bktMsgs).Bucket(conv); b != nil {
+		if k, _ := b.Cursor().Last(); k != nil {
+			return getU64(k, 0)
+		}
+	}
+	return 0
+}
+
 // Touch implements ConvIndex.
 func (s *Bolt) Touch(ctx context.Context, userIDs []int64, convID string, lastSeq int64) (err error) {
 	start := time.Now()
@@ -478,9 +488,10 @@ func (s *Bolt) SetRead(ctx context.Context, userID int64, convID string, readSeq
 		if len(v) != 2*u64 {
 			return fmt.Errorf("%w: conversation state", ErrCorrupt)
 		}
-		last, cur := getU64(v, 0), getU64(v, 1)
+		touched, cur := getU64(v, 0), getU64(v, 1)
+		last := max(touched, boltMaxSeq(tx, []byte(convID)))
 		read = max(cur, min(readSeq, last))
-		if read == cur {
+		if read == cur && last == touched {
 			return nil
 		}
 		return b.Put([]byte(convID), convState(last, read))
@@ -570,7 +581,8 @@ func (s *Bolt) Conversation(ctx context.Context, userID int64, convID string) (s
 		if len(v) != 2*u64 {
 			return fmt.Errorf("%w: conversation state", ErrCorrupt)
 		}
-		st = ConvState{ConvID: convID, LastSeq: getU64(v, 0), ReadSeq: getU64(v, 1)}
+		last := max(getU64(v, 0), boltMaxSeq(tx, []byte(convID)))
+		st = ConvState{ConvID: convID, LastSeq: last, ReadSeq: getU64(v, 1)}
 		return nil
 	})
 	if err != nil {
@@ -599,7 +611,7 @@ func (s *Bolt) Conversations(ctx context.Context, userID int64, cursors map[stri
 			if len(v) != 2*u64 {
 				return fmt.Errorf("%w: conversation state", ErrCorrupt)
 			}
-			last := getU64(v, 0)
+			last := max(getU64(v, 0), boltMaxSeq(tx, k))
 			if cur, ok := cursors[string(k)]; ok && last <= cur {
 				return nil
 			}

@@ -84,19 +84,28 @@ const (
 		SELECT u, $2, $3 FROM unnest($1::bigint[]) AS u
 		ON CONFLICT (user_id, conv_id) DO UPDATE SET last_seq = excluded.last_seq
 		WHERE user_convs.last_seq < excluded.last_seq`
-	sqlSetRead = `UPDATE user_convs SET read_seq = greatest(read_seq, least($3, last_seq))
-		WHERE user_id = $1 AND conv_id = $2 RETURNING read_seq`
+	// A user's LastSeq is the higher of the touched last_seq and the
+	// conversation's highest stored seq (a backward scan of the messages PK).
+	sqlEffectiveLast = `greatest(u.last_seq, coalesce((SELECT max(m.seq) FROM messages m WHERE m.conv_id = u.conv_id), 0))`
+	sqlSetRead       = `WITH m AS (SELECT coalesce(max(seq), 0) AS s FROM messages WHERE conv_id = $2)
+		UPDATE user_convs SET last_seq = greatest(last_seq, m.s),
+			read_seq = greatest(read_seq, least($3, greatest(last_seq, m.s)))
+		FROM m WHERE user_id = $1 AND conv_id = $2 RETURNING read_seq`
 	sqlSetDelivered = `INSERT INTO delivered (user_id, device_key, conv_id, seq) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (user_id, device_key, conv_id) DO UPDATE SET seq = excluded.seq
 		WHERE delivered.seq < excluded.seq`
-	sqlDelivered     = `SELECT conv_id, seq FROM delivered WHERE user_id = $1 AND device_key = $2`
-	sqlConversation  = `SELECT last_seq, read_seq FROM user_convs WHERE user_id = $1 AND conv_id = $2`
-	sqlConversations = `SELECT u.conv_id, u.last_seq, u.read_seq FROM user_convs u
-		LEFT JOIN unnest($2::text[], $3::bigint[]) AS c(conv_id, seq) ON c.conv_id COLLATE "C" = u.conv_id
-		WHERE u.user_id = $1 AND (c.seq IS NULL OR u.last_seq > c.seq)
-		ORDER BY u.conv_id`
-	sqlAllConversations = `SELECT conv_id, last_seq, read_seq FROM user_convs WHERE user_id = $1 ORDER BY conv_id`
-	sqlNewGroup         = `INSERT INTO chat_groups (name, owner, created_at) VALUES ($1, $2, $3)
+	sqlDelivered    = `SELECT conv_id, seq FROM delivered WHERE user_id = $1 AND device_key = $2`
+	sqlConversation = `SELECT ` + sqlEffectiveLast + `, u.read_seq FROM user_convs u
+		WHERE u.user_id = $1 AND u.conv_id = $2`
+	sqlConversations = `SELECT s.conv_id, s.last_seq, s.read_seq FROM (
+			SELECT u.conv_id, ` + sqlEffectiveLast + ` AS last_seq, u.read_seq
+			FROM user_convs u WHERE u.user_id = $1) s
+		LEFT JOIN unnest($2::text[], $3::bigint[]) AS c(conv_id, seq) ON c.conv_id COLLATE "C" = s.conv_id
+		WHERE c.seq IS NULL OR s.last_seq > c.seq
+		ORDER BY s.conv_id`
+	sqlAllConversations = `SELECT u.conv_id, ` + sqlEffectiveLast + `, u.read_seq FROM user_convs u
+		WHERE u.user_id = $1 ORDER BY u.conv_id`
+	sqlNewGroup = `INSERT INTO chat_groups (name, owner, created_at) VALUES ($1, $2, $3)
 		ON CONFLICT (id) DO NOTHING RETURNING id`
 	sqlNewGroupID = `INSERT INTO chat_groups (id, name, owner, created_at) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (id) DO NOTHING RETURNING id`

@@ -93,23 +93,31 @@ type MessageStore interface {
 
 // ConvState is one conversation as one user sees it.
 type ConvState struct {
-	ConvID  string
-	LastSeq int64 // highest seq touched for this user
+	ConvID string
+	// LastSeq is the higher of the seq last touched for this user and the
+	// highest stored seq of the conversation.
+	LastSeq int64
 	ReadSeq int64 // highest seq the user has read, <= LastSeq
 }
 
 // ConvIndex is the per-user conversation index.
 //
+// A user's entry for a conversation is created by Touch. Its LastSeq also
+// follows the message timeline: it is never below the conversation's
+// highest stored seq. So a 1:1 message may Touch both users with its seq,
+// while a group only needs its members touched once (Touch(members, conv,
+// 0) when they join) instead of every member on every message.
+//
 // Invariants: LastSeq, ReadSeq and delivered marks never decrease; ReadSeq
 // never exceeds LastSeq.
 type ConvIndex interface {
-	// Touch records that convID reached lastSeq for each of userIDs (the
-	// sender and every recipient), creating the entries as needed. A lower
+	// Touch records that convID reached lastSeq for each of userIDs,
+	// creating the entries as needed (lastSeq 0 only creates them). A lower
 	// lastSeq than the stored one leaves it unchanged.
 	Touch(ctx context.Context, userIDs []int64, convID string, lastSeq int64) error
 	// SetRead raises the user's read seq of convID to readSeq, capped at the
-	// conversation's last seq, and returns the resulting read seq. A user
-	// without that conversation gets ErrNotFound.
+	// conversation's LastSeq, and returns the resulting read seq. A user
+	// without an entry for the conversation gets ErrNotFound.
 	SetRead(ctx context.Context, userID int64, convID string, readSeq int64) (int64, error)
 	// SetDelivered raises the delivered mark of (userID, deviceKey, convID).
 	SetDelivered(ctx context.Context, userID int64, deviceKey, convID string, seq int64) error

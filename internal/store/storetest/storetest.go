@@ -43,6 +43,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"ConvIndexMonotonic", testConvIndex},
 		{"Delivered", testDelivered},
 		{"MovedSince", testMovedSince},
+		{"LastSeqFollowsMessages", testLastSeqFollowsMessages},
 		{"Groups", testGroups},
 		{"GroupsNotFound", testGroupsNotFound},
 		{"ConcurrentAppend", testConcurrentAppend},
@@ -476,6 +477,50 @@ func testMovedSince(t *testing.T, ctx context.Context, s store.Store) {
 	check(map[string]int64{a: 6, b: 3, c: 8}, []store.ConvState{sc}) // a cursor ahead is not moved
 	if got, err := s.Conversations(ctx, 3, nil); err != nil || len(got) != 0 {
 		t.Fatalf("Conversations(unknown user) = %v, %v", got, err)
+	}
+}
+
+func testLastSeqFollowsMessages(t *testing.T, ctx context.Context, s store.Store) {
+	conv, other := store.GroupConvID(40), store.GroupConvID(41)
+	// Members join once (Touch with seq 0); messages are not touched per member.
+	if err := s.Touch(ctx, []int64{1, 2}, conv, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Touch(ctx, []int64{1}, other, 0); err != nil {
+		t.Fatal(err)
+	}
+	checkConv(t, ctx, s, 1, conv, 0, 0)
+	if got, err := s.Conversations(ctx, 1, map[string]int64{conv: 0, other: 0}); err != nil || len(got) != 0 {
+		t.Fatalf("Conversations before messages = %+v, %v", got, err)
+	}
+	for _, seq := range []int64{1, 2, 5} {
+		mustAppend(t, ctx, s, Msg(conv, seq))
+	}
+	checkConv(t, ctx, s, 2, conv, 5, 0)
+	got, err := s.Conversations(ctx, 1, map[string]int64{conv: 2, other: 0})
+	if want := []store.ConvState{{ConvID: conv, LastSeq: 5}}; err != nil || !slices.Equal(got, want) {
+		t.Fatalf("Conversations = %+v, %v; want %+v", got, err, want)
+	}
+	if got, err := s.Conversations(ctx, 1, map[string]int64{conv: 5, other: 0}); err != nil || len(got) != 0 {
+		t.Fatalf("Conversations at the head = %+v, %v", got, err)
+	}
+	// Read is capped by the stored messages, not by the (zero) touched seq.
+	if read, err := s.SetRead(ctx, 2, conv, 4); err != nil || read != 4 {
+		t.Fatalf("SetRead(4) = %d, %v", read, err)
+	}
+	if read, err := s.SetRead(ctx, 2, conv, 99); err != nil || read != 5 {
+		t.Fatalf("SetRead(99) = %d, %v; want 5", read, err)
+	}
+	checkConv(t, ctx, s, 2, conv, 5, 5)
+	// A touch above the stored messages still counts (the message may be
+	// stored by another replica a moment later).
+	if err := s.Touch(ctx, []int64{1}, conv, 7); err != nil {
+		t.Fatal(err)
+	}
+	checkConv(t, ctx, s, 1, conv, 7, 0)
+	// Users without an entry see nothing.
+	if _, err := s.Conversation(ctx, 3, conv); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Conversation(non-member) err=%v, want ErrNotFound", err)
 	}
 }
 
