@@ -52,21 +52,23 @@ const (
 // ErrNoFreeWorker is returned by Acquire when every worker id is held.
 var ErrNoFreeWorker = errors.New("idgen: no free worker id")
 
-// EtcdLeaser leases worker ids in etcd: the key of the id is created only if
+// EtcdLeaser leases worker ids in etcd (Acquire and Release are meant to be
+// called from one goroutine, Generator.Run): the key of the id is created only if
 // absent (a transaction comparing its create revision with 0), attached to a
 // lease kept alive while the id is held.
 type EtcdLeaser struct {
 	cfg EtcdConfig
 	log *slog.Logger
 
-	mu     sync.Mutex
-	lease  clientv3.LeaseID
-	id     int64
-	lost   chan struct{}
-	stop   context.CancelFunc
-	wg     sync.WaitGroup
-	held   bool
-	closed bool // lost is closed
+	mu        sync.Mutex
+	lease     clientv3.LeaseID
+	id        int64
+	lost      chan struct{}
+	stop      context.CancelFunc
+	wg        sync.WaitGroup
+	held      bool
+	acquiring bool
+	closed    bool // lost is closed
 }
 
 var _ WorkerLeaser = (*EtcdLeaser)(nil)
@@ -112,14 +114,23 @@ func (l *EtcdLeaser) ttlSeconds() int64 {
 	return int64((l.cfg.TTL + time.Second - 1) / time.Second)
 }
 
-// Acquire implements WorkerLeaser: the lowest free id is taken.
+// Acquire implements WorkerLeaser: the lowest free id is taken. No lock is
+// held during the etcd calls.
 func (l *EtcdLeaser) Acquire(ctx context.Context) (int64, <-chan struct{}, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.held {
+	if l.held || l.acquiring {
+		l.mu.Unlock()
 		return 0, nil, ErrHeld
 	}
+	l.acquiring = true
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		l.acquiring = false
+		l.mu.Unlock()
+	}()
 	l.wg.Wait() // the previous keep-alive loop has finished
+
 	cli := l.cfg.Client
 	sent := time.Now()
 	grant, err := cli.Grant(ctx, l.ttlSeconds())
@@ -135,12 +146,14 @@ func (l *EtcdLeaser) Acquire(ctx context.Context) (int64, <-chan struct{}, error
 		return 0, nil, err
 	}
 	kctx, stop := context.WithCancel(context.Background())
+	lost := make(chan struct{})
+	l.mu.Lock()
 	l.lease, l.id, l.held, l.closed = grant.ID, id, true, false
-	l.lost = make(chan struct{})
-	l.stop = stop
+	l.lost, l.stop = lost, stop
 	l.wg.Add(1)
-	go l.keepAlive(kctx, grant.ID, l.lost, sent.Add(ttl), ttl)
-	return id, l.lost, nil
+	l.mu.Unlock()
+	go l.keepAlive(kctx, grant.ID, lost, sent.Add(ttl), ttl)
+	return id, lost, nil
 }
 
 // claim takes the lowest free worker id for lease.
