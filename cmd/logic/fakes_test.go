@@ -15,4 +15,4 @@ func (fakeVerifier) Verify(context.Context, *auth.Request) (auth.Identity, error
 type nopProducer struct{}
 
 func (nopProducer) Publish(context.Context, string, []byte, []byte) error { return nil }
-func (nopProducer) Close() error                                        { return nil }
+func (nopProducer) Close() error                                          { return nil }

@@ -15,7 +15,7 @@ import (
 type nopProducer struct{}
 
 func (nopProducer) Publish(context.Context, string, []byte, []byte) error { return nil }
-func (nopProducer) Close() error                                        { return nil }
+func (nopProducer) Close() error                                          { return nil }
 
 func benchLogic(b *testing.B, store session.Store) *logic.Logic {
 	b.Helper()
