@@ -426,14 +426,18 @@ func TestReconnectSyncsWhatMoved(t *testing.T) {
 	srv.kill()
 	srv.addMsgs("g:1", 3, 4)
 	waitFor(t, "resync", func() bool { return slices.Equal(msgSeqs(r, "g:1"), []int64{1, 2, 3, 4}) })
-	var last *protocol.Sync
-	srv.get(func(s *fakeServer) { last = s.syncs[len(s.syncs)-1] })
-	got := map[string]int64{}
-	for _, cu := range last.Cursors {
-		got[cu.ConvId] = cu.Seq
+	var syncs []*protocol.Sync
+	srv.get(func(s *fakeServer) { syncs = slices.Clone(s.syncs) })
+	found := false
+	for _, q := range syncs {
+		got := map[string]int64{}
+		for _, cu := range q.Cursors {
+			got[cu.ConvId] = cu.Seq
+		}
+		found = found || (q.ConvId == "" && len(got) == 2 && got["g:1"] == 2 && got["g:2"] == 1)
 	}
-	if got["g:1"] != 2 || got["g:2"] != 1 || last.ConvId != "" {
-		t.Fatalf("reconnect sync %v, want cursors g:1=2 g:2=1", last)
+	if !found {
+		t.Fatalf("syncs %v: none with cursors g:1=2 g:2=1", syncs)
 	}
 	if !slices.Equal(msgSeqs(r, "g:2"), []int64{1}) || c.Cursors()["g:1"] != 4 {
 		t.Fatalf("g:2 %v, cursors %v", msgSeqs(r, "g:2"), c.Cursors())
@@ -661,9 +665,20 @@ func TestSendWithIDAndLimits(t *testing.T) {
 	if a1.ClientMsgId != id || a2.Seq != a1.Seq {
 		t.Fatalf("same id stored twice: %v %v", a1, a2)
 	}
-	// An inbound frame over MaxInboundBody is a protocol error: the connection is
-	// replaced, nothing of the claimed size is allocated.
+	// An inbound frame over MaxInboundBody is discarded without being
+	// buffered; the connection goes on.
 	srv.pushFrame(1001, make([]byte, 1001))
+	srv.pushFrame(1001, []byte("small"))
+	waitFor(t, "oversize error, then the next push", func() bool {
+		var oe *OversizeError
+		errs := eventsOf[Error](r)
+		p := eventsOf[Push](r)
+		return len(errs) == 1 && errors.As(errs[0].Err, &oe) && oe.Size == 1001 && len(p) == 1 && string(p[0].Body) == "small"
+	})
+	// A header claiming more than any frame may is a protocol error.
+	bad := protocol.AppendFrame(nil, 1, 1001, 0, nil)
+	bad[0] = 0xff
+	srv.pushRawBytes(bad)
 	waitFor(t, "protocol error disconnect", func() bool {
 		d := eventsOf[Disconnected](r)
 		return len(d) == 1 && errors.Is(d[0].Err, ErrProtocol) && len(eventsOf[Connected](r)) == 2
@@ -747,5 +762,89 @@ func TestUnansweredSyncGivesUp(t *testing.T) {
 	srv.get(func(s *fakeServer) { syncs = len(s.syncs) })
 	if syncs != 2*(1+cfg.MaxResends) {
 		t.Fatalf("%d syncs, want cursor sync and pull each sent 1+%d times", syncs, cfg.MaxResends)
+	}
+}
+
+func TestOversizedPagesShrink(t *testing.T) {
+	for _, tr := range []string{TransportTCP, TransportWS} {
+		t.Run(tr, func(t *testing.T) {
+			srv := newFakeServer(t, tr)
+			cfg := testConfig(srv)
+			cfg.MaxInboundBody = 2000
+			cfg.SyncLimit = 64
+			_, r := startClient(t, cfg)
+			waitFor(t, "cursor sync", func() bool {
+				n := 0
+				srv.get(func(s *fakeServer) { n = len(s.syncs) })
+				return n == 1
+			})
+			msgs := srv.addMsgs("g:1", seqRange(1, 40)...)
+			srv.set(func(s *fakeServer) {
+				for _, m := range msgs {
+					m.Payload = make([]byte, 150)
+				}
+				// seq 20 cannot be received at all
+				msgs[19].Payload = make([]byte, 2500)
+			})
+			srv.pushProto(protocol.OpMsgNotify, &protocol.MsgNotify{ConvId: "g:1", MaxSeq: 40})
+			want := append(seqRange(1, 19), seqRange(21, 40)...)
+			waitFor(t, "all but the huge one", func() bool { return slices.Equal(msgSeqs(r, "g:1"), want) })
+			var limits []int32
+			srv.get(func(s *fakeServer) {
+				for _, q := range s.syncs[1:] {
+					limits = append(limits, q.Limit)
+				}
+			})
+			if limits[0] != 64 || !slices.Contains(limits, 8) || !slices.Contains(limits, 1) {
+				t.Fatalf("page sizes %v: want halving from 64 down to 1", limits)
+			}
+			var tooLarge int
+			for _, e := range eventsOf[Error](r) {
+				if errors.Is(e.Err, ErrTooLarge) {
+					tooLarge++
+				}
+			}
+			if tooLarge == 0 {
+				t.Fatal("no Error event for the skipped message")
+			}
+		})
+	}
+}
+
+func TestCursorSyncRoundsPastServerCap(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.set(func(s *fakeServer) { s.maxConvs = 2 })
+	for i := 1; i <= 5; i++ {
+		srv.addMsgs(fmt.Sprintf("g:%d", i), 1, 2, 3)
+	}
+	cfg := testConfig(srv)
+	cfg.SyncLimit = 2 // pages: convs need a pull after their first page
+	c, r := startClient(t, cfg)
+	waitFor(t, "every conversation", func() bool {
+		for i := 1; i <= 5; i++ {
+			if !slices.Equal(msgSeqs(r, fmt.Sprintf("g:%d", i)), []int64{1, 2, 3}) {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, "rounds end", func() bool {
+		var last *protocol.Sync
+		srv.get(func(s *fakeServer) { last = s.syncs[len(s.syncs)-1] })
+		return last.ConvId == "" && len(last.Cursors) == 5
+	})
+	if got := c.Cursors(); len(got) != 5 || got["g:5"] != 3 {
+		t.Fatalf("cursors %v", got)
+	}
+	var cursorSyncs int
+	srv.get(func(s *fakeServer) {
+		for _, q := range s.syncs {
+			if q.ConvId == "" {
+				cursorSyncs++
+			}
+		}
+	})
+	if cursorSyncs < 3 || cursorSyncs > 5 {
+		t.Fatalf("%d cursor sync rounds for 5 conversations at 2 per reply", cursorSyncs)
 	}
 }

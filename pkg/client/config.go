@@ -149,8 +149,9 @@ type Config struct {
 	MaxBody int
 	// MaxInboundBody is the largest frame body accepted from the server:
 	// SyncReply pages and OpRaw batches are bigger than what a client may
-	// send. A larger frame is a protocol error and the connection is
-	// replaced; the claimed size is never allocated. Default: 1 MiB.
+	// send. A larger frame is read and discarded without being buffered
+	// (an Error event with an *OversizeError); an oversized SyncReply is
+	// asked for again with half the page size. Default: 1 MiB.
 	MaxInboundBody int
 
 	// Logger receives connection-level logs (never per message).

@@ -29,7 +29,8 @@ type convState struct {
 	pullSeq    int32
 	pullAt     time.Time
 	noProgress int
-	retries    int // pulls resent for lack of a reply
+	retries    int   // pulls resent for lack of a reply
+	limit      int32 // page size; halved when a page is too big (0: SyncLimit)
 }
 
 type syncReq struct {
@@ -138,7 +139,10 @@ func (c *Client) startPullLocked(conv string, st *convState) outFrame {
 	now := time.Now()
 	st.pulling, st.pullSeq, st.pullAt = true, seq, now
 	c.syncs[seq] = syncReq{conv: conv, seq: seq, at: now}
-	body, _ := proto.Marshal(&protocol.Sync{ConvId: conv, FromSeq: st.contig, Limit: c.cfg.SyncLimit})
+	if st.limit <= 0 {
+		st.limit = c.cfg.SyncLimit
+	}
+	body, _ := proto.Marshal(&protocol.Sync{ConvId: conv, FromSeq: st.contig, Limit: st.limit})
 	c.m.inc(mPulls)
 	return outFrame{op: protocol.OpSync, seq: seq, body: body}
 }
@@ -197,11 +201,12 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 		return
 	}
 	var (
-		msgs    []*protocol.Msg
-		out     []outFrame
-		errs    []error
-		dups    int
-		skipped int64
+		msgs     []*protocol.Msg
+		out      []outFrame
+		errs     []error
+		dups     int
+		skipped  int64
+		progress bool
 	)
 	c.convMu.Lock()
 	req, known := c.syncs[seq]
@@ -216,6 +221,10 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 		}
 		st := c.convLocked(cm.ConvId)
 		before := st.contig
+		perConv := known && req.conv == cm.ConvId && st.pulling && st.pullSeq == seq
+		// A cursor sync answers a conversation unless a pull of its own is
+		// in flight; that pull carries on.
+		answers := perConv || (isCursor && !st.pulling)
 		var last int64
 		for _, m := range cm.Msgs {
 			if m.ConvId == "" {
@@ -229,12 +238,17 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 			}
 		}
 		st.target = max(st.target, cm.MaxSeq)
-		answers := isCursor || (known && req.conv == cm.ConvId && st.pulling && st.pullSeq == seq)
+		if st.contig > before {
+			progress = true
+		}
 		if !answers {
 			continue
 		}
 		st.pulling = false
 		st.retries = 0
+		if perConv {
+			st.limit = min(st.limit*2, c.cfg.SyncLimit) // recover after a halving
+		}
 		if !cm.More {
 			// Everything the server has after from_seq came back: seqs
 			// up to max_seq that are still missing were skipped.
@@ -261,6 +275,12 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 		}
 		out = append(out, c.startPullLocked(cm.ConvId, st))
 	}
+	// A cursor sync reply is capped (in conversations) by the server:
+	// while rounds make progress, ask again; conversations being pulled
+	// are excluded by their targets.
+	if isCursor && progress {
+		out = append(out, c.cursorSyncLocked())
+	}
 	c.convMu.Unlock()
 	c.m.add(mDuplicates, dups)
 	c.m.add(mSkipped, int(skipped))
@@ -283,7 +303,11 @@ func (c *Client) startCursorSync(s *session) {
 func (c *Client) cursorSyncLocked() outFrame {
 	sync := &protocol.Sync{Limit: c.cfg.SyncLimit, Cursors: make([]*protocol.Cursor, 0, len(c.convs))}
 	for id, st := range c.convs {
-		sync.Cursors = append(sync.Cursors, &protocol.Cursor{ConvId: id, Seq: st.contig})
+		cursor := st.contig
+		if st.pulling {
+			cursor = max(cursor, st.target) // its pull is fetching the rest
+		}
+		sync.Cursors = append(sync.Cursors, &protocol.Cursor{ConvId: id, Seq: cursor})
 	}
 	seq := c.nextSeq()
 	c.cursorSync = syncReq{seq: seq, at: time.Now()}
@@ -355,4 +379,54 @@ func (c *Client) pendingAcks() []*protocol.MsgDeliveredAck {
 		}
 	}
 	return acks
+}
+
+// handleOversize deals with a frame dropped for exceeding MaxInboundBody:
+// a pull is asked for again with half the page; a single message too big
+// to receive is skipped; an oversized cursor sync falls back to pulling
+// every known conversation.
+func (c *Client) handleOversize(s *session, e *OversizeError) {
+	var (
+		out     []outFrame
+		errs    = []error{e}
+		skipped int64
+		msgs    []*protocol.Msg
+	)
+	c.convMu.Lock()
+	if e.Op == protocol.OpSyncReply {
+		req, known := c.syncs[e.Seq]
+		delete(c.syncs, e.Seq)
+		switch {
+		case known && req.conv != "":
+			st := c.convs[req.conv]
+			if st == nil || !st.pulling || st.pullSeq != e.Seq {
+				break
+			}
+			st.pulling = false
+			if st.limit > 1 {
+				st.limit /= 2
+			} else {
+				errs = append(errs, fmt.Errorf("%w: conversation %q seq %d is larger than MaxInboundBody; skipped", ErrTooLarge, req.conv, st.contig+1))
+				var n int64
+				msgs, n = st.jumpTo(st.contig+1, msgs)
+				skipped += n
+			}
+			// The dropped page had messages: ask again.
+			out = append(out, c.startPullLocked(req.conv, st))
+		case c.cursorSync.seq == e.Seq:
+			c.cursorSync = syncReq{}
+			for id, st := range c.convs {
+				if !st.pulling {
+					out = append(out, c.startPullLocked(id, st))
+				}
+			}
+		}
+	}
+	c.convMu.Unlock()
+	c.m.add(mSkipped, int(skipped))
+	c.deliver(msgs)
+	for _, err := range errs {
+		c.emit(Error{Err: err})
+	}
+	c.sendAll(s, out)
 }

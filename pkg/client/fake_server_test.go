@@ -58,6 +58,7 @@ type fakeServer struct {
 	authMid    int64
 	goimAuth   bool             // empty AuthReply body, as goim's comet
 	ignoreSync bool             // record Syncs, never answer
+	maxConvs   int              // conversations per cursor sync reply (0: all)
 	maxSeqOver map[string]int64 // max_seq to report instead of the store's
 }
 
@@ -397,6 +398,9 @@ func (s *fakeServer) syncReplyLocked(req *protocol.Sync) *protocol.SyncReply {
 	}
 	slices.Sort(convs)
 	for _, conv := range convs {
+		if s.maxConvs > 0 && len(r.Convs) == s.maxConvs {
+			break
+		}
 		if s.maxSeqLocked(conv) > cursors[conv] {
 			r.Convs = append(r.Convs, s.convPageLocked(conv, cursors[conv], req.Limit))
 		}

@@ -130,6 +130,12 @@ func (c *Client) serve(s *session) error {
 func (c *Client) readLoop(s *session) error {
 	for {
 		f, err := s.conn.readFrame()
+		var oversize *OversizeError
+		if errors.As(err, &oversize) {
+			s.inbound.Add(1)
+			c.handleOversize(s, oversize)
+			continue
+		}
 		if err != nil {
 			select {
 			case <-s.done:

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -117,7 +118,6 @@ func dial(ctx context.Context, t target, cfg *Config) (frameConn, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.SetReadLimit(int64(protocol.HeaderLen + lim.maxIn))
 		return &wsConn{c: c, lim: lim}, nil
 	}
 }
@@ -148,13 +148,18 @@ type tcpConn struct {
 }
 
 func (t *tcpConn) readFrame() (protocol.Frame, error) {
-	h, err := protocol.ReadHeader(t.r, &t.hdr, t.lim.maxIn)
-	if err != nil {
-		var fe *protocol.FrameError
-		if errors.As(err, &fe) {
-			err = fmt.Errorf("%w: %w", ErrProtocol, err)
-		}
+	if _, err := io.ReadFull(t.r, t.hdr[:]); err != nil {
 		return protocol.Frame{}, err
+	}
+	h, err := parseInboundHeader(t.hdr[:])
+	if err != nil {
+		return protocol.Frame{}, err
+	}
+	if h.BodyLen > t.lim.maxIn {
+		if _, err := io.CopyN(io.Discard, t.r, int64(h.BodyLen)); err != nil {
+			return protocol.Frame{}, err
+		}
+		return protocol.Frame{}, &OversizeError{Op: h.Op, Seq: h.Seq, Size: h.BodyLen, Limit: t.lim.maxIn}
 	}
 	if cap(t.buf) < h.BodyLen {
 		t.buf = make([]byte, h.BodyLen)
@@ -185,28 +190,78 @@ func (t *tcpConn) close() error                      { return t.c.Close() }
 type wsConn struct {
 	c   *websocket.Conn
 	lim limits
+	hdr [protocol.HeaderLen]byte
+	buf []byte
 	wmu sync.Mutex
 }
 
+// readFrame streams one WebSocket message: the header is checked before
+// the body is read, so an oversized message is discarded, not buffered.
 func (w *wsConn) readFrame() (protocol.Frame, error) {
 	for {
-		mt, data, err := w.c.ReadMessage()
+		mt, r, err := w.c.NextReader()
 		if err != nil {
 			return protocol.Frame{}, err
 		}
 		if mt != websocket.BinaryMessage {
-			continue // text or control payloads carry no frames
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return protocol.Frame{}, err
+			}
+			continue // text payloads carry no frames
 		}
-		f, rest, err := protocol.Unpack(data, w.lim.maxIn)
+		if _, err := io.ReadFull(r, w.hdr[:]); err != nil {
+			return protocol.Frame{}, fmt.Errorf("%w: WebSocket message shorter than a header: %w", ErrProtocol, err)
+		}
+		h, err := parseInboundHeader(w.hdr[:])
 		if err != nil {
-			return protocol.Frame{}, fmt.Errorf("%w: %w", ErrProtocol, err)
+			return protocol.Frame{}, err
 		}
-		if len(rest) != 0 {
-			return protocol.Frame{}, fmt.Errorf("%w: %d bytes after the frame in one WebSocket message", ErrProtocol, len(rest))
+		if h.BodyLen > w.lim.maxIn {
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return protocol.Frame{}, err
+			}
+			return protocol.Frame{}, &OversizeError{Op: h.Op, Seq: h.Seq, Size: h.BodyLen, Limit: w.lim.maxIn}
 		}
-		return f, nil
+		if cap(w.buf) < h.BodyLen {
+			w.buf = make([]byte, h.BodyLen)
+		}
+		body := w.buf[:h.BodyLen]
+		if _, err := io.ReadFull(r, body); err != nil {
+			return protocol.Frame{}, fmt.Errorf("%w: truncated WebSocket message: %w", ErrProtocol, err)
+		}
+		if n, err := io.Copy(io.Discard, r); err != nil || n != 0 {
+			return protocol.Frame{}, fmt.Errorf("%w: %d bytes after the frame in one WebSocket message", ErrProtocol, n)
+		}
+		return protocol.Frame{Ver: h.Ver, Op: h.Op, Seq: h.Seq, Body: body}, nil
 	}
 }
+
+// maxClaimedBody is the largest body a header may claim before it is a
+// protocol error; bodies between MaxInboundBody and this are discarded.
+const maxClaimedBody = math.MaxInt32 - protocol.HeaderLen
+
+func parseInboundHeader(b []byte) (protocol.Header, error) {
+	h, err := protocol.ParseHeader(b, maxClaimedBody)
+	if err != nil {
+		return h, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	return h, nil
+}
+
+// OversizeError is an inbound frame larger than MaxInboundBody. Its body
+// was read and discarded; the connection goes on. An oversized SyncReply
+// is retried with a smaller page.
+type OversizeError struct {
+	Op, Seq int32
+	Size    int
+	Limit   int
+}
+
+func (e *OversizeError) Error() string {
+	return fmt.Sprintf("client: op %d seq %d: body of %d bytes exceeds MaxInboundBody %d; discarded", e.Op, e.Seq, e.Size, e.Limit)
+}
+
+func (e *OversizeError) Unwrap() error { return ErrTooLarge }
 
 func (w *wsConn) writeFrame(b []byte) error {
 	w.wmu.Lock()
