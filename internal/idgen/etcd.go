@@ -13,27 +13,29 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hubuim/hubuim/internal/config"
 )
 
 // EtcdConfig configures an EtcdLeaser.
 type EtcdConfig struct {
 	// Client is the etcd client. Required; the leaser does not close it.
-	Client *clientv3.Client
+	Client *clientv3.Client `yaml:"-"`
 	// Prefix is the key prefix; worker ids are the keys
 	// <Prefix>/idgen/worker/<n>. Default "/hubuim".
-	Prefix string
+	Prefix string `yaml:"prefix"`
 	// TTL of the lease. A crashed holder's id is free again after it.
 	// Default 10s; etcd rounds it up to whole seconds and enforces its own
 	// minimum (about 2s with default settings).
-	TTL time.Duration
+	TTL time.Duration `yaml:"ttl"`
 	// MaxWorkers limits the ids tried to 0..MaxWorkers-1. Default
 	// MaxWorkerID+1 (all of them).
-	MaxWorkers int64
+	MaxWorkers int64 `yaml:"max_workers"`
 	// Value is stored in the key to say who holds it. Default
 	// "<hostname>:<pid>".
-	Value string
+	Value string `yaml:"value"`
 	// Logger. Default slog.Default().
-	Logger *slog.Logger
+	Logger *slog.Logger `yaml:"-"`
 }
 
 // Defaults of EtcdConfig.
@@ -83,13 +85,13 @@ func NewEtcdLeaser(cfg EtcdConfig) (*EtcdLeaser, error) {
 	}
 	cfg.Prefix = strings.TrimRight(cfg.Prefix, "/")
 	if cfg.TTL < 0 {
-		return nil, errors.New("idgen: etcd ttl must be >= 0")
+		return nil, config.Errorf("ttl", "must be >= 0")
 	}
 	if cfg.TTL == 0 {
 		cfg.TTL = DefaultEtcdTTL
 	}
 	if cfg.MaxWorkers < 0 || cfg.MaxWorkers > MaxWorkerID+1 {
-		return nil, fmt.Errorf("idgen: etcd max_workers must be 0..%d", MaxWorkerID+1)
+		return nil, config.Errorf("max_workers", "must be 0..%d", MaxWorkerID+1)
 	}
 	if cfg.MaxWorkers == 0 {
 		cfg.MaxWorkers = MaxWorkerID + 1

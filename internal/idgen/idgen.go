@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hubuim/hubuim/internal/config"
 )
 
 // Bit layout.
@@ -78,25 +80,25 @@ func (systemClock) Sleep(d time.Duration) { time.Sleep(d) }
 type Config struct {
 	// WorkerID is the fixed worker id used when Leaser is nil, 0..MaxWorkerID.
 	// Default 0.
-	WorkerID int64
+	WorkerID int64 `yaml:"worker_id"`
 	// Leaser leases the worker id; Run acquires it and re-acquires it after
 	// a loss. Default nil: WorkerID, usable at once without Run.
-	Leaser WorkerLeaser
+	Leaser WorkerLeaser `yaml:"-"`
 	// Epoch is the zero of the timestamp; every replica must use the same.
 	// Default DefaultEpoch.
-	Epoch time.Time
+	Epoch time.Time `yaml:"epoch"`
 	// MaxClockBackward is the largest clock step back that Next waits out;
 	// larger steps make Next fail with ErrClockBackwards. Default 5ms.
-	MaxClockBackward time.Duration
+	MaxClockBackward time.Duration `yaml:"max_clock_backward"`
 	// RetryInterval is the wait between failed worker id acquisitions.
 	// Default 1s.
-	RetryInterval time.Duration
+	RetryInterval time.Duration `yaml:"retry_interval"`
 	// Clock. Default the system clock.
-	Clock Clock
+	Clock Clock `yaml:"-"`
 	// Registerer registers the generator's metrics. Default nil: none.
-	Registerer prometheus.Registerer
+	Registerer prometheus.Registerer `yaml:"-"`
 	// Logger. Default slog.Default().
-	Logger *slog.Logger
+	Logger *slog.Logger `yaml:"-"`
 }
 
 // Generator issues ids. It is safe for concurrent use.
@@ -120,13 +122,13 @@ type Generator struct {
 // a worker id; without one it uses cfg.WorkerID at once.
 func New(cfg Config) (*Generator, error) {
 	if cfg.Leaser == nil && (cfg.WorkerID < 0 || cfg.WorkerID > MaxWorkerID) {
-		return nil, fmt.Errorf("idgen: worker_id %d outside 0..%d", cfg.WorkerID, MaxWorkerID)
+		return nil, config.Errorf("worker_id", "%d outside 0..%d", cfg.WorkerID, MaxWorkerID)
 	}
 	if cfg.Epoch.IsZero() {
 		cfg.Epoch = DefaultEpoch
 	}
 	if cfg.MaxClockBackward < 0 {
-		return nil, fmt.Errorf("idgen: max_clock_backward must be >= 0")
+		return nil, config.Errorf("max_clock_backward", "must be >= 0")
 	}
 	if cfg.MaxClockBackward == 0 {
 		cfg.MaxClockBackward = DefaultMaxClockBackward

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/config"
 )
 
 // BoltConfig configures the embedded store. The zero value is invalid only
@@ -24,20 +25,34 @@ import (
 type BoltConfig struct {
 	// Dir is the data directory; the database is the file BoltFileName
 	// inside it. Created (0700) if missing. Required.
-	Dir string
+	Dir string `yaml:"dir"`
 	// NoSync skips fsync after each commit: faster, but a machine crash may
 	// lose the last commits. Default false.
-	NoSync bool
+	NoSync bool `yaml:"no_sync"`
 	// MaxBatch bounds how many concurrent writes share one transaction
 	// (group commit; a lone write never waits for others). Default 256.
-	MaxBatch int
+	MaxBatch int `yaml:"max_batch"`
 	// LockTimeout is how long Open waits for another process holding the
 	// file. Default 1s.
-	LockTimeout time.Duration
+	LockTimeout time.Duration `yaml:"lock_timeout"`
 	// Registerer registers the store metrics. Default nil: no metrics.
-	Registerer prometheus.Registerer
+	Registerer prometheus.Registerer `yaml:"-"`
 	// Logger. Default slog.Default().
-	Logger *slog.Logger
+	Logger *slog.Logger `yaml:"-"`
+}
+
+// Validate checks the configuration.
+func (c *BoltConfig) Validate() error {
+	if c.Dir == "" {
+		return config.Errorf("dir", "required")
+	}
+	if c.MaxBatch < 0 {
+		return config.Errorf("max_batch", "must be >= 0")
+	}
+	if c.LockTimeout < 0 {
+		return config.Errorf("lock_timeout", "must be >= 0")
+	}
+	return nil
 }
 
 // BoltFileName is the database file inside BoltConfig.Dir.
@@ -88,8 +103,8 @@ var _ Store = (*Bolt)(nil)
 
 // OpenBolt opens (creating if needed) the embedded store in cfg.Dir.
 func OpenBolt(cfg BoltConfig) (*Bolt, error) {
-	if cfg.Dir == "" {
-		return nil, fmt.Errorf("store: bolt: dir is required")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = defaultBoltMaxBatch

@@ -101,8 +101,12 @@ func ValidateMsg(m *protocol.Msg) error {
 	if m == nil {
 		return fmt.Errorf("%w: nil message", ErrInvalid)
 	}
-	if _, err := ParseConvID(m.GetConvId()); err != nil {
+	c, err := ParseConvID(m.GetConvId())
+	if err != nil {
 		return err
+	}
+	if t := m.GetConvType(); t != protocol.ConvType_CONV_TYPE_UNSPECIFIED && t != c.Type {
+		return fmt.Errorf("%w: conv_type %s does not match conversation %s", ErrInvalid, t, m.GetConvId())
 	}
 	if m.GetSeq() < 1 {
 		return fmt.Errorf("%w: seq %d < 1", ErrInvalid, m.GetSeq())

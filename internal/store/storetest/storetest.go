@@ -64,6 +64,7 @@ func Run(t *testing.T, newStore NewStore) {
 
 // Msg returns a test message; exported for implementations' benchmarks.
 func Msg(conv string, seq int64) *protocol.Msg {
+	c, _ := store.ParseConvID(conv)
 	return &protocol.Msg{
 		ConvId:      conv,
 		Seq:         seq,
@@ -73,7 +74,7 @@ func Msg(conv string, seq int64) *protocol.Msg {
 		ContentType: 1,
 		Payload:     []byte(fmt.Sprintf("payload %s %d", conv, seq)),
 		ServerTime:  1700000000000 + seq,
-		ConvType:    protocol.ConvType_CONV_TYPE_SINGLE,
+		ConvType:    c.Type,
 		To:          2,
 	}
 }
@@ -239,6 +240,7 @@ func testInvalid(t *testing.T, ctx context.Context, s store.Store) {
 		"seq 0":       bad(func(m *protocol.Msg) { m.Seq = 0 }),
 		"seq < 0":     bad(func(m *protocol.Msg) { m.Seq = -3 }),
 		"msg id 0":    bad(func(m *protocol.Msg) { m.MsgId = 0 }),
+		"conv type":   bad(func(m *protocol.Msg) { m.ConvType = protocol.ConvType_CONV_TYPE_GROUP }),
 		"long client": bad(func(m *protocol.Msg) { m.ClientMsgId = long }),
 		"NUL client":  bad(func(m *protocol.Msg) { m.ClientMsgId = "a\x00b" }),
 		"utf8 client": bad(func(m *protocol.Msg) { m.ClientMsgId = "\xff\xfe" }),
