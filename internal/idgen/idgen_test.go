@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // fakeClock's time moves only when set or slept on.
@@ -374,4 +376,23 @@ func BenchmarkNextParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestEtcdConfig(t *testing.T) {
+	if _, err := NewEtcdLeaser(EtcdConfig{}); err == nil {
+		t.Error("NewEtcdLeaser without a client succeeded")
+	}
+	cli := &clientv3.Client{} // not contacted by NewEtcdLeaser
+	for _, cfg := range []EtcdConfig{{Client: cli, TTL: -1}, {Client: cli, MaxWorkers: MaxWorkerID + 2}} {
+		if _, err := NewEtcdLeaser(cfg); err == nil {
+			t.Errorf("NewEtcdLeaser(%+v) succeeded", cfg)
+		}
+	}
+	l, err := NewEtcdLeaser(EtcdConfig{Client: cli, Prefix: "/p/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Key(12); got != "/p/idgen/worker/12" {
+		t.Fatalf("Key(12) = %q", got)
+	}
 }

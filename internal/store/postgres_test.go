@@ -147,3 +147,13 @@ func TestPostgresExternalPool(t *testing.T) {
 		t.Fatalf("pool closed by the store: %v", err)
 	}
 }
+
+func TestPostgresUnreachable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Port 1 on loopback: connection refused at once.
+	_, err := store.NewPostgres(ctx, store.PostgresConfig{DSN: "postgres://postgres@127.0.0.1:1/x?connect_timeout=2"})
+	if err == nil {
+		t.Fatal("NewPostgres against a closed port succeeded")
+	}
+}
