@@ -28,6 +28,10 @@ func (nopComet) BroadcastRoom(context.Context, *comet.BroadcastRoomReq, ...grpc.
 	return &comet.BroadcastRoomReply{}, nil
 }
 
+func (nopComet) Broadcast(context.Context, *comet.BroadcastReq, ...grpc.CallOption) (*comet.BroadcastReply, error) {
+	return &comet.BroadcastReply{}, nil
+}
+
 func nopDial(discovery.Instance) (comet.CometClient, io.Closer, error) { return nopComet{}, nil, nil }
 
 // BenchmarkRoutePush measures the per-record path of a PUSH: decode the

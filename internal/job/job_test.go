@@ -78,7 +78,7 @@ func TestRouteRoomAndBroadcast(t *testing.T) {
 func TestPerDeviceOrder(t *testing.T) {
 	a := startFakeComet(t, "a")
 	e := newTestEnv(t, Config{Workers: 8}, a)
-	const n = 300
+	const n = 100
 	devices := []string{"d0", "d1", "d2"}
 	for i := range n {
 		for _, d := range devices {

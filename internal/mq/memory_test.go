@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/hubuim/hubuim/internal/config"
 	"github.com/hubuim/hubuim/internal/mq"
 	"github.com/hubuim/hubuim/internal/mq/mqtest"
@@ -114,4 +116,40 @@ func BenchmarkMemoryPublishConsume(b *testing.B) {
 	for n.Load() < int64(b.N) {
 		time.Sleep(time.Millisecond)
 	}
+}
+
+func TestMetricsShareOneRegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := mq.NewMemory(mq.MemoryConfig{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	// A second component on the same registry reuses the collectors.
+	m2, err := mq.NewMemory(mq.MemoryConfig{Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	for range 3 {
+		if err := m.Publish(context.Background(), "t", []byte("k"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m2.Publish(context.Background(), "t", []byte("k"), nil); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "hubuim_mq_produced_records_total" {
+			if got := mf.GetMetric()[0].GetCounter().GetValue(); got != 4 {
+				t.Fatalf("produced = %v, want 4", got)
+			}
+			return
+		}
+	}
+	t.Fatal("hubuim_mq_produced_records_total not registered")
 }
