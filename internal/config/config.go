@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -82,8 +83,16 @@ func applyEnv(envPrefix, path string, v reflect.Value, lookup func(string) (stri
 		if !f.IsExported() {
 			continue
 		}
-		name := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		tag := strings.Split(f.Tag.Get("yaml"), ",")
+		name := tag[0]
 		if name == "-" {
+			continue
+		}
+		if slices.Contains(tag[1:], "inline") && f.Type.Kind() == reflect.Struct {
+			// An inlined struct's fields sit at this level of the YAML.
+			if err := applyEnv(envPrefix, path, v.Field(i), lookup); err != nil {
+				return err
+			}
 			continue
 		}
 		if name == "" {

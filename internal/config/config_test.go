@@ -248,3 +248,24 @@ func TestErrorf(t *testing.T) {
 		t.Error("FieldError does not unwrap")
 	}
 }
+
+func TestApplyEnvInline(t *testing.T) {
+	type Inner struct {
+		Addr string `yaml:"addr"`
+	}
+	type outer struct {
+		inner  `yaml:",inline"`
+		Region string `yaml:"region"`
+	}
+	var c outer
+	env := map[string]string{"P_ADDR": ":1", "P_REGION": "eu"}
+	if err := ApplyEnv("P", &c, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != ":1" || c.Region != "eu" {
+		t.Fatalf("inline env overrides: %+v", c)
+	}
+	if err := Decode([]byte("addr: \":2\"\nregion: us\n"), &c); err != nil || c.Addr != ":2" {
+		t.Fatalf("inline decode: %+v %v", c, err)
+	}
+}
