@@ -254,7 +254,7 @@ func TestApplyEnvInline(t *testing.T) {
 		Addr string `yaml:"addr"`
 	}
 	type outer struct {
-		inner  `yaml:",inline"`
+		Inner  `yaml:",inline"`
 		Region string `yaml:"region"`
 	}
 	var c outer
