@@ -50,6 +50,7 @@ type Client struct {
 	convs      map[string]*convState
 	syncs      map[int32]syncReq // outstanding Sync requests by frame seq
 	cursorSync syncReq           // outstanding Sync with cursors (seq 0: none)
+	activity   uint64            // bumped whenever a conversation's contig moves
 }
 
 // New checks cfg and returns a client that is not connected yet; call Run

@@ -848,3 +848,32 @@ func TestCursorSyncRoundsPastServerCap(t *testing.T) {
 		t.Fatalf("%d cursor sync rounds for 5 conversations at 2 per reply", cursorSyncs)
 	}
 }
+
+func TestCursorSyncFitsMaxBody(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	cfg := testConfig(srv)
+	cfg.MaxBody = 200
+	cfg.Cursors = map[string]int64{}
+	for i := 1; i <= 50; i++ {
+		cfg.Cursors[fmt.Sprintf("g:%d", i)] = 1
+	}
+	_, r := startClient(t, cfg)
+	for _, conv := range []string{"g:7", "g:3"} {
+		m := srv.addMsgs(conv, 2)
+		srv.pushProto(protocol.OpMsgPush, m[0])
+	}
+	waitFor(t, "pushes", func() bool { return len(eventsOf[Message](r)) == 2 })
+	srv.kill()
+	waitFor(t, "reconnect", func() bool { return len(eventsOf[Connected](r)) == 2 })
+	var last *protocol.Sync
+	waitFor(t, "reconnect sync", func() bool {
+		srv.get(func(s *fakeServer) { last = s.syncs[len(s.syncs)-1] })
+		return len(last.Cursors) > 0 && last.Cursors[0].Seq == 2
+	})
+	if size := proto.Size(last); size > cfg.MaxBody {
+		t.Fatalf("cursor sync of %d bytes exceeds MaxBody %d", size, cfg.MaxBody)
+	}
+	if len(last.Cursors) < 5 || last.Cursors[0].ConvId != "g:3" || last.Cursors[1].ConvId != "g:7" {
+		t.Fatalf("cursors %v: want the most recently active first", last.Cursors)
+	}
+}

@@ -1,13 +1,19 @@
 package client
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hubuim/hubuim/api/protocol"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
+
+// syncCursorsField is the field number of Sync.cursors.
+const syncCursorsField = 4
 
 // maxNoProgress is how many pulls in a row may bring a conversation no
 // further before the client stops chasing the missing seqs.
@@ -29,8 +35,9 @@ type convState struct {
 	pullSeq    int32
 	pullAt     time.Time
 	noProgress int
-	retries    int   // pulls resent for lack of a reply
-	limit      int32 // page size; halved when a page is too big (0: SyncLimit)
+	retries    int    // pulls resent for lack of a reply
+	limit      int32  // page size; halved when a page is too big (0: SyncLimit)
+	active     uint64 // Client.activity when contig last moved
 }
 
 type syncReq struct {
@@ -125,6 +132,19 @@ func (c *Client) Cursors() map[string]int64 {
 	return out
 }
 
+type convMove struct {
+	st     *convState
+	before int64
+}
+
+// touchLocked records that st moved, for the cursor order of the next sync.
+func (c *Client) touchLocked(st *convState, before int64) {
+	if st.contig > before {
+		c.activity++
+		st.active = c.activity
+	}
+}
+
 func (c *Client) convLocked(id string) *convState {
 	st := c.convs[id]
 	if st == nil {
@@ -167,7 +187,9 @@ func (c *Client) sendAll(s *session, out []outFrame) {
 func (c *Client) handlePush(s *session, m *protocol.Msg) {
 	c.convMu.Lock()
 	st := c.convLocked(m.ConvId)
+	before := st.contig
 	msgs, dup := st.accept(m, c.cfg.ReorderLimit, s.scratch[:0])
+	c.touchLocked(st, before)
 	var out []outFrame
 	if st.contig < st.target && !st.pulling {
 		out = append(out, c.startPullLocked(m.ConvId, st))
@@ -207,6 +229,7 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 		dups     int
 		skipped  int64
 		progress bool
+		moved    []convMove
 	)
 	c.convMu.Lock()
 	req, known := c.syncs[seq]
@@ -241,6 +264,7 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 		if st.contig > before {
 			progress = true
 		}
+		moved = append(moved, convMove{st, before})
 		if !answers {
 			continue
 		}
@@ -275,6 +299,9 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 		}
 		out = append(out, c.startPullLocked(cm.ConvId, st))
 	}
+	for _, mv := range moved {
+		c.touchLocked(mv.st, mv.before)
+	}
 	// A cursor sync reply is capped (in conversations) by the server:
 	// while rounds make progress, ask again; conversations being pulled
 	// are excluded by their targets.
@@ -300,14 +327,36 @@ func (c *Client) startCursorSync(s *session) {
 	c.sendAll(s, []outFrame{f})
 }
 
+// cursorSyncOverhead is room left in MaxBody for the Sync fields other
+// than the cursors.
+const cursorSyncOverhead = 16
+
 func (c *Client) cursorSyncLocked() outFrame {
-	sync := &protocol.Sync{Limit: c.cfg.SyncLimit, Cursors: make([]*protocol.Cursor, 0, len(c.convs))}
+	type entry struct {
+		cur    *protocol.Cursor
+		active uint64
+	}
+	entries := make([]entry, 0, len(c.convs))
 	for id, st := range c.convs {
 		cursor := st.contig
 		if st.pulling {
 			cursor = max(cursor, st.target) // its pull is fetching the rest
 		}
-		sync.Cursors = append(sync.Cursors, &protocol.Cursor{ConvId: id, Seq: cursor})
+		entries = append(entries, entry{&protocol.Cursor{ConvId: id, Seq: cursor}, st.active})
+	}
+	// The server's frame limit bounds the cursors of one Sync: the most
+	// recently active conversations go first; the others are caught up by
+	// their next push or notice (a gap makes them pull).
+	slices.SortFunc(entries, func(a, b entry) int { return cmp.Compare(b.active, a.active) })
+	sync := &protocol.Sync{Limit: c.cfg.SyncLimit, Cursors: make([]*protocol.Cursor, 0, len(entries))}
+	size := cursorSyncOverhead
+	for _, e := range entries {
+		n := protowire.SizeTag(syncCursorsField) + protowire.SizeBytes(proto.Size(e.cur))
+		if size+n > c.cfg.MaxBody {
+			break
+		}
+		size += n
+		sync.Cursors = append(sync.Cursors, e.cur)
 	}
 	seq := c.nextSeq()
 	c.cursorSync = syncReq{seq: seq, at: time.Now()}
