@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -23,11 +24,29 @@ import (
 // comet leaves discovery or the job closes.
 type DialFunc func(ins discovery.Instance) (comet.CometClient, io.Closer, error)
 
+// Reconnect backoff of DialGRPC's connections. gRPC's own default grows to
+// 120s, which would leave a restarted comet without pushes for minutes.
+const (
+	grpcReconnectBase = 100 * time.Millisecond
+	grpcReconnectMax  = 5 * time.Second
+	grpcReconnectMult = 1.6
+	grpcReconnectJit  = 0.2
+	grpcMinConnect    = 2 * time.Second
+)
+
 // DialGRPC is the default DialFunc: a plaintext gRPC connection to the
 // comet's AddrGRPC address. Connecting is lazy; calls retry with backoff.
 func DialGRPC(ins discovery.Instance) (comet.CometClient, io.Closer, error) {
 	addr := ins.Addrs[discovery.AddrGRPC]
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay: grpcReconnectBase, Multiplier: grpcReconnectMult,
+				Jitter: grpcReconnectJit, MaxDelay: grpcReconnectMax,
+			},
+			MinConnectTimeout: grpcMinConnect,
+		}))
 	if err != nil {
 		return nil, nil, fmt.Errorf("job: dial comet %s at %q: %w", ins.ID, addr, err)
 	}

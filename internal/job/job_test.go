@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"slices"
 	"strconv"
@@ -284,3 +285,25 @@ type noConsumer struct{}
 
 func (noConsumer) Run(ctx context.Context, _ mq.Handler) error { <-ctx.Done(); return nil }
 func (noConsumer) Close() error                                { return nil }
+
+// A listed comet that refuses connections is retried; when discovery drops
+// it, its pending push is dropped and counted.
+func TestUnreachableCometRetriedUntilRemoved(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := lis.Addr().String()
+	_ = lis.Close()
+	dead := discovery.Instance{ID: "dead", Service: discovery.ServiceComet, Addrs: map[string]string{discovery.AddrGRPC: deadAddr}}
+	e := newTestEnv(t, Config{RetryBackoff: 5 * time.Millisecond, MaxRetryBackoff: 20 * time.Millisecond})
+	e.static.Set(discovery.ServiceComet, []discovery.Instance{dead})
+	eventually(t, func() bool { return e.job.view.Load().byID["dead"] != nil }, "comet not added")
+	e.publish(t, "k", &logic.PushMsg{Type: logic.PushMsg_PUSH, Operation: testOp, Server: "dead", Keys: []string{"k"}})
+	eventually(t, func() bool { return counterValue(e.job.metrics.rpcErrs[methodPushMsg]) >= 3 }, "no retries")
+	if got := e.job.droppedCount(ReasonCometRemoved); got != 0 {
+		t.Fatalf("dropped while still listed: %v", got)
+	}
+	e.static.Set(discovery.ServiceComet, nil)
+	eventually(t, func() bool { return e.job.droppedCount(ReasonCometRemoved) == 1 }, "pending push not dropped on removal")
+}
