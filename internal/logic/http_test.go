@@ -202,6 +202,14 @@ func TestHTTPProducerDown(t *testing.T) {
 	if status != 503 || r.Code != -500 || strings.Contains(r.Message, "kafka") {
 		t.Fatalf("producer down: %d %+v", status, r)
 	}
+	// Several comets: the records are published concurrently.
+	status, r = h.do(t, "POST", "/goim/push/keys?operation=1000&keys=dev-1,dev-3", testSecret, []byte("x"))
+	if status != 503 || r.Code != -500 {
+		t.Fatalf("producer down, two comets: %d %+v", status, r)
+	}
+	if n := h.counter(t, "hubuim_logic_push_requests_total", map[string]string{"kind": "keys", "result": "unavailable"}); n != 2 {
+		t.Fatalf("unavailable pushes counted %v, want 2", n)
+	}
 }
 
 func TestHTTPOnline(t *testing.T) {

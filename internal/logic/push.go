@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -32,6 +33,9 @@ const (
 // grouping switches to a map.
 const linearGroups = 8
 
+// maxParallelPublish bounds the records of one push published at once.
+const maxParallelPublish = 8
+
 // maxPooledScratch bounds the buffer a pooled scratch keeps.
 const maxPooledScratch = 1 << 20
 
@@ -48,7 +52,8 @@ type pushScratch struct {
 	groups  []pushGroup
 	index   map[string]int32 // server → group, once groups > linearGroups
 	flat    []string         // keys ordered by group
-	buf     []byte           // marshalled record and its key
+	buf     []byte           // marshalled record(s) and record key(s)
+	ends    []int            // several comets: end of each value and key in buf
 	msg     pb.PushMsg
 }
 
@@ -235,25 +240,63 @@ func (l *Logic) pushMids(ctx context.Context, op int32, mids []int64, msg []byte
 	return l.publishGroups(ctx, s, op, s.keys, s.servers, msg)
 }
 
-// publishGroups publishes one PUSH record per comet. Records go out one
-// after the other; when one fails the error is returned and the comets
-// before it have already been sent their record.
+// publishGroups publishes one PUSH record per comet. With several comets
+// the records are published concurrently (at most maxParallelPublish at a
+// time). When one fails the error is returned; the others may have been
+// published.
 func (l *Logic) publishGroups(ctx context.Context, s *pushScratch, op int32, keys, servers []string, msg []byte) error {
 	if offline := s.group(keys, servers); offline > 0 {
 		l.m.pushMissed.Add(float64(offline))
 	}
-	for _, g := range s.groups {
-		m := &s.msg
-		m.Type = pb.PushMsg_PUSH
-		m.Operation = op
-		m.Server = g.server
-		m.Keys = s.flat[g.off : g.off+g.n]
-		m.Msg = msg
-		if err := l.publish(ctx, s, m, g.server, recordPush); err != nil {
-			return err
-		}
+	m := &s.msg
+	m.Type = pb.PushMsg_PUSH
+	m.Operation = op
+	m.Msg = msg
+	if len(s.groups) == 1 {
+		g := s.groups[0]
+		m.Server, m.Keys = g.server, s.flat[g.off:g.off+g.n]
+		return l.publish(ctx, s, m, g.server, recordPush)
 	}
-	return nil
+	// Marshal every record into s.buf first: the slices are taken once
+	// the buffer stops growing.
+	s.buf = s.buf[:0]
+	s.ends = s.ends[:0]
+	for _, g := range s.groups {
+		m.Server, m.Keys = g.server, s.flat[g.off:g.off+g.n]
+		var err error
+		if s.buf, err = (proto.MarshalOptions{}).MarshalAppend(s.buf, m); err != nil {
+			return fmt.Errorf("logic: marshal push record: %w", err)
+		}
+		valueEnd := len(s.buf)
+		s.buf = append(s.buf, g.server...)
+		s.ends = append(s.ends, valueEnd, len(s.buf))
+	}
+	var (
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		first error
+		sem   = make(chan struct{}, maxParallelPublish)
+	)
+	start := 0
+	for i := range s.groups {
+		value, key := s.buf[start:s.ends[2*i]], s.buf[s.ends[2*i]:s.ends[2*i+1]]
+		start = s.ends[2*i+1]
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := l.producer.Publish(ctx, l.cfg.Push.Topic, key, value); err != nil {
+				errMu.Lock()
+				if first == nil {
+					first = fmt.Errorf("%w: publish: %w", ErrUnavailable, err)
+				}
+				errMu.Unlock()
+				return
+			}
+			l.m.pushRecords.WithLabelValues(recordPush).Inc()
+		})
+	}
+	wg.Wait()
+	return first
 }
 
 // publish marshals m into s.buf and publishes it with the record key.
