@@ -20,6 +20,7 @@ type session struct {
 	conn    frameConn
 	addr    string
 	done    chan struct{}
+	gone    chan struct{} // closed once the client no longer offers it
 	once    sync.Once
 	err     error        // why the session ended; set before done is closed
 	inbound atomic.Int64 // frames read, for the dead-connection detector
@@ -39,6 +40,7 @@ func newSession(conn frameConn, addr string) *session {
 		conn:    conn,
 		addr:    addr,
 		done:    make(chan struct{}),
+		gone:    make(chan struct{}),
 		hbReply: make(chan struct{}, 1),
 		pending: make(map[int32]chan protocol.Frame),
 	}
@@ -117,12 +119,12 @@ func (c *Client) serve(s *session) error {
 	c.startCursorSync(s)
 	err := c.readLoop(s)
 	s.closeWith(err)
-	s.wg.Wait()
-
 	c.mu.Lock()
 	c.sess = nil
 	c.ready = make(chan struct{})
 	c.mu.Unlock()
+	close(s.gone)
+	s.wg.Wait()
 	c.resetPulls()
 	return s.err
 }
