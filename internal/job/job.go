@@ -112,6 +112,18 @@ func New(cfg Config, deps Deps) (*Job, error) {
 	return j, nil
 }
 
+// Handle adds the handler of another topic (e.g. the IM message topic,
+// whose handler fans events out through Dispatch). Call it before Run.
+func (j *Job) Handle(topic string, h mq.Handler) {
+	j.handlers[topic] = h
+}
+
+// Dispatch routes one push as if it had been consumed from the push topic:
+// it returns once the push is queued for its comets, not delivered.
+func (j *Job) Dispatch(ctx context.Context, pm *logic.PushMsg) error {
+	return j.route(ctx, pm)
+}
+
 // Topics are the topics Job has handlers for; its consumer should consume
 // exactly these.
 func (j *Job) Topics() []string {
@@ -139,7 +151,12 @@ func (j *Job) Run(ctx context.Context) error {
 	j.running, j.stopRun, j.runDone = true, cancel, make(chan struct{})
 	done := j.runDone
 	j.mu.Unlock()
-	defer close(done)
+	defer func() {
+		j.mu.Lock()
+		j.running = false
+		j.mu.Unlock()
+		close(done)
+	}()
 
 	updates, err := j.deps.Watcher.Watch(ctx, discovery.ServiceComet)
 	if err != nil {
