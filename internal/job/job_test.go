@@ -307,3 +307,20 @@ func TestUnreachableCometRetriedUntilRemoved(t *testing.T) {
 	e.static.Set(discovery.ServiceComet, nil)
 	eventually(t, func() bool { return e.job.droppedCount(ReasonCometRemoved) == 1 }, "pending push not dropped on removal")
 }
+
+func TestRunAgainAfterCancel(t *testing.T) {
+	j, err := New(Config{}, Deps{Consumer: noConsumer{}, Watcher: discovery.NewStatic()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	for range 2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- j.Run(ctx) }()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run after cancel = %v, want nil", err)
+		}
+	}
+}
