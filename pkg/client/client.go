@@ -14,6 +14,10 @@ import (
 
 // Client is one device's connection to HubuIM. It reconnects by itself
 // until it is closed. All methods are safe for concurrent use.
+//
+// Locks: mu (connection, identity, pending sends), convMu (receive state)
+// and session.mu (pending requests) are never held together, and none is
+// held across network I/O or while sending on Events.
 type Client struct {
 	cfg     Config
 	log     *slog.Logger

@@ -105,6 +105,24 @@ func TestNodeListFallback(t *testing.T) {
 	}
 }
 
+func TestNodeListDownFallsBackToAddrs(t *testing.T) {
+	srv := newFakeServer(t, TransportWS)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	defer hs.Close()
+	cfg := testConfig(srv)
+	cfg.NodeListURL = hs.URL
+	_, r := startClient(t, cfg)
+	waitFor(t, "Connected", func() bool { return len(eventsOf[Connected](r)) == 1 })
+	if got := eventsOf[Connected](r)[0].Addr; got != srv.addr+DefaultWSPath {
+		t.Fatalf("connected to %s, want %s", got, srv.addr)
+	}
+	if e := eventsOf[Error](r); len(e) != 1 || !errors.Is(e[0].Err, ErrNodeList) {
+		t.Fatalf("errors %v, want one ErrNodeList", e)
+	}
+}
+
 func TestParseNodeList(t *testing.T) {
 	tests := []struct {
 		name, body, transport string

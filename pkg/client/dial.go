@@ -36,6 +36,10 @@ func (c *Client) addrs() ([]target, error) {
 	if len(targets) == 0 {
 		return nil, errors.Join(ErrNoAddress, nodeErr)
 	}
+	if nodeErr != nil { // falling back to Addrs; still worth knowing
+		c.log.Warn("hubuim client: node list", "err", nodeErr)
+		c.emit(Error{Err: nodeErr})
+	}
 	return targets, nil
 }
 

@@ -12,7 +12,9 @@
 // order with fallback to the next; each is dialed over TCP, TLS, WebSocket
 // or WebSocket+TLS. Auth carries mid, device key, platform, room, accepted
 // ops and a token (TokenFunc refreshes it before every connection). A key
-// the server assigns is reused on every reconnect.
+// the server assigns is reused on every reconnect. A rejected Auth is
+// reported as an Error event wrapping ErrAuth and retried with backoff; an
+// app whose token cannot be refreshed should Close on it.
 //
 // A dropped connection is replaced after a jittered exponential backoff
 // (Backoff). Heartbeats use an adaptive interval: it starts at
