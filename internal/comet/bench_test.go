@@ -50,7 +50,7 @@ func newBenchServer(tb testing.TB, mod func(*Config)) *Server {
 
 func (s *Server) addMemConn(tb testing.TB, key, room string, accepts ...int32) *conn {
 	tb.Helper()
-	c := s.newConn(transportTCP, &memConn{})
+	c := s.newConn(&memConn{})
 	c.key = key
 	c.bucket = s.bucketFor(key)
 	c.setAccepts(accepts)
@@ -154,7 +154,7 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0, 16, 0, 1, 0, 0, 0, 2, 0, 0, 0, 1})
 	s := newBenchServer(f, func(c *Config) { c.MaxBody = 1024 })
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c := s.newConn(transportTCP, &memConn{r: bytes.NewReader(data)})
+		c := s.newConn(&memConn{r: bytes.NewReader(data)})
 		for i := 0; i < len(data)/protocol.HeaderLen+1; i++ {
 			fr, bp, err := c.readFrame()
 			if err != nil {

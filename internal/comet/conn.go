@@ -24,16 +24,15 @@ const keepQueueCap = 8
 // Lock order: bucket.mu, then conn.mu. conn.mu is never held during I/O and
 // nothing that takes a bucket lock is called with conn.mu held.
 type conn struct {
-	srv       *Server
-	id        string // conn_id, unique on this comet
-	nc        net.Conn
-	raw       net.Conn        // the TCP socket under nc; closing it never blocks
-	ws        *websocket.Conn // nil for TCP
-	writev    bool            // nc is a *net.TCPConn (use writev)
-	transport string
-	wheel     *timer.Wheel
-	tm        timer.Entry
-	hdr       [protocol.HeaderLen]byte
+	srv    *Server
+	id     string // conn_id, unique on this comet
+	nc     net.Conn
+	raw    net.Conn        // the TCP socket under nc; closing it never blocks
+	ws     *websocket.Conn // nil for TCP
+	writev bool            // nc is a *net.TCPConn (use writev)
+	wheel  *timer.Wheel
+	tm     timer.Entry
+	hdr    [protocol.HeaderLen]byte
 
 	// Set once by the handshake, read-only afterwards.
 	mid         int64
@@ -41,7 +40,7 @@ type conn struct {
 	platform    string
 	bucket      *bucket
 	hbTimeout   time.Duration
-	lastLogicHB time.Time // reader goroutine only
+	lastLogicHB int64 // unix nanos; reader goroutine only
 
 	// Guarded by bucket.mu.
 	room         *room
@@ -56,6 +55,20 @@ type conn struct {
 
 	closed atomic.Bool
 	authed atomic.Bool // a frame was read: any TLS handshake is done
+}
+
+// transportName derives the transport label (not stored: idle connections
+// are kept small).
+func (c *conn) transportName() string {
+	switch {
+	case c.ws != nil && c.nc != c.raw:
+		return transportWSS
+	case c.ws != nil:
+		return transportWS
+	case c.nc != c.raw:
+		return transportTCPTLS
+	}
+	return transportTCP
 }
 
 // Expire implements timer.Expirer: the handshake or heartbeat deadline

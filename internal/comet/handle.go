@@ -142,7 +142,7 @@ func (c *conn) protocolError(err error) {
 		return
 	}
 	c.srv.m.protoErrors.WithLabelValues(label).Inc()
-	c.srv.log.Info("protocol error; closing", "conn_id", c.id, "transport", c.transport, "key", c.key, "err", err)
+	c.srv.log.Info("protocol error; closing", "conn_id", c.id, "transport", c.transportName(), "key", c.key, "err", err)
 	if c.ws != nil && (label == "ws_text_frame" || label == "ws_bad_message") {
 		msg := websocket.FormatCloseMessage(websocket.CloseUnsupportedData, err.Error())
 		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wsCloseDeadline))
@@ -157,8 +157,8 @@ func (s *Server) logicCtx() (context.Context, context.CancelFunc) {
 }
 
 // handshake runs Auth, registers the connection and starts its read loop in
-// a fresh goroutine (small stack while idle).
-func (s *Server) handshake(c *conn) {
+// a fresh goroutine (small stack while idle), or in this one when inline.
+func (s *Server) handshake(c *conn, inline bool) {
 	defer s.wg.Done()
 	if !s.auth(c) {
 		c.wheel.Remove(&c.tm)
@@ -167,6 +167,10 @@ func (s *Server) handshake(c *conn) {
 		return
 	}
 	s.wg.Add(1)
+	if inline {
+		c.readLoop()
+		return
+	}
 	go c.readLoop()
 }
 
@@ -226,7 +230,7 @@ func (s *Server) auth(c *conn) bool {
 		hb = s.cfg.HeartbeatInterval
 	}
 	c.hbTimeout = hb * time.Duration(s.cfg.HeartbeatMissed)
-	c.lastLogicHB = time.Now()
+	c.lastLogicHB = time.Now().UnixNano()
 	c.bucket = s.bucketFor(c.key)
 	old, err := c.bucket.put(c, reply.GetRoomId())
 	if err != nil {
@@ -313,7 +317,7 @@ func (c *conn) handle(f protocol.Frame) {
 		binary.BigEndian.PutUint32(cnt[:], uint32(c.bucket.roomOnline(c)))
 		c.reply(protocol.OpHeartbeatReply, f.Seq, cnt[:])
 		// Logic renews the session TTL at most once per LogicHeartbeat.
-		if now := time.Now(); now.Sub(c.lastLogicHB) >= s.cfg.LogicHeartbeat {
+		if now := time.Now().UnixNano(); time.Duration(now-c.lastLogicHB) >= s.cfg.LogicHeartbeat {
 			c.lastLogicHB = now
 			ctx, cancel := s.logicCtx()
 			_, err := s.logic.Heartbeat(ctx, &logic.HeartbeatReq{Mid: c.mid, Key: c.key, Server: s.cfg.ID, ConnId: c.id, Platform: c.platform})

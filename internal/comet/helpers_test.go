@@ -1,6 +1,7 @@
 package comet
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -130,19 +131,26 @@ func startLogic(tb testing.TB, f *fakeLogic) logic.LogicClient {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	gs := newGRPCServer()
 	logic.RegisterLogicServer(gs, f)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = gs.Serve(l) }()
-	cc, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		tb.Fatal(err)
-	}
 	tb.Cleanup(func() {
-		_ = cc.Close()
 		gs.Stop()
 		<-done
 	})
+	return dialLogic(tb, l.Addr().String())
+}
+
+func newGRPCServer() *grpc.Server { return grpc.NewServer() }
+
+func dialLogic(tb testing.TB, addr string) logic.LogicClient {
+	tb.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = cc.Close() })
 	return logic.NewLogicClient(cc)
 }
 
@@ -201,6 +209,7 @@ type client struct {
 	// pending holds frames unpacked from a WebSocket OpRaw message.
 	pending []protocol.Frame
 	raws    int // OpRaw messages received (WebSocket)
+	br      *bufio.Reader
 }
 
 func dialTCP(tb testing.TB, addr string) *client {
@@ -273,7 +282,10 @@ func (c *client) read(timeout time.Duration) (protocol.Frame, error) {
 		}
 		return c.read(timeout)
 	}
-	return protocol.ReadFrame(c.nc, &c.hdr, 1<<20, nil)
+	if c.br == nil {
+		c.br = bufio.NewReader(c.nc)
+	}
+	return protocol.ReadFrame(c.br, &c.hdr, 1<<20, nil)
 }
 
 // expect reads the next frame and checks its op.

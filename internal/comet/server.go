@@ -107,6 +107,10 @@ type Server struct {
 	https     []*http.Server
 	grpcSrv   *grpc.Server
 	addrs     Addrs
+
+	// wsInline serves WebSocket connections on net/http's handler
+	// goroutine instead of a fresh one (only to measure the difference).
+	wsInline bool
 }
 
 // New validates cfg and returns a server; Start or Run starts it.
@@ -351,7 +355,7 @@ func (s *Server) acceptLoop(l net.Listener, transport string, tlsCfg *tls.Config
 		}
 		delay = 0
 		s.m.accepted.WithLabelValues(transport).Inc()
-		c := s.newConn(transport, nc)
+		c := s.newConn(nc)
 		if tlsCfg != nil {
 			c.nc = tls.Server(nc, tlsCfg)
 			c.writev = false
@@ -367,26 +371,32 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, transport stri
 	}
 	s.m.accepted.WithLabelValues(transport).Inc()
 	nc := ws.UnderlyingConn()
-	c := s.newConn(transport, nc)
+	c := s.newConn(nc)
 	if tc, ok := nc.(*tls.Conn); ok {
 		c.raw = tc.NetConn()
 	}
 	c.ws = ws
 	c.writev = false
 	ws.SetReadLimit(int64(s.cfg.MaxBody + protocol.HeaderLen))
-	// Serve from a fresh goroutine and let net/http's deep stack go.
+	// Serve from a fresh goroutine and let net/http's deep stack go
+	// (measured: see benchmarks.md; wsInline is the comparison).
+	if s.wsInline {
+		if s.registerConn(c) {
+			s.handshake(c, true)
+		}
+		return
+	}
 	s.startConn(c)
 }
 
-func (s *Server) newConn(transport string, nc net.Conn) *conn {
+func (s *Server) newConn(nc net.Conn) *conn {
 	seq := s.connSeq.Add(1)
 	c := &conn{
-		srv:       s,
-		id:        s.nonce + "-" + strconv.FormatUint(seq, 36),
-		nc:        nc,
-		raw:       nc,
-		transport: transport,
-		wheel:     s.wheels[seq%uint64(len(s.wheels))],
+		srv:   s,
+		id:    s.nonce + "-" + strconv.FormatUint(seq, 36),
+		nc:    nc,
+		raw:   nc,
+		wheel: s.wheels[seq%uint64(len(s.wheels))],
 	}
 	_, c.writev = nc.(*net.TCPConn)
 	c.tm.Init(c)
@@ -396,17 +406,23 @@ func (s *Server) newConn(transport string, nc net.Conn) *conn {
 // startConn starts a connection's goroutine unless Shutdown has begun
 // (checked under s.mu so that no goroutine is added once Shutdown waits).
 func (s *Server) startConn(c *conn) {
+	if s.registerConn(c) {
+		go s.handshake(c, false)
+	}
+}
+
+func (s *Server) registerConn(c *conn) bool {
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
 		c.closeSocket()
-		return
+		return false
 	}
 	s.readers.Add(1)
 	s.wg.Add(1)
 	s.mu.Unlock()
 	c.wheel.Set(&c.tm, s.cfg.HandshakeTimeout)
-	go s.handshake(c)
+	return true
 }
 
 func (s *Server) getWriteBuf(n int) *[]byte {
