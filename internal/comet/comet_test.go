@@ -542,7 +542,9 @@ func TestShutdownDrains(t *testing.T) {
 	base := runtime.NumGoroutine()
 
 	var drained atomic.Bool
-	s, err := New(testConfig(), Deps{Logic: lc, Logger: testLogger(t), OnDraining: func() { drained.Store(true) }})
+	cfg := testConfig()
+	cfg.DrainParallelism = 3 // fewer than the clients: kicks go in waves
+	s, err := New(cfg, Deps{Logic: lc, Logger: testLogger(t), OnDraining: func() { drained.Store(true) }})
 	if err != nil {
 		t.Fatal(err)
 	}

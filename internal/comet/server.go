@@ -472,6 +472,33 @@ func (s *Server) renewOnline() {
 	}
 }
 
+// kickAll kicks every registered connection with SERVER_DRAINING, with at
+// most DrainParallelism kicked connections not yet closed at a time. It
+// returns ctx's error if ctx ends first.
+func (s *Server) kickAll(ctx context.Context) error {
+	var all []*conn
+	for _, b := range s.buckets {
+		all = b.snapshot(all)
+	}
+	defer clear(all)
+	initial := s.conns.Load()
+	limit := int64(s.cfg.DrainParallelism)
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for i, c := range all {
+		// in flight = kicked so far - connections gone since the start.
+		for int64(i)-(initial-s.conns.Load()) >= limit {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+		c.kick(s.kickDrain, protocol.KickReason_KICK_REASON_SERVER_DRAINING, false)
+	}
+	return nil
+}
+
 // Shutdown stops accepting, marks the server draining (Deps.OnDraining),
 // kicks every client with SERVER_DRAINING, waits for them to be written,
 // closed and disconnected from logic, and stops every goroutine. When ctx
@@ -499,18 +526,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		_ = h.Close()
 	}
 
-	var all []*conn
-	for _, b := range s.buckets {
-		all = b.snapshot(all[:0])
-		for _, c := range all {
-			c.kick(s.kickDrain, protocol.KickReason_KICK_REASON_SERVER_DRAINING, false)
-		}
-	}
-	clear(all)
-
-	var err error
+	err := s.kickAll(ctx)
 	t := time.NewTicker(drainPoll)
-	for s.readers.Load() > 0 && err == nil {
+	for err == nil && s.readers.Load() > 0 {
 		select {
 		case <-ctx.Done():
 			err = ctx.Err()
