@@ -895,3 +895,43 @@ func TestCursorSyncFitsMaxBody(t *testing.T) {
 		t.Fatalf("cursors %v: want the most recently active first", last.Cursors)
 	}
 }
+
+func TestForbiddenPullAbandoned(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.set(func(s *fakeServer) { s.forbid = map[string]bool{"g:1": true} })
+	cfg := testConfig(srv)
+	cfg.SendTimeout = 20 * time.Millisecond
+	cfg.AckInterval = 10 * time.Millisecond
+	c, r := startClient(t, cfg)
+	srv.pushProto(protocol.OpMsgNotify, &protocol.MsgNotify{ConvId: "g:1", MaxSeq: 5})
+	waitFor(t, "forbidden error", func() bool {
+		for _, e := range eventsOf[Error](r) {
+			var se *StatusError
+			if errors.As(e.Err, &se) && se.Status == protocol.Status_STATUS_FORBIDDEN {
+				return true
+			}
+		}
+		return false
+	})
+	// The pull was dropped before the error was reported: no retry.
+	c.convMu.Lock()
+	pulling := c.convs["g:1"].pulling
+	c.convMu.Unlock()
+	if pulling {
+		t.Fatal("forbidden pull still outstanding")
+	}
+	var pulls int
+	srv.get(func(s *fakeServer) {
+		for _, q := range s.syncs {
+			if q.ConvId == "g:1" {
+				pulls++
+			}
+		}
+	})
+	if pulls != 1 {
+		t.Fatalf("%d pulls of a forbidden conversation, want 1", pulls)
+	}
+	if c.Cursors()["g:1"] != 0 {
+		t.Fatalf("cursor moved: %v", c.Cursors())
+	}
+}

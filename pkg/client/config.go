@@ -274,6 +274,9 @@ func (cfg *Config) validate() error {
 		return configErr("MaxInboundBody", "must not be negative")
 	}
 	for conv, seq := range cfg.Cursors {
+		if conv == "" {
+			return configErr("Cursors", "empty conversation id")
+		}
 		if seq < 0 {
 			return configErr("Cursors", "conversation %q has negative seq %d", conv, seq)
 		}

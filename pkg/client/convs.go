@@ -218,8 +218,11 @@ func (c *Client) handleNotify(s *session, n *protocol.MsgNotify) {
 
 func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 	if r.Status != protocol.Status_STATUS_OK {
-		// The pull stays outstanding and is retried after SendTimeout.
-		c.emit(Error{Err: &StatusError{Op: protocol.OpSyncReply, Status: r.Status, Reason: r.Reason}})
+		se := &StatusError{Op: protocol.OpSyncReply, Status: r.Status, Reason: r.Reason}
+		if !se.Retryable() {
+			c.abandonSync(seq)
+		} // else: the pull stays outstanding and is retried after SendTimeout
+		c.emit(Error{Err: se})
 		return
 	}
 	var (
@@ -478,4 +481,23 @@ func (c *Client) handleOversize(s *session, e *OversizeError) {
 		c.emit(Error{Err: err})
 	}
 	c.sendAll(s, out)
+}
+
+// abandonSync drops the pull (or cursor sync) seq answers after a
+// non-retryable status: asking again would get the same answer.
+func (c *Client) abandonSync(seq int32) {
+	c.convMu.Lock()
+	defer c.convMu.Unlock()
+	req, known := c.syncs[seq]
+	delete(c.syncs, seq)
+	if c.cursorSync.seq == seq {
+		c.cursorSync = syncReq{}
+	}
+	if !known {
+		return
+	}
+	if st := c.convs[req.conv]; st != nil && st.pulling && st.pullSeq == seq {
+		st.pulling, st.retries = false, 0
+		st.target = st.contig
+	}
 }

@@ -59,6 +59,7 @@ type fakeServer struct {
 	goimAuth   bool             // empty AuthReply body, as goim's comet
 	ignoreSync bool             // record Syncs, never answer
 	maxConvs   int              // conversations per cursor sync reply (0: all)
+	forbid     map[string]bool  // conversations whose pulls get STATUS_FORBIDDEN
 	maxSeqOver map[string]int64 // max_seq to report instead of the store's
 }
 
@@ -384,6 +385,9 @@ func (s *fakeServer) convPageLocked(conv string, from int64, limit int32) *proto
 
 func (s *fakeServer) syncReplyLocked(req *protocol.Sync) *protocol.SyncReply {
 	r := &protocol.SyncReply{}
+	if s.forbid[req.ConvId] {
+		return &protocol.SyncReply{Status: protocol.Status_STATUS_FORBIDDEN, Reason: "not a member"}
+	}
 	if req.ConvId != "" {
 		r.Convs = append(r.Convs, s.convPageLocked(req.ConvId, req.FromSeq, req.Limit))
 		return r
