@@ -5,11 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/hubuim/hubuim/api/protocol"
 	"github.com/hubuim/hubuim/pkg/client"
@@ -53,6 +56,7 @@ func (d *deviceFlags) connect(ctx context.Context) (*client.Client, error) {
 		Platform:    d.platform,
 		RoomID:      d.room,
 		SendTimeout: 3 * time.Second,
+		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	for _, s := range splitList(d.accepts) {
 		op, err := strconv.ParseInt(s, 10, 32)
@@ -196,34 +200,27 @@ func drain(c *client.Client) {
 
 func cmdSync(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("sync", flag.ContinueOnError)
-	var d deviceFlags
-	d.register(fs)
-	conv := fs.String("conv", "", "conversation id (s:<a>:<b> or g:<group>); empty: everything")
+	var a apiFlags
+	a.register(fs, true)
+	conv := fs.String("conv", "", "conversation id (s:<a>:<b> or g:<group>); empty: everything that moved")
 	from := fs.Int64("from", 0, "pull messages after this seq")
 	limit := fs.Int("limit", 50, "page size")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, err := d.connect(ctx)
+	// Pulls go over HTTP (a short connection with the same credentials),
+	// so a large window never loads a long connection.
+	body, err := protojson.Marshal(&protocol.Sync{ConvId: *conv, FromSeq: *from, Limit: int32(*limit)})
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	go drain(c)
-	body, err := proto.Marshal(&protocol.Sync{ConvId: *conv, FromSeq: *from, Limit: int32(*limit)})
-	if err != nil {
-		return err
-	}
-	f, err := c.Request(ctx, protocol.OpSync, body)
+	data, err := a.call(ctx, http.MethodPost, "/im/v1/sync", nil, body, true)
 	if err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
 	reply := &protocol.SyncReply{}
-	if err := proto.Unmarshal(f.Body, reply); err != nil {
+	if err := protojson.Unmarshal(data, reply); err != nil {
 		return fmt.Errorf("sync: malformed reply: %w", err)
-	}
-	if reply.Status != protocol.Status_STATUS_OK {
-		return fmt.Errorf("sync: %v: %s", reply.Status, reply.Reason)
 	}
 	for _, cv := range reply.Convs {
 		fmt.Fprintf(out, "conv %s max_seq=%d read_seq=%d more=%v\n", cv.ConvId, cv.MaxSeq, cv.ReadSeq, cv.More)

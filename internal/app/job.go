@@ -1,0 +1,81 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hubuim/hubuim/internal/discovery"
+	"github.com/hubuim/hubuim/internal/im"
+	"github.com/hubuim/hubuim/internal/job"
+	"github.com/hubuim/hubuim/internal/mq"
+)
+
+// JobTopics are the topics a job consumer must subscribe to.
+var JobTopics = []string{mq.TopicPush, mq.TopicMessage}
+
+// JobConfig is a job's configuration.
+type JobConfig struct {
+	job.Config `yaml:",inline"`
+	Fanout     im.FanoutConfig `yaml:"fanout"`
+}
+
+// JobDeps are a job's collaborators.
+type JobDeps struct {
+	Consumer mq.Consumer // subscribed to JobTopics
+	Watcher  discovery.Watcher
+	Dial     job.DialFunc // nil: gRPC
+	// Devices and Members resolve the recipients of IM messages.
+	Devices  im.DeviceLookup
+	Members  im.MemberLister
+	Notifier im.Notifier // nil: no offline notifications
+	Logger   *slog.Logger
+	// Registerer registers metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+}
+
+// JobServer is a job: goim pushes and the IM fan-out.
+type JobServer struct {
+	job *job.Job
+	log *slog.Logger
+}
+
+// NewJob builds a job.
+func NewJob(cfg JobConfig, deps JobDeps) (*JobServer, error) {
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Devices == nil || deps.Members == nil {
+		return nil, errors.New("app: job needs a device lookup and a member lister for the IM fan-out")
+	}
+	j, err := job.New(cfg.Config, job.Deps{
+		Consumer: deps.Consumer, Watcher: deps.Watcher, Dial: deps.Dial, Logger: deps.Logger, Registerer: deps.Registerer,
+	})
+	if err != nil {
+		return nil, err
+	}
+	fan, err := im.NewFanout(cfg.Fanout, im.FanoutDeps{
+		Devices: deps.Devices, Members: deps.Members, Dispatcher: j, Notifier: deps.Notifier, Logger: deps.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	j.Handle(mq.TopicMessage, fan.Handle)
+	return &JobServer{job: j, log: deps.Logger}, nil
+}
+
+// Run consumes until ctx ends, then flushes and stops.
+func (s *JobServer) Run(ctx context.Context) error {
+	s.log.Info("job running")
+	err := s.job.Run(ctx)
+	if cerr := s.job.Close(); cerr != nil && !errors.Is(cerr, job.ErrClosed) {
+		s.log.Warn("job: close", "err", cerr)
+	}
+	if errors.Is(err, job.ErrClosed) {
+		err = nil
+	}
+	s.log.Info("job stopped")
+	return err
+}
