@@ -3,9 +3,6 @@ package session_test
 import (
 	"context"
 	"errors"
-	"net"
-	"os/exec"
-	"strconv"
 	"testing"
 	"time"
 
@@ -15,54 +12,10 @@ import (
 	"github.com/hubuim/hubuim/internal/logic/session/sessiontest"
 )
 
-// ownRedis is a throwaway redis-server this test may kill.
-type ownRedis struct {
-	port int
-	cmd  *exec.Cmd
-}
-
-func freePort(tb testing.TB) int {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func (r *ownRedis) start(tb testing.TB) {
-	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		tb.Skip("redis-server not installed")
-	}
-	r.cmd = exec.Command(bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", tb.TempDir())
-	if err := r.cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	cmd := r.cmd
-	tb.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	c := redis.NewClient(&redis.Options{Addr: r.addr()})
-	defer c.Close()
-	sessiontest.Eventually(tb, 10*time.Second, "own redis-server to answer", func() bool {
-		return c.Ping(context.Background()).Err() == nil
-	})
-}
-
-func (r *ownRedis) stop() {
-	_ = r.cmd.Process.Kill()
-	_ = r.cmd.Wait()
-}
-
-func (r *ownRedis) addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
-
 func TestRedisDownAndRecovery(t *testing.T) {
-	srv := &ownRedis{port: freePort(t)}
-	srv.start(t)
+	srv := sessiontest.StartRedisServer(t)
 	c := redis.NewClient(&redis.Options{
-		Addr:        srv.addr(),
+		Addr:        srv.Addr(),
 		DialTimeout: 200 * time.Millisecond,
 		ReadTimeout: 200 * time.Millisecond,
 		MaxRetries:  -1, // fail fast: the caller decides
@@ -78,7 +31,7 @@ func TestRedisDownAndRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv.stop()
+	srv.Stop()
 	checks := map[string]func() error{
 		"Add":           func() error { _, _, err := st.Add(ctx, s, time.Minute); return err },
 		"Heartbeat":     func() error { _, err := st.Heartbeat(ctx, s, time.Minute); return err },
@@ -99,7 +52,7 @@ func TestRedisDownAndRecovery(t *testing.T) {
 		}
 	}
 
-	srv.start(t) // same port, empty data set
+	srv.Start() // same port, empty data set
 	sessiontest.Eventually(t, 10*time.Second, "store to recover", func() bool {
 		_, err := st.Heartbeat(ctx, s, time.Minute)
 		return err == nil
