@@ -2,7 +2,6 @@ package client
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -18,10 +17,6 @@ const syncCursorsField = 4
 // maxNoProgress is how many pulls in a row may bring a conversation no
 // further before the client stops chasing the missing seqs.
 const maxNoProgress = 3
-
-// ErrGapUnfilled is reported (as an Error event) when the server keeps
-// announcing seqs that pulls do not return; the client moves past them.
-var ErrGapUnfilled = errors.New("client: gap could not be filled")
 
 // convState is the receive side of one conversation. contig is the highest
 // seq such that every seq up to it was delivered or skipped; buf holds

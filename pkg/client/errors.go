@@ -31,6 +31,12 @@ var (
 	ErrNodeList = errors.New("client: node list")
 	// ErrBadRequest: an argument is invalid.
 	ErrBadRequest = errors.New("client: bad request")
+	// ErrTooLarge: a body is larger than MaxBody (outbound), or an inbound
+	// frame larger than MaxInboundBody was discarded (*OversizeError).
+	ErrTooLarge = errors.New("client: body too large")
+	// ErrGapUnfilled is reported (as an Error event) when the server keeps
+	// announcing seqs that pulls do not return; the client moves past them.
+	ErrGapUnfilled = errors.New("client: gap could not be filled")
 	// ErrDuplicateID: a send with this client message id is in flight.
 	ErrDuplicateID = errors.New("client: client message id already in flight")
 )

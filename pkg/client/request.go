@@ -12,9 +12,6 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// ErrTooLarge: a body is larger than MaxBody.
-var ErrTooLarge = errors.New("client: body too large")
-
 // Request sends one frame with a fresh seq and returns the frame the server
 // answers with the same seq. It is sent once: when the connection drops
 // first, it fails with ErrDisconnected; without a reply within SendTimeout
