@@ -57,7 +57,11 @@ func (r *roomBatcher) add(room string, op int32, msg []byte) {
 		return
 	}
 	if b.n == 1 {
-		b.packed = make([]byte, 0, 2*protocol.FrameSize(len(b.firstMsg))+protocol.FrameSize(len(msg)))
+		// Size for a full batch of pushes like the first, so a batch of
+		// similar pushes is packed with one allocation.
+		est := min(r.max*protocol.FrameSize(len(b.firstMsg)), r.maxBytes+protocol.FrameSize(len(msg)))
+		est = max(est, protocol.FrameSize(len(b.firstMsg))+protocol.FrameSize(len(msg)))
+		b.packed = make([]byte, 0, est)
 		b.packed = protocol.AppendFrame(b.packed, protocol.Version, b.firstOp, 0, b.firstMsg)
 	}
 	b.packed = protocol.AppendFrame(b.packed, protocol.Version, op, 0, msg)
