@@ -159,7 +159,17 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	reg := prometheus.DefaultRegisterer
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, fc, log, prometheus.DefaultRegisterer, prometheus.DefaultGatherer, nil)
+}
+
+// listening reports the bound addresses once serving (tests use ":0").
+type listening func(grpcAddr, httpAddr net.Addr)
+
+// serve runs logic until ctx ends, then stops gracefully.
+func serve(ctx context.Context, fc fileConfig, log *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, onListen listening) error {
+	var err error
 
 	rdb := newRedis(fc.Redis)
 	defer rdb.Close()
@@ -213,12 +223,14 @@ func run() error {
 		gl.Close()
 		return fmt.Errorf("listen http_addr %s: %w", fc.HTTPAddr, err)
 	}
-	adm, err := admin.New(fc.Admin, admin.Deps{Logger: log, Ready: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
+	adm, err := admin.New(fc.Admin, admin.Deps{Logger: log, Gatherer: gatherer, Ready: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
 	if err != nil {
+		gl.Close()
+		hl.Close()
 		return err
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
 	errc := make(chan error, 4)
@@ -235,6 +247,9 @@ func run() error {
 		}
 	})
 	log.Info("logic serving", "id", fc.ID, "grpc", gl.Addr().String(), "http", hl.Addr().String())
+	if onListen != nil {
+		onListen(gl.Addr(), hl.Addr())
+	}
 
 	var registration discovery.Registration
 	if registry != nil {

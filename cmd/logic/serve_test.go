@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/hubuim/hubuim/api/logic"
+	"github.com/hubuim/hubuim/internal/auth"
+	"github.com/hubuim/hubuim/internal/mq"
+	"github.com/hubuim/hubuim/internal/testenv"
+)
+
+// TestServeEndToEnd runs the whole command (shipped config, JWT auth, real
+// Redis, a Kafka-protocol broker): a comet connects with a signed token, a
+// backend pushes over HTTP, the record arrives on the push topic, and
+// cancelling the context stops everything.
+func TestServeEndToEnd(t *testing.T) {
+	redisAddr := testenv.RedisAddr(t)
+	brokers := testenv.Kafka(t, 1, mq.TopicPush)
+	jwtSecret := strings.Repeat("j", 32)
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	t.Setenv("HUBUIM_LOGIC_AUTH_JWT_SECRET", jwtSecret)
+	t.Setenv("HUBUIM_LOGIC_PUSH_SECRET", "push-secret")
+	t.Setenv("HUBUIM_LOGIC_REDIS_ADDRS", redisAddr)
+	t.Setenv("HUBUIM_LOGIC_REDIS_PREFIX", "hubuimtest:e2e:"+hex.EncodeToString(b)+":")
+	t.Setenv("HUBUIM_LOGIC_KAFKA_BROKERS", strings.Join(brokers, ","))
+	t.Setenv("HUBUIM_LOGIC_GRPC_ADDR", "127.0.0.1:0")
+	t.Setenv("HUBUIM_LOGIC_HTTP_ADDR", "127.0.0.1:0")
+	t.Setenv("HUBUIM_LOGIC_ADMIN_ADDR", "127.0.0.1:0")
+	fc, err := loadConfig("../../configs/logic.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type addrs struct{ grpc, http net.Addr }
+	ready := make(chan addrs, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, fc, log, reg, reg, func(g, h net.Addr) { ready <- addrs{g, h} })
+	}()
+	var a addrs
+	select {
+	case a = <-ready:
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not start")
+	}
+
+	cc, err := grpc.NewClient(a.grpc.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	lc := pb.NewLogicClient(cc)
+	token, err := auth.SignHS256([]byte(jwtSecret), 77, "", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := fmt.Appendf(nil, `{"mid":77,"key":"e2e-key","room_id":"live://1","token":%q}`, token)
+	rep, err := lc.Connect(ctx, &pb.ConnectReq{Server: "comet-e2e", ConnId: "c1", Token: body})
+	if err != nil || rep.Mid != 77 || rep.Key != "e2e-key" {
+		t.Fatalf("Connect = %v, %v", rep, err)
+	}
+	forged, _ := auth.SignHS256([]byte(strings.Repeat("x", 32)), 77, "", time.Minute)
+	_, err = lc.Connect(ctx, &pb.ConnectReq{Server: "comet-e2e", ConnId: "c2", Token: fmt.Appendf(nil, `{"mid":77,"token":%q}`, forged)})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("Connect with a forged token: %v", err)
+	}
+
+	req, _ := http.NewRequest(http.MethodPost, "http://"+a.http.String()+"/goim/push/keys?operation=1000&keys=e2e-key", strings.NewReader("hello"))
+	req.Header.Set("Authorization", "Bearer push-secret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(raw), `"code":0`) {
+		t.Fatalf("push: %d %s", resp.StatusCode, raw)
+	}
+
+	cons, err := mq.NewKafkaConsumer(mq.KafkaConfig{Brokers: brokers, HeartbeatInterval: 300 * time.Millisecond},
+		[]string{mq.TopicPush}, "e2e", log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *pb.PushMsg, 1)
+	var once sync.Once
+	cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+	defer ccancel()
+	go func() {
+		_ = cons.Run(cctx, func(_ context.Context, m *mq.Message) error {
+			pm := new(pb.PushMsg)
+			if err := proto.Unmarshal(m.Value, pm); err != nil {
+				return nil
+			}
+			if string(m.Key) == "comet-e2e" {
+				once.Do(func() { got <- pm })
+			}
+			return nil
+		})
+	}()
+	select {
+	case pm := <-got:
+		if pm.Type != pb.PushMsg_PUSH || pm.Server != "comet-e2e" || len(pm.Keys) != 1 || pm.Keys[0] != "e2e-key" || string(pm.Msg) != "hello" {
+			t.Fatalf("record = %+v", pm)
+		}
+	case <-cctx.Done():
+		t.Fatal("no record on the push topic")
+	}
+	ccancel()
+	_ = cons.Close()
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+}
