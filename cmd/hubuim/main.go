@@ -71,98 +71,125 @@ func run() error {
 
 // serve runs the three tiers until ctx ends.
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+	s, err := start(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	printBanner(log, cfg, s.dir, s.comet, s.logic)
+	return s.run(ctx)
+}
+
+// standalone is the three tiers and their in-process dependencies.
+type standalone struct {
+	dir    string
+	log    *slog.Logger
+	comet  *app.CometServer
+	logic  *app.LogicServer
+	job    *app.JobServer
+	admin  *admin.Server
+	dedup  *im.MemoryDedup
+	closer []func() error
+}
+
+// start builds everything and binds every listener.
+func start(cfg Config, log *slog.Logger) (s *standalone, err error) {
+	s = &standalone{log: log}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	dir, err := filepath.Abs(cfg.DataDir)
-	if err != nil {
-		return err
+	if s.dir, err = filepath.Abs(cfg.DataDir); err != nil {
+		return nil, err
 	}
-	st, err := store.OpenBolt(store.BoltConfig{Dir: dir, Logger: log, Registerer: reg})
+	st, err := store.OpenBolt(store.BoltConfig{Dir: s.dir, Logger: log, Registerer: reg})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer st.Close()
-
+	s.closer = append(s.closer, st.Close)
 	cfg.Queue.Logger, cfg.Queue.Registerer = log, reg
 	queue, err := mq.NewMemory(cfg.Queue)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer queue.Close()
+	s.closer = append(s.closer, queue.Close)
 	registry := discovery.NewStatic()
-	defer registry.Close()
+	s.closer = append(s.closer, registry.Close)
 	sessions := session.NewMemory()
-	dedup := im.NewMemoryDedup(0, 0)
+	s.dedup = im.NewMemoryDedup(0, 0)
 	ids, err := idgen.New(idgen.Config{WorkerID: 0, Registerer: reg, Logger: log})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cfg.Auth.Registerer = reg
 	verifier, err := auth.New(cfg.Auth, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
-	logicSrv, err := app.NewLogic(cfg.Logic, app.LogicDeps{
+	s.logic, err = app.NewLogic(cfg.Logic, app.LogicDeps{
 		Sessions: sessions, Verifier: verifier, Producer: queue, Store: st,
-		Seq: im.NewMemorySeqCounter(), Dedup: dedup, IDs: ids,
+		Seq: im.NewMemorySeqCounter(), Dedup: s.dedup, IDs: ids,
 		Watcher: registry, Registrar: registry, Logger: log.With("service", "logic"), Registerer: reg,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := logicSrv.Start(); err != nil {
-		return err
+	if err := s.logic.Start(); err != nil {
+		return nil, err
 	}
-	cc, err := grpc.NewClient(logicSrv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(s.logic.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer cc.Close()
-	cometSrv, err := app.NewComet(cfg.Comet, app.CometDeps{
+	s.closer = append(s.closer, cc.Close)
+	s.comet, err = app.NewComet(cfg.Comet, app.CometDeps{
 		Logic: logicpb.NewLogicClient(cc), Registrar: registry, Logger: log.With("service", "comet"), Registerer: reg,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := cometSrv.Start(); err != nil {
-		return err
+	if err := s.comet.Start(); err != nil {
+		return nil, err
 	}
 	consumer := queue.Consumer("job", app.JobTopics...)
-	defer consumer.Close()
-	jobSrv, err := app.NewJob(app.JobConfig{Config: cfg.Job, Fanout: cfg.Fanout}, app.JobDeps{
+	s.closer = append(s.closer, consumer.Close)
+	s.job, err = app.NewJob(app.JobConfig{Config: cfg.Job, Fanout: cfg.Fanout}, app.JobDeps{
 		Consumer: consumer, Watcher: registry, Devices: sessions, Members: st,
 		Logger: log.With("service", "job"), Registerer: reg,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	adm, err := admin.New(cfg.Admin, admin.Deps{Gatherer: reg, Logger: log, Ready: func(context.Context) error {
-		if cometSrv.Server().Draining() {
+	s.admin, err = admin.New(cfg.Admin, admin.Deps{Gatherer: reg, Logger: log, Ready: func(context.Context) error {
+		if s.comet.Server().Draining() {
 			return errors.New("draining")
 		}
 		return nil
 	}})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	return s, nil
+}
 
-	printBanner(log, cfg, dir, cometSrv, logicSrv)
-
-	// Stop order: comet drains its clients first (their Disconnects still
-	// reach logic), then job and logic.
+// run serves until ctx ends. The comet drains its clients first (their
+// Disconnects still reach logic), then job and logic stop.
+func (s *standalone) run(ctx context.Context) error {
 	cometCtx, stopComet := context.WithCancel(context.Background())
 	defer stopComet()
 	restCtx, stopRest := context.WithCancel(context.Background())
 	defer stopRest()
-	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	wg.Go(func() { errc <- cometSrv.Run(cometCtx) })
-	var rest sync.WaitGroup
-	rest.Go(func() { errc <- logicSrv.Run(restCtx) })
-	rest.Go(func() { errc <- jobSrv.Run(restCtx) })
-	rest.Go(func() { errc <- adm.Run(restCtx) })
+	errc := make(chan error, 5)
+	var cometWG, rest sync.WaitGroup
+	cometWG.Go(func() { errc <- s.comet.Run(cometCtx) })
+	rest.Go(func() { errc <- s.logic.Run(restCtx) })
+	rest.Go(func() { errc <- s.job.Run(restCtx) })
+	rest.Go(func() { errc <- s.admin.Run(restCtx) })
 	rest.Go(func() {
 		t := time.NewTicker(dedupSweepEvery)
 		defer t.Stop()
@@ -171,23 +198,32 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 			case <-restCtx.Done():
 				return
 			case <-t.C:
-				dedup.Sweep()
+				s.dedup.Sweep()
 			}
 		}
 	})
-
 	var runErr error
 	select {
 	case <-ctx.Done():
-		log.Info("shutting down")
+		s.log.Info("shutting down")
 	case runErr = <-errc:
-		log.Error("stopping after an error", "err", runErr)
+		s.log.Error("stopping after an error", "err", runErr)
 	}
 	stopComet()
-	wg.Wait()
+	cometWG.Wait()
 	stopRest()
 	rest.Wait()
 	return runErr
+}
+
+// close releases the dependencies, newest first.
+func (s *standalone) close() {
+	for i := len(s.closer) - 1; i >= 0; i-- {
+		if err := s.closer[i](); err != nil {
+			s.log.Warn("close", "err", err)
+		}
+	}
+	s.closer = nil
 }
 
 func printBanner(log *slog.Logger, cfg Config, dir string, c *app.CometServer, l *app.LogicServer) {
