@@ -142,8 +142,12 @@ func (c *Client) Connect(ctx context.Context) error {
 }
 
 // Close disconnects and stops every goroutine of the client; Events is
-// closed. Pending Send and Request calls return ErrClosed.
+// closed. Pending Send and Request calls return ErrClosed. Delivered acks
+// not yet flushed are sent first (bounded by WriteTimeout).
 func (c *Client) Close() {
+	if s := c.session(); s != nil && c.ctx.Err() == nil {
+		c.flushAcks(s)
+	}
 	c.cancel()
 	if c.started.CompareAndSwap(false, true) {
 		// Never started: nothing runs; close what the loop would have.

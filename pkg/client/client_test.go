@@ -936,3 +936,28 @@ func TestForbiddenPullAbandoned(t *testing.T) {
 		t.Fatalf("cursor moved: %v", c.Cursors())
 	}
 }
+
+func TestCloseFlushesDeliveredAcks(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	cfg := testConfig(srv)
+	cfg.AckInterval = time.Hour
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := record(c)
+	if err := c.Connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	msgs := srv.addMsgs("g:1", 1, 2)
+	srv.pushProto(protocol.OpMsgPush, msgs[0])
+	srv.pushProto(protocol.OpMsgPush, msgs[1])
+	waitFor(t, "messages", func() bool { return len(msgSeqs(r, "g:1")) == 2 })
+	c.Close()
+	<-r.done
+	waitFor(t, "ack flushed at Close", func() bool {
+		var acks []*protocol.MsgDeliveredAck
+		srv.get(func(s *fakeServer) { acks = slices.Clone(s.delivered) })
+		return len(acks) == 1 && acks[0].ConvId == "g:1" && acks[0].Seq == 2
+	})
+}

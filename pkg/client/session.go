@@ -295,11 +295,8 @@ func (c *Client) maintainLoop(s *session) {
 			return
 		}
 		if n%ackEvery == 0 {
-			for _, a := range c.pendingAcks() {
-				body, _ := proto.Marshal(a)
-				if s.write(protocol.OpMsgDeliveredAck, c.nextSeq(), body) != nil {
-					return
-				}
+			if c.flushAcks(s) != nil {
+				return
 			}
 		}
 		c.retryPulls(s)
@@ -317,4 +314,15 @@ func sessionErr(s *session) error {
 	default:
 		return nil
 	}
+}
+
+// flushAcks sends one delivered ack per conversation that moved.
+func (c *Client) flushAcks(s *session) error {
+	for _, a := range c.pendingAcks() {
+		body, _ := proto.Marshal(a)
+		if err := s.write(protocol.OpMsgDeliveredAck, c.nextSeq(), body); err != nil {
+			return err
+		}
+	}
+	return nil
 }
