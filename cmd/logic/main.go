@@ -12,6 +12,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/hubuim/hubuim/internal/admin"
@@ -59,6 +62,7 @@ type fileConfig struct {
 	AdvertiseHost   string        `yaml:"advertise_host"`   // host registered in discovery; default hostname
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"` // default 15s
 
+	TLS       tlsConfig            `yaml:"tls"`
 	Admin     admin.Config         `yaml:"admin"`
 	Redis     redisConfig          `yaml:"redis"`
 	Auth      auth.Config          `yaml:"auth"`
@@ -80,6 +84,44 @@ type redisConfig struct {
 	DB       int           `yaml:"db"`
 	Prefix   string        `yaml:"prefix"`  // key prefix; default "hubuim:"
 	Timeout  time.Duration `yaml:"timeout"` // dial/read/write timeout; default 1s
+}
+
+// tlsConfig secures the gRPC and HTTP listeners (not the admin port).
+type tlsConfig struct {
+	// CertFile and KeyFile: the server certificate; empty = plaintext.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile turns on mutual TLS: every client (comets and business
+	// backends alike) must present a certificate signed by this CA.
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// load returns nil when TLS is off.
+func (c tlsConfig) load() (*tls.Config, error) {
+	if c.CertFile == "" && c.KeyFile == "" {
+		if c.ClientCAFile != "" {
+			return nil, config.Errorf("tls.client_ca_file", "needs tls.cert_file and tls.key_file")
+		}
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, config.Errorf("tls.cert_file", "%v", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.ClientCAFile != "" {
+		pem, err := os.ReadFile(c.ClientCAFile)
+		if err != nil {
+			return nil, config.Errorf("tls.client_ca_file", "%v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, config.Errorf("tls.client_ca_file", "no PEM certificate found")
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
 }
 
 func main() {
@@ -209,7 +251,15 @@ func serve(ctx context.Context, fc fileConfig, log *slog.Logger, reg prometheus.
 	}
 	defer l.Close()
 
-	gs := grpc.NewServer()
+	tc, err := fc.TLS.load()
+	if err != nil {
+		return err
+	}
+	var gopts []grpc.ServerOption
+	if tc != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	gs := grpc.NewServer(gopts...)
 	l.RegisterGRPC(gs)
 	health := discovery.RegisterHealth(gs)
 	gl, err := net.Listen("tcp", fc.GRPCAddr)
@@ -222,6 +272,9 @@ func serve(ctx context.Context, fc fileConfig, log *slog.Logger, reg prometheus.
 	if err != nil {
 		gl.Close()
 		return fmt.Errorf("listen http_addr %s: %w", fc.HTTPAddr, err)
+	}
+	if tc != nil {
+		hl = tls.NewListener(hl, tc)
 	}
 	adm, err := admin.New(fc.Admin, admin.Deps{Logger: log, Gatherer: gatherer, Ready: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
 	if err != nil {

@@ -31,20 +31,35 @@ import (
 // Redis, a Kafka-protocol broker): a comet connects with a signed token, a
 // backend pushes over HTTP, the record arrives on the push topic, and
 // cancelling the context stops everything.
-func TestServeEndToEnd(t *testing.T) {
+type addrs struct{ grpc, http net.Addr }
+
+const jwtSecret = "jjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjj"
+
+// startLogic runs serve with the shipped config, loopback ports, the test
+// Redis and a fresh broker, plus env overrides. stop cancels it and checks
+// it returned nil.
+func startLogic(t *testing.T, env map[string]string) (a addrs, brokers []string, stop func()) {
+	t.Helper()
 	redisAddr := testenv.RedisAddr(t)
-	brokers := testenv.Kafka(t, 1, mq.TopicPush)
-	jwtSecret := strings.Repeat("j", 32)
+	brokers = testenv.Kafka(t, 1, mq.TopicPush)
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
-	t.Setenv("HUBUIM_LOGIC_AUTH_JWT_SECRET", jwtSecret)
-	t.Setenv("HUBUIM_LOGIC_PUSH_SECRET", "push-secret")
-	t.Setenv("HUBUIM_LOGIC_REDIS_ADDRS", redisAddr)
-	t.Setenv("HUBUIM_LOGIC_REDIS_PREFIX", "hubuimtest:e2e:"+hex.EncodeToString(b)+":")
-	t.Setenv("HUBUIM_LOGIC_KAFKA_BROKERS", strings.Join(brokers, ","))
-	t.Setenv("HUBUIM_LOGIC_GRPC_ADDR", "127.0.0.1:0")
-	t.Setenv("HUBUIM_LOGIC_HTTP_ADDR", "127.0.0.1:0")
-	t.Setenv("HUBUIM_LOGIC_ADMIN_ADDR", "127.0.0.1:0")
+	base := map[string]string{
+		"AUTH_JWT_SECRET": jwtSecret,
+		"PUSH_SECRET":     "push-secret",
+		"REDIS_ADDRS":     redisAddr,
+		"REDIS_PREFIX":    "hubuimtest:e2e:" + hex.EncodeToString(b) + ":",
+		"KAFKA_BROKERS":   strings.Join(brokers, ","),
+		"GRPC_ADDR":       "127.0.0.1:0",
+		"HTTP_ADDR":       "127.0.0.1:0",
+		"ADMIN_ADDR":      "127.0.0.1:0",
+	}
+	for k, v := range env {
+		base[k] = v
+	}
+	for k, v := range base {
+		t.Setenv(envPrefix+"_"+k, v)
+	}
 	fc, err := loadConfig("../../configs/logic.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -52,21 +67,49 @@ func TestServeEndToEnd(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	type addrs struct{ grpc, http net.Addr }
 	ready := make(chan addrs, 1)
 	done := make(chan error, 1)
 	go func() {
 		done <- serve(ctx, fc, log, reg, reg, func(g, h net.Addr) { ready <- addrs{g, h} })
 	}()
-	var a addrs
 	select {
 	case a = <-ready:
 	case err := <-done:
+		cancel()
 		t.Fatalf("serve: %v", err)
 	case <-time.After(30 * time.Second):
+		cancel()
 		t.Fatal("serve did not start")
 	}
+	stopped := false
+	stop = func() {
+		t.Helper()
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("serve returned %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("serve did not stop")
+		}
+	}
+	t.Cleanup(stop)
+	return a, brokers, stop
+}
+
+// TestServeEndToEnd runs the whole command (shipped config, JWT auth, real
+// Redis, a Kafka-protocol broker): a comet connects with a signed token, a
+// backend pushes over HTTP, the record arrives on the push topic, and
+// cancelling the context stops everything.
+func TestServeEndToEnd(t *testing.T) {
+	a, brokers, stop := startLogic(t, nil)
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
 	cc, err := grpc.NewClient(a.grpc.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -132,14 +175,5 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	ccancel()
 	_ = cons.Close()
-
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve returned %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not stop")
-	}
+	stop()
 }
