@@ -215,6 +215,9 @@ func (c *Client) dispatch(s *session, f protocol.Frame, inRaw bool) error {
 		return k
 	case protocol.OpDisconnectReply:
 		return &ServerClosedError{Reason: string(f.Body)}
+	case protocol.OpHandshake, protocol.OpHandshakeReply, protocol.OpAuthReply,
+		protocol.OpProtoReady, protocol.OpProtoFinish:
+		// Reserved or handshake-only ops: nothing to deliver.
 	default:
 		if s.deliverReply(f) {
 			return nil
