@@ -3,6 +3,7 @@ package client
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"testing"
 	"time"
 
@@ -49,5 +50,32 @@ func BenchmarkIDGen(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = g.New()
+	}
+}
+
+// BenchmarkSendRoundTrip is one Send against the in-process fake comet
+// over loopback TCP (client and server costs together).
+func BenchmarkSendRoundTrip(b *testing.B) {
+	srv := newFakeServer(b, TransportTCP)
+	cfg := testConfig(srv)
+	cfg.EventBuffer = 1 << 14
+	c, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() {
+		for range c.Events() {
+		}
+	}()
+	if err := c.Connect(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	payload := []byte("hello")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Send(context.Background(), Group(1), 1, payload); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
