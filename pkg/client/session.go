@@ -132,13 +132,12 @@ func (c *Client) serve(s *session) error {
 func (c *Client) readLoop(s *session) error {
 	for {
 		f, err := s.conn.readFrame()
-		var oversize *OversizeError
-		if errors.As(err, &oversize) {
-			s.inbound.Add(1)
-			c.handleOversize(s, oversize)
-			continue
-		}
 		if err != nil {
+			if oversize, ok := errors.AsType[*OversizeError](err); ok {
+				s.inbound.Add(1)
+				c.handleOversize(s, oversize)
+				continue
+			}
 			select {
 			case <-s.done:
 				return s.err // closed on purpose; that is the reason
