@@ -73,3 +73,19 @@ testenv-status: ## exit 0 if the test environment is running
 
 clean: ## remove built binaries (keeps the protoc plugins in ./bin)
 	@for d in cmd/*/; do rm -f $(BIN_DIR)/$$(basename $$d); done
+
+# --- deploy (deploy/, docs/deploy.md) ---------------------------------------
+# deploy/ is its own Go module (Kubernetes and kustomize stay out of go.mod).
+IMAGE_REPO ?= hubuim
+IMAGE_TAG  ?= $(VERSION)
+SERVICES   ?= comet logic job
+
+.PHONY: deploy-check images
+
+deploy-check: ## render deploy/overlays/* and validate them, offline
+	cd deploy && $(GO) vet ./... && $(GO) test -count=1 $(TESTFLAGS) ./...
+
+images: ## docker build one image per service (IMAGE_REPO, IMAGE_TAG)
+	@for s in $(SERVICES); do \
+	  docker build -f deploy/docker/Dockerfile --target $$s --build-arg VERSION=$(VERSION) -t $(IMAGE_REPO)/$$s:$(IMAGE_TAG) . || exit 1; \
+	done
