@@ -13,7 +13,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,7 +26,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -37,92 +35,10 @@ import (
 	"github.com/hubuim/hubuim/internal/config"
 	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/internal/logic"
+	"github.com/hubuim/hubuim/internal/logic/logicconf"
 	"github.com/hubuim/hubuim/internal/logic/session"
 	"github.com/hubuim/hubuim/internal/mq"
 )
-
-// envPrefix prefixes every environment override.
-const envPrefix = "HUBUIM_LOGIC"
-
-// Defaults of fileConfig (also written in configs/logic.yaml).
-const (
-	defaultHTTPAddr        = ":3111"
-	defaultGRPCAddr        = ":3119"
-	defaultAdminAddr       = ":3112"
-	defaultShutdownTimeout = 15 * time.Second
-	defaultReadTimeout     = 10 * time.Second
-	defaultRedisTimeout    = time.Second
-)
-
-// fileConfig is configs/logic.yaml.
-type fileConfig struct {
-	ID              string        `yaml:"id"`               // instance id; default hostname
-	HTTPAddr        string        `yaml:"http_addr"`        // default :3111
-	GRPCAddr        string        `yaml:"grpc_addr"`        // default :3119
-	AdvertiseHost   string        `yaml:"advertise_host"`   // host registered in discovery; default hostname
-	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"` // default 15s
-
-	TLS       tlsConfig            `yaml:"tls"`
-	Admin     admin.Config         `yaml:"admin"`
-	Redis     redisConfig          `yaml:"redis"`
-	Auth      auth.Config          `yaml:"auth"`
-	Kafka     mq.KafkaConfig       `yaml:"kafka"`
-	Discovery discovery.EtcdConfig `yaml:"discovery"`
-
-	Conn  logic.ConnConfig  `yaml:"conn"`
-	Push  logic.PushConfig  `yaml:"push"`
-	Nodes logic.NodesConfig `yaml:"nodes"`
-}
-
-type redisConfig struct {
-	// Addrs: one address = a single server; several or Cluster = Redis
-	// Cluster. Required.
-	Addrs    []string      `yaml:"addrs"`
-	Cluster  bool          `yaml:"cluster"`
-	Username string        `yaml:"username"`
-	Password string        `yaml:"password"`
-	DB       int           `yaml:"db"`
-	Prefix   string        `yaml:"prefix"`  // key prefix; default "hubuim:"
-	Timeout  time.Duration `yaml:"timeout"` // dial/read/write timeout; default 1s
-}
-
-// tlsConfig secures the gRPC and HTTP listeners (not the admin port).
-type tlsConfig struct {
-	// CertFile and KeyFile: the server certificate; empty = plaintext.
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-	// ClientCAFile turns on mutual TLS: every client (comets and business
-	// backends alike) must present a certificate signed by this CA.
-	ClientCAFile string `yaml:"client_ca_file"`
-}
-
-// load returns nil when TLS is off.
-func (c tlsConfig) load() (*tls.Config, error) {
-	if c.CertFile == "" && c.KeyFile == "" {
-		if c.ClientCAFile != "" {
-			return nil, config.Errorf("tls.client_ca_file", "needs tls.cert_file and tls.key_file")
-		}
-		return nil, nil
-	}
-	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-	if err != nil {
-		return nil, config.Errorf("tls.cert_file", "%v", err)
-	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if c.ClientCAFile != "" {
-		pem, err := os.ReadFile(c.ClientCAFile)
-		if err != nil {
-			return nil, config.Errorf("tls.client_ca_file", "%v", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, config.Errorf("tls.client_ca_file", "no PEM certificate found")
-		}
-		tc.ClientCAs = pool
-		tc.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return tc, nil
-}
 
 func main() {
 	if err := run(); err != nil {
@@ -131,54 +47,8 @@ func main() {
 	}
 }
 
-func loadConfig(path string) (fileConfig, error) {
-	var fc fileConfig
-	if err := config.Load(path, envPrefix, &fc); err != nil {
-		return fc, err
-	}
-	host, _ := os.Hostname()
-	if fc.ID == "" {
-		fc.ID = host
-	}
-	if fc.AdvertiseHost == "" {
-		fc.AdvertiseHost = host
-	}
-	if fc.HTTPAddr == "" {
-		fc.HTTPAddr = defaultHTTPAddr
-	}
-	if fc.GRPCAddr == "" {
-		fc.GRPCAddr = defaultGRPCAddr
-	}
-	if fc.Admin.Addr == "" {
-		fc.Admin.Addr = defaultAdminAddr
-	}
-	if fc.ShutdownTimeout == 0 {
-		fc.ShutdownTimeout = defaultShutdownTimeout
-	}
-	if fc.Redis.Timeout == 0 {
-		fc.Redis.Timeout = defaultRedisTimeout
-	}
-	if len(fc.Redis.Addrs) == 0 {
-		return fc, config.Errorf("redis.addrs", "required")
-	}
-	if len(fc.Kafka.Brokers) == 0 {
-		return fc, config.Errorf("kafka.brokers", "required")
-	}
-	return fc, nil
-}
-
-func newRedis(c redisConfig) redis.UniversalClient {
-	if c.Cluster || len(c.Addrs) > 1 {
-		return redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs: c.Addrs, Username: c.Username, Password: c.Password,
-			DialTimeout: c.Timeout, ReadTimeout: c.Timeout, WriteTimeout: c.Timeout,
-		})
-	}
-	return redis.NewClient(&redis.Options{
-		Addr: c.Addrs[0], Username: c.Username, Password: c.Password, DB: c.DB,
-		DialTimeout: c.Timeout, ReadTimeout: c.Timeout, WriteTimeout: c.Timeout,
-	})
-}
+// httpReadTimeout bounds reading one HTTP request.
+const httpReadTimeout = 10 * time.Second
 
 // newProducer builds the push-topic producer.
 func newProducer(c mq.KafkaConfig, log *slog.Logger, reg prometheus.Registerer) (mq.Producer, error) {
@@ -197,7 +67,7 @@ func run() error {
 	path := flag.String("config", "", "YAML config file (empty: defaults and environment only)")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("service", "logic")
-	fc, err := loadConfig(*path)
+	fc, err := logicconf.Load(*path)
 	if err != nil {
 		return err
 	}
@@ -210,10 +80,10 @@ func run() error {
 type listening func(grpcAddr, httpAddr net.Addr)
 
 // serve runs logic until ctx ends, then stops gracefully.
-func serve(ctx context.Context, fc fileConfig, log *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, onListen listening) error {
+func serve(ctx context.Context, fc logicconf.FileConfig, log *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer, onListen listening) error {
 	var err error
 
-	rdb := newRedis(fc.Redis)
+	rdb := fc.Redis.NewClient()
 	defer rdb.Close()
 	store, err := session.NewRedis(rdb, session.RedisConfig{Prefix: fc.Redis.Prefix})
 	if err != nil {
@@ -243,7 +113,7 @@ func serve(ctx context.Context, fc fileConfig, log *slog.Logger, reg prometheus.
 		log.Warn("discovery.endpoints is empty: no node list, no registration")
 	}
 
-	l, err := logic.New(logic.Config{Conn: fc.Conn, Push: fc.Push, Nodes: fc.Nodes}, logic.Deps{
+	l, err := logic.New(fc.Logic(), logic.Deps{
 		Store: store, Verifier: verifier, Producer: producer, Watcher: watcher, Logger: log, Registerer: reg,
 	})
 	if err != nil {
@@ -251,7 +121,7 @@ func serve(ctx context.Context, fc fileConfig, log *slog.Logger, reg prometheus.
 	}
 	defer l.Close()
 
-	tc, err := fc.TLS.load()
+	tc, err := fc.TLS.Load()
 	if err != nil {
 		return err
 	}
@@ -266,7 +136,7 @@ func serve(ctx context.Context, fc fileConfig, log *slog.Logger, reg prometheus.
 	if err != nil {
 		return fmt.Errorf("listen grpc_addr %s: %w", fc.GRPCAddr, err)
 	}
-	hs := &http.Server{Addr: fc.HTTPAddr, Handler: l.HTTPHandler(), ReadHeaderTimeout: defaultReadTimeout, ReadTimeout: defaultReadTimeout,
+	hs := &http.Server{Addr: fc.HTTPAddr, Handler: l.HTTPHandler(), ReadHeaderTimeout: httpReadTimeout, ReadTimeout: httpReadTimeout,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	hl, err := net.Listen("tcp", fc.HTTPAddr)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/hubuim/hubuim/internal/auth"
 	"github.com/hubuim/hubuim/internal/config"
 	"github.com/hubuim/hubuim/internal/logic"
+	"github.com/hubuim/hubuim/internal/logic/logicconf"
 	"github.com/hubuim/hubuim/internal/logic/session"
 )
 
@@ -15,7 +16,7 @@ import (
 // defaults written there are the code's, and it is not insecure: without
 // secrets neither the verifier nor the push API can be built.
 func TestDistributedConfig(t *testing.T) {
-	fc, err := loadConfig("../../configs/logic.yaml")
+	fc, err := logicconf.Load("../../configs/logic.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +36,7 @@ func TestDistributedConfig(t *testing.T) {
 	t.Setenv("HUBUIM_LOGIC_PUSH_SECRET", "p")
 	t.Setenv("HUBUIM_LOGIC_AUTH_JWT_SECRET", strings.Repeat("k", 32))
 	t.Setenv("HUBUIM_LOGIC_REDIS_ADDRS", "a:1,b:2")
-	fc, err = loadConfig("../../configs/logic.yaml")
+	fc, err = logicconf.Load("../../configs/logic.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 
 	pb "github.com/hubuim/hubuim/api/logic"
 	"github.com/hubuim/hubuim/internal/auth"
+	"github.com/hubuim/hubuim/internal/logic/logicconf"
 	"github.com/hubuim/hubuim/internal/mq"
 	"github.com/hubuim/hubuim/internal/testenv"
 )
@@ -58,9 +59,9 @@ func startLogic(t *testing.T, env map[string]string) (a addrs, brokers []string,
 		base[k] = v
 	}
 	for k, v := range base {
-		t.Setenv(envPrefix+"_"+k, v)
+		t.Setenv(logicconf.EnvPrefix+"_"+k, v)
 	}
-	fc, err := loadConfig("../../configs/logic.yaml")
+	fc, err := logicconf.Load("../../configs/logic.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	pb "github.com/hubuim/hubuim/api/logic"
+	"github.com/hubuim/hubuim/internal/logic/logicconf"
 )
 
 type testPKI struct {
@@ -129,13 +130,13 @@ func TestServeMutualTLS(t *testing.T) {
 }
 
 func TestTLSConfigErrors(t *testing.T) {
-	if _, err := (tlsConfig{ClientCAFile: "x"}).load(); err == nil {
+	if _, err := (logicconf.TLSConfig{ClientCAFile: "x"}).Load(); err == nil {
 		t.Fatal("client CA without a server certificate accepted")
 	}
-	if _, err := (tlsConfig{CertFile: "/nonexistent", KeyFile: "/nonexistent"}).load(); err == nil {
+	if _, err := (logicconf.TLSConfig{CertFile: "/nonexistent", KeyFile: "/nonexistent"}).Load(); err == nil {
 		t.Fatal("missing certificate files accepted")
 	}
-	if tc, err := (tlsConfig{}).load(); tc != nil || err != nil {
+	if tc, err := (logicconf.TLSConfig{}).Load(); tc != nil || err != nil {
 		t.Fatalf("empty TLS config = %v, %v", tc, err)
 	}
 }
