@@ -6,10 +6,11 @@ import (
 	"strings"
 
 	"github.com/hubuim/hubuim/internal/admin"
+	"github.com/hubuim/hubuim/internal/app"
 	"github.com/hubuim/hubuim/internal/config"
 	"github.com/hubuim/hubuim/internal/discovery"
-	"github.com/hubuim/hubuim/internal/job"
 	"github.com/hubuim/hubuim/internal/mq"
+	"github.com/hubuim/hubuim/internal/store"
 )
 
 // EnvPrefix prefixes the environment overrides (HUBUIM_JOB_KAFKA_BROKERS…).
@@ -32,8 +33,14 @@ type Config struct {
 	Group string `yaml:"group"`
 	// Discovery finds the comets.
 	Discovery DiscoveryConfig `yaml:"discovery"`
-	// Job tunes the fan-out.
-	Job job.Config `yaml:"job"`
+	// Job tunes the fan-out of goim pushes and IM messages.
+	Job app.JobConfig `yaml:"job"`
+	// Redis holds the sessions (which comet each device is on). Required.
+	Redis app.RedisConfig `yaml:"redis"`
+	// Postgres is the message store (group members). Required.
+	Postgres store.PostgresConfig `yaml:"postgres"`
+	// Notify hands messages for offline users to a webhook and/or a topic.
+	Notify app.NotifyConfig `yaml:"notify"`
 	// Admin serves /metrics, /healthz, /readyz. Addr defaults to ":3921".
 	Admin admin.Config `yaml:"admin"`
 }

@@ -1,5 +1,7 @@
-// Command job runs the HubuIM Job tier: it consumes the push topic in a
-// Kafka consumer group and fans the pushes out to the comets over gRPC.
+// Command job runs the HubuIM Job tier: it consumes the push and message
+// topics in a Kafka consumer group and fans goim pushes and stored IM
+// messages out to the comets over gRPC (devices from the Redis sessions,
+// group members from the PostgreSQL store).
 //
 //	job -config configs/job.yaml
 //
@@ -11,7 +13,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -23,8 +24,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hubuim/hubuim/internal/admin"
+	"github.com/hubuim/hubuim/internal/app"
 	"github.com/hubuim/hubuim/internal/discovery"
-	"github.com/hubuim/hubuim/internal/job"
+	"github.com/hubuim/hubuim/internal/logic/session"
 	"github.com/hubuim/hubuim/internal/mq"
 )
 
@@ -57,13 +59,42 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Reg
 	}
 	defer closeWatcher()
 
-	cons, err := mq.NewKafkaConsumer(cfg.Kafka, []string{mq.TopicPush}, cfg.Group, log, reg)
+	rdb, err := app.NewRedis(&cfg.Redis, "redis")
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	sessions, err := session.NewRedis(rdb, session.RedisConfig{Prefix: cfg.Redis.Prefix})
+	if err != nil {
+		return err
+	}
+	st, err := app.OpenPostgres(ctx, cfg.Postgres, "postgres", log, reg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var producer mq.Producer
+	if cfg.Notify.Topic != "" {
+		p, err := mq.NewKafkaProducer(cfg.Kafka, log, reg)
+		if err != nil {
+			return err
+		}
+		defer p.Close()
+		producer = p
+	}
+	notifier, err := app.NewNotifier(cfg.Notify, producer)
+	if err != nil {
+		return err
+	}
+	cons, err := mq.NewKafkaConsumer(cfg.Kafka, app.JobTopics, cfg.Group, log, reg)
 	if err != nil {
 		return err
 	}
 	defer cons.Close()
 
-	j, err := job.New(cfg.Job, job.Deps{Consumer: cons, Watcher: watcher, Logger: log, Registerer: reg})
+	j, err := app.NewJob(cfg.Job, app.JobDeps{
+		Consumer: cons, Watcher: watcher, Devices: sessions, Members: st, Notifier: notifier, Logger: log, Registerer: reg,
+	})
 	if err != nil {
 		return err
 	}
@@ -83,15 +114,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Reg
 	})
 
 	log.Info("job started", "brokers", cfg.Kafka.Brokers, "group", cfg.Group, "discovery", cfg.Discovery.Type)
-	runErr := j.Run(ctx)
-	if err := j.Close(); err != nil {
-		log.Error("job close", "err", err)
-	}
-	log.Info("job stopped")
-	if errors.Is(runErr, job.ErrClosed) {
-		runErr = nil
-	}
-	return runErr
+	return j.Run(ctx)
 }
 
 // newWatcher builds the comet watcher the configuration asks for.

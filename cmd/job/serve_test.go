@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -15,7 +16,10 @@ import (
 
 	"github.com/hubuim/hubuim/api/comet"
 	"github.com/hubuim/hubuim/api/logic"
+	"github.com/hubuim/hubuim/internal/app"
 	"github.com/hubuim/hubuim/internal/mq"
+	"github.com/hubuim/hubuim/internal/store"
+	"github.com/hubuim/hubuim/internal/testenv"
 )
 
 type recordingComet struct {
@@ -40,7 +44,7 @@ func (c *recordingComet) count() int {
 // The whole process wiring: Kafka (kfake) → job → a gRPC comet; a cancelled
 // context (what SIGTERM does) stops it cleanly.
 func TestServe(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, mq.TopicPush), kfake.GroupMinSessionTimeout(time.Second))
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, mq.TopicPush, mq.TopicMessage), kfake.GroupMinSessionTimeout(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +62,9 @@ func TestServe(t *testing.T) {
 	cfg := Config{Group: "g", Discovery: DiscoveryConfig{Type: DiscoveryStatic, Comets: []string{"c1=" + lis.Addr().String()}}}
 	cfg.Kafka = mq.KafkaConfig{Brokers: cluster.ListenAddrs(), SessionTimeout: 2 * time.Second, HeartbeatInterval: 300 * time.Millisecond, RebalanceTimeout: 2 * time.Second}
 	cfg.Admin.Addr = "127.0.0.1:0"
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
+	cfg.Redis = app.RedisConfig{Addrs: []string{testenv.RedisAddr(t)}, Prefix: "jobtest:" + suffix + ":"}
+	cfg.Postgres = store.PostgresConfig{DSN: testenv.PostgresDSN(t), Schema: "jobtest_" + suffix}
 	reg := prometheus.NewRegistry()
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -78,7 +85,11 @@ func TestServe(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("push never reached the comet")
 		}
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case err := <-done:
+			t.Fatalf("serve stopped early: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 	cancel()
 	select {
