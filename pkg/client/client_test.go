@@ -961,3 +961,36 @@ func TestCloseFlushesDeliveredAcks(t *testing.T) {
 		return len(acks) == 1 && acks[0].ConvId == "g:1" && acks[0].Seq == 2
 	})
 }
+
+func TestSlowBigFrameKeepsConnectionAlive(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	cfg := testConfig(srv)
+	cfg.HeartbeatMin = 20 * time.Millisecond
+	cfg.HeartbeatMax = 20 * time.Millisecond
+	cfg.HeartbeatTimeout = 60 * time.Millisecond
+	cfg.MaxInboundBody = 64 << 10
+	c, r := startClient(t, cfg)
+	// Nothing else may be written while the frame trickles in.
+	waitFor(t, "cursor sync answered", func() bool {
+		n := 0
+		srv.get(func(s *fakeServer) { n = len(s.syncs) })
+		if n == 0 {
+			return false
+		}
+		c.convMu.Lock()
+		defer c.convMu.Unlock()
+		return c.cursorSync.seq == 0
+	})
+	srv.set(func(s *fakeServer) { s.hbAnswer = false })
+	body := make([]byte, 30<<10)
+	// 30 KiB in 1 KiB steps every 10ms: ~300ms, five heartbeat timeouts.
+	srv.trickle(protocol.AppendFrame(nil, protocol.Version, 1001, 0, body), 1<<10, 10*time.Millisecond)
+	waitFor(t, "the big push", func() bool { return len(eventsOf[Push](r)) == 1 })
+	if d := eventsOf[Disconnected](r); len(d) != 0 {
+		t.Fatalf("disconnected while bytes were arriving: %v", d[0].Err)
+	}
+	waitFor(t, "dead once silent", func() bool {
+		d := eventsOf[Disconnected](r)
+		return len(d) == 1 && errors.Is(d[0].Err, ErrDeadConnection)
+	})
+}

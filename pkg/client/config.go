@@ -105,8 +105,9 @@ type Config struct {
 	// after which the interval grows by one step. Default: 3.
 	HeartbeatGrowAfter int
 	// HeartbeatTimeout is how long a heartbeat waits for its reply. A
-	// timeout is a failure (the interval shrinks); when no frame at all
-	// arrived during it, the connection is dead and is replaced.
+	// timeout is a failure (the interval shrinks); when not a byte arrived
+	// during it, the connection is dead and is replaced (a big frame still
+	// arriving keeps it alive).
 	// Default: 15s.
 	HeartbeatTimeout time.Duration
 

@@ -582,3 +582,21 @@ func seqRange(from, to int64) []int64 {
 	}
 	return out
 }
+
+// trickle writes b to every TCP connection chunk bytes at a time.
+func (s *fakeServer) trickle(b []byte, chunk int, every time.Duration) {
+	s.mu.Lock()
+	conns := make([]*fakeConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for len(b) > 0 {
+		n := min(chunk, len(b))
+		for _, c := range conns {
+			_ = c.writeRaw(b[:n])
+		}
+		b = b[n:]
+		time.Sleep(every)
+	}
+}

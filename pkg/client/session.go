@@ -22,8 +22,7 @@ type session struct {
 	done    chan struct{}
 	gone    chan struct{} // closed once the client no longer offers it
 	once    sync.Once
-	err     error        // why the session ended; set before done is closed
-	inbound atomic.Int64 // frames read, for the dead-connection detector
+	err     error // why the session ended; set before done is closed
 	online  atomic.Int32
 	hbReply chan struct{}
 	wg      sync.WaitGroup
@@ -97,20 +96,20 @@ func (s *session) deliverReply(f protocol.Frame) bool {
 // serve runs one connection until it ends and returns why.
 func (c *Client) serve(s *session) error {
 	c.m.inc(mConnects)
+	stop := context.AfterFunc(c.ctx, func() { s.closeWith(ErrClosed) })
+	defer stop()
+
+	// Publish first: once Connect returns, Send and Request go out at once.
 	c.mu.Lock()
+	c.sess = s
+	close(c.ready)
 	mid, key, room := c.mid, c.key, c.roomID
 	c.mu.Unlock()
 	c.upOnce.Do(func() { close(c.firstUp) })
 	c.log.Info("hubuim client: connected", "addr", s.addr, "mid", mid, "key", key)
+	// Connected precedes every event of this connection: the reader that
+	// produces them starts below.
 	c.emit(Connected{Mid: mid, Key: key, RoomID: room, Addr: s.addr})
-
-	stop := context.AfterFunc(c.ctx, func() { s.closeWith(ErrClosed) })
-	defer stop()
-
-	c.mu.Lock()
-	c.sess = s
-	close(c.ready)
-	c.mu.Unlock()
 
 	s.wg.Add(2)
 	go c.heartbeatLoop(s)
@@ -134,7 +133,6 @@ func (c *Client) readLoop(s *session) error {
 		f, err := s.conn.readFrame()
 		if err != nil {
 			if oversize, ok := errors.AsType[*OversizeError](err); ok {
-				s.inbound.Add(1)
 				c.handleOversize(s, oversize)
 				continue
 			}
@@ -145,7 +143,6 @@ func (c *Client) readLoop(s *session) error {
 				return err
 			}
 		}
-		s.inbound.Add(1)
 		if err := c.dispatch(s, f, false); err != nil {
 			return err
 		}
@@ -260,7 +257,7 @@ func (c *Client) heartbeatLoop(s *session) {
 		case <-s.hbReply:
 		default:
 		}
-		before := s.inbound.Load()
+		before := s.conn.received()
 		if s.write(protocol.OpHeartbeat, c.nextSeq(), nil) != nil {
 			return
 		}
@@ -271,7 +268,7 @@ func (c *Client) heartbeatLoop(s *session) {
 			t.Stop()
 		case <-t.C:
 			c.hb.failure()
-			if s.inbound.Load() == before {
+			if s.conn.received() == before {
 				s.closeWith(ErrDeadConnection)
 				return
 			}

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -75,6 +76,21 @@ type frameConn interface {
 	writeFrame(b []byte) error
 	setReadDeadline(t time.Time) error
 	close() error
+	// received counts the bytes read from the network so far, so that a
+	// big frame arriving slowly still shows the connection is alive.
+	received() int64
+}
+
+// countingConn counts the bytes read through it.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 type limits struct {
@@ -87,26 +103,36 @@ func dial(ctx context.Context, t target, cfg *Config) (frameConn, error) {
 	d := &net.Dialer{Timeout: cfg.DialTimeout}
 	switch t.transport {
 	case TransportTCP, TransportTLS:
-		c, err := d.DialContext(ctx, "tcp", t.hostport)
+		raw, err := d.DialContext(ctx, "tcp", t.hostport)
 		if err != nil {
 			return nil, err
 		}
+		tc := &tcpConn{lim: lim}
+		var c net.Conn = countingConn{Conn: raw, n: &tc.rx}
 		if t.transport == TransportTLS {
-			tc := tls.Client(c, tlsConfig(cfg.TLS, t.hostport))
-			if err := tc.HandshakeContext(ctx); err != nil {
-				_ = c.Close()
+			tlsConn := tls.Client(c, tlsConfig(cfg.TLS, t.hostport))
+			if err := tlsConn.HandshakeContext(ctx); err != nil {
+				_ = raw.Close()
 				return nil, err
 			}
-			c = tc
+			c = tlsConn
 		}
-		return &tcpConn{c: c, r: bufio.NewReaderSize(c, tcpReadBuffer), lim: lim}, nil
+		tc.c, tc.r = c, bufio.NewReaderSize(c, tcpReadBuffer)
+		return tc, nil
 	default:
 		scheme := "ws"
 		if t.transport == TransportWSS {
 			scheme = "wss"
 		}
+		wc := &wsConn{lim: lim}
 		wd := websocket.Dialer{
-			NetDialContext:   d.DialContext,
+			NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				raw, err := d.DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return countingConn{Conn: raw, n: &wc.rx}, nil
+			},
 			HandshakeTimeout: cfg.DialTimeout,
 			TLSClientConfig:  tlsConfig(cfg.TLS, t.hostport),
 		}
@@ -118,7 +144,8 @@ func dial(ctx context.Context, t target, cfg *Config) (frameConn, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &wsConn{c: c, lim: lim}, nil
+		wc.c = c
+		return wc, nil
 	}
 }
 
@@ -138,6 +165,7 @@ func tlsConfig(base *tls.Config, hostport string) *tls.Config {
 }
 
 type tcpConn struct {
+	rx  atomic.Int64
 	c   net.Conn
 	r   *bufio.Reader
 	lim limits
@@ -185,9 +213,11 @@ func (t *tcpConn) writeFrame(b []byte) error {
 }
 
 func (t *tcpConn) setReadDeadline(d time.Time) error { return t.c.SetReadDeadline(d) }
+func (t *tcpConn) received() int64                   { return t.rx.Load() }
 func (t *tcpConn) close() error                      { return t.c.Close() }
 
 type wsConn struct {
+	rx  atomic.Int64
 	c   *websocket.Conn
 	lim limits
 	hdr [protocol.HeaderLen]byte
@@ -273,4 +303,5 @@ func (w *wsConn) writeFrame(b []byte) error {
 }
 
 func (w *wsConn) setReadDeadline(d time.Time) error { return w.c.SetReadDeadline(d) }
+func (w *wsConn) received() int64                   { return w.rx.Load() }
 func (w *wsConn) close() error                      { return w.c.Close() }
