@@ -7,7 +7,8 @@
 // New checks a Config (its zero fields are defaults, each documented on the
 // field); Run keeps the client connected until its context ends, Connect
 // does the same in the background and returns once the first connection is
-// authenticated, and Close stops everything. Addresses come from Addrs or
+// authenticated, and Close stops everything (after flushing delivered
+// acks); Done and Err tell when and why a client stopped by itself. Addresses come from Addrs or
 // from logic's node list (NodeListURL, GET /goim/nodes/weighted), tried in
 // order with fallback to the next; each is dialed over TCP, TLS, WebSocket
 // or WebSocket+TLS. Auth carries mid, device key, platform, room, accepted
@@ -22,8 +23,8 @@
 // heartbeats and shrinks by a step after a heartbeat goes unanswered,
 // within [HeartbeatMin, HeartbeatMax] (60 s to 300 s, step 30 s by
 // default), never above the interval the server asks for in its
-// AuthReply. A heartbeat met by complete silence for HeartbeatTimeout marks
-// the connection dead and it is replaced.
+// AuthReply. A heartbeat met by complete silence — not a byte for
+// HeartbeatTimeout — marks the connection dead and it is replaced.
 //
 // # Events
 //
@@ -48,7 +49,8 @@
 // id; Send returns the ACK once, with a *StatusError when its status is not
 // OK. The sent message is then also delivered as a Message in its
 // conversation's order, so the app sees every conversation as one ordered
-// stream.
+// stream. An app that keeps an outbox across restarts uses NewMsgID and
+// SendWithID, so that a message keeps its id and is stored once.
 //
 // # Receiving
 //
@@ -64,14 +66,21 @@
 // wrapping ErrGapUnfilled; the client never loops. Delivered acks (op 23)
 // are coalesced: one per conversation whose contiguous seq moved, every
 // AckInterval. Every new connection starts with a Sync carrying the cursors
-// of all known conversations, so whatever moved while the device was away
-// is pulled. Cursors returns the cursors for the app to persist and
-// Config.Cursors restores them.
+// of the known conversations (the most recently active first, as many as
+// fit in MaxBody), so whatever moved while the device was away is pulled;
+// the server caps the conversations of one reply, so the client asks again
+// while a round brings anything new. Cursors returns the cursors for the
+// app to persist and Config.Cursors restores them.
 //
 // The skip rule trusts the server's max_seq to be the highest stored seq of
-// the conversation (not a counter that may run ahead of the store). A
-// server must keep every frame it sends, SyncReply pages included, within
-// the client's MaxInboundBody (1 MiB by default), setting "more" instead.
+// the conversation (not a counter that may run ahead of the store).
+//
+// A frame bigger than MaxInboundBody (1 MiB by default) is discarded as it
+// is read, never buffered whole (an Error event with an *OversizeError).
+// A SyncReply page that was too big is asked for again with half the page
+// size; a single message too big to receive at all is skipped with an
+// Error wrapping ErrTooLarge. A header claiming an impossible length is a
+// protocol error and the connection is replaced.
 //
 // # Requests
 //
