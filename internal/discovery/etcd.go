@@ -256,6 +256,7 @@ func (e *Etcd) Register(ctx context.Context, ins Instance) (Registration, error)
 	e.regs[r] = struct{}{}
 	e.wg.Add(1)
 	e.mu.Unlock()
+	e.metrics.setState(ins.Service, "", stateRegistered)
 	go func() {
 		defer e.wg.Done()
 		r.run()

@@ -74,11 +74,11 @@ wait:
 
 	restarted := time.Now()
 	proc.start(t)
-	// Re-registered with the latest data.
+	// Re-registered with the latest data. (The restarted etcd gives the
+	// old lease a fresh TTL; if re-registration took longer than that, the
+	// key would really be gone for a moment, so an empty list is not an
+	// error here.)
 	discoverytest.WaitForWithin(t, 20*time.Second, ch, "re-registered instance with conns=5", func(l []discovery.Instance) bool {
-		if len(l) == 0 {
-			t.Fatalf("watcher got an empty list after etcd restart")
-		}
 		return len(l) == 1 && l[0].Conns == 5
 	})
 	t.Logf("re-registration seen %v after etcd restart", time.Since(restarted).Round(time.Millisecond))

@@ -57,8 +57,7 @@ func newEtcdRegistration(e *Etcd, key string, ins Instance, val []byte, lease cl
 
 func (r *etcdRegistration) run() {
 	defer close(r.done)
-	state := stateRegistered
-	r.e.metrics.setState(r.service, "", state)
+	state := stateRegistered // counted by Register
 	defer func() { r.e.metrics.setState(r.service, state, "") }()
 	bo := newBackoff(r.e.cfg.RetryMin, r.e.cfg.RetryMax)
 	for {
