@@ -994,3 +994,62 @@ func TestSlowBigFrameKeepsConnectionAlive(t *testing.T) {
 		return len(d) == 1 && errors.Is(d[0].Err, ErrDeadConnection)
 	})
 }
+
+func TestReorderLimitOverflowStillInOrder(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.set(func(s *fakeServer) { s.ignoreSync = true }) // hold the pull
+	cfg := testConfig(srv)
+	cfg.ReorderLimit = 2
+	c, r := startClient(t, cfg)
+	msgs := srv.addMsgs("g:1", seqRange(1, 8)...)
+	for _, i := range []int{7, 4, 5, 6} { // 8, 5, 6, 7 arrive; 1..4 missing
+		srv.pushProto(protocol.OpMsgPush, msgs[i])
+	}
+	waitFor(t, "a pull", func() bool {
+		n := 0
+		srv.get(func(s *fakeServer) {
+			for _, q := range s.syncs {
+				if q.ConvId == "g:1" {
+					n++
+				}
+			}
+		})
+		return n >= 1
+	})
+	c.convMu.Lock()
+	buffered := len(c.convs["g:1"].buf)
+	c.convMu.Unlock()
+	if buffered > 2 {
+		t.Fatalf("%d messages buffered, ReorderLimit is 2", buffered)
+	}
+	srv.set(func(s *fakeServer) { s.ignoreSync = false }) // the retry is answered
+	waitFor(t, "1..8 in order", func() bool { return slices.Equal(msgSeqs(r, "g:1"), seqRange(1, 8)) })
+}
+
+func TestRequestFailsOnDisconnect(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	c, _ := startClient(t, testConfig(srv))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Request(context.Background(), 999, nil) // the fake never answers op 999
+		errc <- err
+	}()
+	waitFor(t, "request pending", func() bool {
+		s := c.session()
+		if s == nil {
+			return false
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.pending) == 1
+	})
+	srv.kill()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrDisconnected) {
+			t.Fatalf("Request = %v, want ErrDisconnected", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Request still waiting after the connection dropped")
+	}
+}
