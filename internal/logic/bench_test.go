@@ -6,9 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	pb "github.com/hubuim/hubuim/api/logic"
 	"github.com/hubuim/hubuim/internal/logic"
 	"github.com/hubuim/hubuim/internal/logic/session"
+	"github.com/hubuim/hubuim/internal/testenv"
 )
 
 // nopProducer accepts everything.
@@ -60,6 +63,34 @@ func BenchmarkPushKeys(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := l.PushKeys(ctx, 1000, keys, msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkConnectRedis is the Connect path over the real Redis store (one
+// pipelined round trip of two scripts).
+func BenchmarkConnectRedis(b *testing.B) {
+	c := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(b)})
+	b.Cleanup(func() { _ = c.Close() })
+	prefix := fmt.Sprintf("hubuimtest:bench:%d:", time.Now().UnixNano())
+	b.Cleanup(func() {
+		ctx := context.Background()
+		keys, _ := c.Keys(ctx, prefix+"*").Result()
+		if len(keys) > 0 {
+			c.Del(ctx, keys...)
+		}
+	})
+	store, err := session.NewRedis(c, session.RedisConfig{Prefix: prefix})
+	if err != nil {
+		b.Fatal(err)
+	}
+	l := benchLogic(b, store)
+	ctx := context.Background()
+	req := &pb.ConnectReq{Server: "comet-1", ConnId: "c", Token: authBody(42, "dev-1", "")}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := l.Connect(ctx, req); err != nil {
 			b.Fatal(err)
 		}
 	}
