@@ -20,7 +20,26 @@ import (
 	"github.com/hubuim/hubuim/api/protocol"
 )
 
-const tcpReadBuffer = 4 << 10
+const (
+	tcpReadBuffer = 4 << 10
+	// maxKeptBody is the largest read buffer a connection keeps between
+	// frames; bigger bodies (sync pages, batches) get a buffer of their own
+	// so an idle connection does not hold one.
+	maxKeptBody = 16 << 10
+)
+
+// bodyBuf returns n bytes to read a body into, reusing *keep when it is
+// big enough and keeping new buffers up to maxKeptBody.
+func bodyBuf(keep *[]byte, n int) []byte {
+	if cap(*keep) >= n {
+		return (*keep)[:n]
+	}
+	b := make([]byte, n)
+	if n <= maxKeptBody {
+		*keep = b
+	}
+	return b
+}
 
 // target is one dialable address.
 type target struct {
@@ -189,10 +208,7 @@ func (t *tcpConn) readFrame() (protocol.Frame, error) {
 		}
 		return protocol.Frame{}, &OversizeError{Op: h.Op, Seq: h.Seq, Size: h.BodyLen, Limit: t.lim.maxIn}
 	}
-	if cap(t.buf) < h.BodyLen {
-		t.buf = make([]byte, h.BodyLen)
-	}
-	body := t.buf[:h.BodyLen]
+	body := bodyBuf(&t.buf, h.BodyLen)
 	if _, err := io.ReadFull(t.r, body); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
@@ -252,10 +268,7 @@ func (w *wsConn) readFrame() (protocol.Frame, error) {
 			}
 			return protocol.Frame{}, &OversizeError{Op: h.Op, Seq: h.Seq, Size: h.BodyLen, Limit: w.lim.maxIn}
 		}
-		if cap(w.buf) < h.BodyLen {
-			w.buf = make([]byte, h.BodyLen)
-		}
-		body := w.buf[:h.BodyLen]
+		body := bodyBuf(&w.buf, h.BodyLen)
 		if _, err := io.ReadFull(r, body); err != nil {
 			return protocol.Frame{}, fmt.Errorf("%w: truncated WebSocket message: %w", ErrProtocol, err)
 		}
