@@ -96,10 +96,14 @@ func (l *Logic) Connect(ctx context.Context, req *pb.ConnectReq) (*pb.ConnectRep
 		accepts = l.cfg.Conn.Accepts
 	}
 	s := session.Session{Key: key, Mid: id.Mid, Server: req.GetServer(), ConnID: req.GetConnId(), Platform: ar.Platform}
-	if _, _, err := l.store.Add(ctx, s, l.cfg.Conn.SessionTTL); err != nil {
+	prev, replaced, err := l.store.Add(ctx, s, l.cfg.Conn.SessionTTL)
+	if err != nil {
 		st, res := storeStatus(err)
 		l.m.connect.WithLabelValues(res).Inc()
 		return nil, st
+	}
+	if replaced && l.replaced != nil {
+		l.replaced(ctx, prev)
 	}
 	l.m.connect.WithLabelValues(resultOK).Inc()
 	return &pb.ConnectReply{

@@ -269,3 +269,19 @@ func TestReceiveHandlers(t *testing.T) {
 		t.Fatalf("unhandled = %v", n)
 	}
 }
+
+func TestOnReplaced(t *testing.T) {
+	var got []session.Session
+	e := newEnvDeps(t, logic.Config{}, nil, logic.Deps{OnReplaced: func(_ context.Context, prev session.Session) {
+		got = append(got, prev) // Connect calls it synchronously
+	}})
+	ctx := context.Background()
+	for _, conn := range []struct{ server, id string }{{"comet-1", "a"}, {"comet-1", "a"}, {"comet-2", "b"}} {
+		if _, err := e.l.Connect(ctx, &pb.ConnectReq{Server: conn.server, ConnId: conn.id, Token: authBody(3, "dev", "")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(got) != 1 || got[0].Server != "comet-1" || got[0].ConnID != "a" || got[0].Mid != 3 || got[0].Key != "dev" {
+		t.Fatalf("OnReplaced calls = %+v, want one for comet-1/a", got)
+	}
+}

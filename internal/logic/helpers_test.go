@@ -148,6 +148,13 @@ type env struct {
 // newEnv builds a Logic over store (Memory when nil) and runs it.
 func newEnv(tb testing.TB, cfg logic.Config, store session.Store, handlers map[int32]logic.ReceiveHandler) *env {
 	tb.Helper()
+	return newEnvDeps(tb, cfg, store, logic.Deps{Handlers: handlers})
+}
+
+// newEnvDeps is newEnv with more Deps (store, verifier, producer, watcher
+// and registerer are the env's).
+func newEnvDeps(tb testing.TB, cfg logic.Config, store session.Store, deps logic.Deps) *env {
+	tb.Helper()
 	if store == nil {
 		store = session.NewMemory()
 	}
@@ -155,10 +162,8 @@ func newEnv(tb testing.TB, cfg logic.Config, store session.Store, handlers map[i
 		cfg.Push.Secret = testSecret
 	}
 	e := &env{store: store, producer: &fakeProducer{}, watcher: newFakeWatcher(), reg: prometheus.NewRegistry()}
-	l, err := logic.New(cfg, logic.Deps{
-		Store: store, Verifier: fakeVerifier{}, Producer: e.producer, Watcher: e.watcher,
-		Handlers: handlers, Registerer: e.reg,
-	})
+	deps.Store, deps.Verifier, deps.Producer, deps.Watcher, deps.Registerer = store, fakeVerifier{}, e.producer, e.watcher, e.reg
+	l, err := logic.New(cfg, deps)
 	if err != nil {
 		tb.Fatal(err)
 	}

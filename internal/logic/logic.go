@@ -258,6 +258,10 @@ type Deps struct {
 	Watcher discovery.Watcher
 	// Handlers plug upstream ops (e.g. the IM ops 20-30) into Receive.
 	Handlers map[int32]ReceiveHandler
+	// OnReplaced, if set, is called by Connect when the device key was
+	// owned by another connection (e.g. to kick it with "duplicate
+	// login"). It runs on the Connect path: keep it short or hand off.
+	OnReplaced func(ctx context.Context, prev session.Session)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer registers the metrics; nil registers nothing.
@@ -292,6 +296,7 @@ type Logic struct {
 	producer mq.Producer
 	watcher  discovery.Watcher
 	handlers map[int32]ReceiveHandler
+	replaced func(context.Context, session.Session)
 	log      *slog.Logger
 	m        *metrics
 
@@ -347,6 +352,7 @@ func New(cfg Config, deps Deps) (*Logic, error) {
 		producer: deps.Producer,
 		watcher:  deps.Watcher,
 		handlers: handlers,
+		replaced: deps.OnReplaced,
 		log:      logger,
 		m:        m,
 		ctx:      ctx,
