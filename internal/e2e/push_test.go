@@ -1,0 +1,139 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hubuim/hubuim/pkg/client"
+)
+
+const testOp = 1000
+
+// pushHTTP calls a goim push endpoint of a logic with the push secret.
+func pushHTTP(t *testing.T, base, path string, q url.Values, msg string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+base+path+"?"+q.Encode(), strings.NewReader(msg))
+	req.Header.Set("Authorization", "Bearer "+pushSecret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"code":0`) {
+		t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
+	}
+}
+
+// expectPush waits for a push with body msg on c.
+func expectPush(t *testing.T, c *client.Client, msg string) {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		select {
+		case ev, ok := <-c.Events():
+			if !ok {
+				t.Fatalf("mid %d: events closed waiting for %q", c.Mid(), msg)
+			}
+			if p, ok := ev.(client.Push); ok && string(p.Body) == msg {
+				if p.Op != testOp {
+					t.Fatalf("push %q has op %d", msg, p.Op)
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatalf("mid %d (key %s) never got %q", c.Mid(), c.Key(), msg)
+		}
+	}
+}
+
+// expectNoPush checks that nothing with body msg arrives for a while.
+func expectNoPush(t *testing.T, c *client.Client, msg string, d time.Duration) {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case ev := <-c.Events():
+			if p, ok := ev.(client.Push); ok && string(p.Body) == msg {
+				t.Fatalf("mid %d got %q, which was not for it", c.Mid(), msg)
+			}
+		case <-deadline:
+			return
+		}
+	}
+}
+
+func TestDistributedPush(t *testing.T) {
+	c := newCluster(t)
+	l1, l2 := c.addLogic(c.redisAddr), c.addLogic(c.redisAddr)
+	a := c.addComet("comet-a", "127.0.0.1:0")
+	b := c.addComet("comet-b", "127.0.0.1:0")
+	c.addJob()
+
+	alice := c.dial(1, "live://1", hostPort(a.tcp))        // on a, in the room
+	bobB := c.dial(2, "live://1", hostPort(b.tcp))         // on b, in the room
+	bobA := c.dial(2, "", hostPort(a.tcp))                 // bob's second device, on a
+	carol := c.dial(3, "live://2", hostPort(b.tcp))        // on b, another room
+	everyone := []*client.Client{alice, bobB, bobA, carol} //
+	h1, h2 := l1.srv.HTTPAddr(), l2.srv.HTTPAddr()
+
+	op := url.Values{"operation": {fmt.Sprint(testOp)}}
+	with := func(k, v string) url.Values {
+		q := url.Values{}
+		for kk, vv := range op {
+			q[kk] = vv
+		}
+		q.Set(k, v)
+		return q
+	}
+
+	// By key: only that device.
+	pushHTTP(t, h1, "/goim/push/keys", with("keys", bobA.Key()), "by-key")
+	expectPush(t, bobA, "by-key")
+	expectNoPush(t, bobB, "by-key", 200*time.Millisecond)
+
+	// By user, through the other logic: both of bob's devices, on both comets.
+	pushHTTP(t, h2, "/goim/push/mids", with("mids", "2"), "by-mid")
+	expectPush(t, bobB, "by-mid")
+	expectPush(t, bobA, "by-mid")
+
+	// By room: members on both comets, nobody else.
+	q := with("type", "live")
+	q.Set("room", "1")
+	pushHTTP(t, h1, "/goim/push/room", q, "by-room")
+	expectPush(t, alice, "by-room")
+	expectPush(t, bobB, "by-room")
+	expectNoPush(t, carol, "by-room", 200*time.Millisecond)
+
+	// To all.
+	pushHTTP(t, h2, "/goim/push/all", op, "to-all")
+	for _, cl := range everyone {
+		expectPush(t, cl, "to-all")
+	}
+
+	// Room counts come back from logic through heartbeats' data path.
+	waitFor(t, "room live://1 online count 2", func() bool {
+		counts, err := l1.srv.Logic().OnlineRoom(context.Background(), "live", []string{"1"})
+		return err == nil && counts["1"] == 2
+	})
+
+	// Comet b stops: its clients' sessions go away, the others keep
+	// receiving.
+	sessions := c.sessions(c.redisClient(c.redisAddr))
+	b.stop()
+	waitFor(t, "comet b's sessions removed", func() bool {
+		devs, err := sessions.Devices(context.Background(), []int64{2, 3})
+		return err == nil && len(devs[3]) == 0 && len(devs[2]) == 1 && devs[2][0].Key == bobA.Key()
+	})
+	pushHTTP(t, h1, "/goim/push/all", op, "after-b")
+	expectPush(t, alice, "after-b")
+	expectPush(t, bobA, "after-b")
+	pushHTTP(t, h1, "/goim/push/mids", with("mids", "2"), "bob-after-b")
+	expectPush(t, bobA, "bob-after-b")
+}
