@@ -14,8 +14,10 @@ import (
 )
 
 // keepQueueCap is the largest outbound queue slice a connection keeps
-// between bursts; a bigger one is released so idle connections stay small.
-const keepQueueCap = 8
+// between bursts (48 bytes); a bigger one is released so idle connections
+// stay small. During a burst the flusher keeps both buffers whatever their
+// size (bounded by MaxQueueBytes).
+const keepQueueCap = 2
 
 // conn is one client connection. It has exactly one goroutine while idle
 // (the reader); a flusher goroutine exists only while its queue is not
@@ -182,12 +184,21 @@ func (c *conn) closeSocket() {
 // until the queue is empty.
 func (c *conn) flushLoop() {
 	defer c.srv.wg.Done()
+	// spare double-buffers the queue during a burst without a second
+	// slice in the (idle) connection struct.
+	var spare [][]byte
 	for {
 		c.mu.Lock()
 		q := c.queue
 		if len(q) == 0 {
 			c.flushing = false
 			closing := c.closing
+			switch {
+			case cap(q) > keepQueueCap:
+				c.queue = nil
+			case cap(q) == 0 && cap(spare) <= keepQueueCap:
+				c.queue = spare
+			}
 			c.mu.Unlock()
 			if closing {
 				c.closeSocket()
@@ -195,7 +206,7 @@ func (c *conn) flushLoop() {
 			return
 		}
 		n, closing := c.queued, c.closing
-		c.queue, c.queued = nil, 0
+		c.queue, c.queued = spare, 0
 		c.mu.Unlock()
 
 		timeout := c.srv.cfg.WriteTimeout
@@ -206,9 +217,9 @@ func (c *conn) flushLoop() {
 		c.srv.m.writes.Inc()
 		c.srv.m.framesCoalesce.Add(float64(len(q)))
 		clear(q)
-
-		c.mu.Lock()
+		spare = q[:0]
 		if err != nil {
+			c.mu.Lock()
 			c.closing = true
 			c.flushing = false
 			c.queue, c.queued = nil, 0
@@ -217,10 +228,6 @@ func (c *conn) flushLoop() {
 			c.closeSocket()
 			return
 		}
-		if c.queue == nil && cap(q) <= keepQueueCap {
-			c.queue = q[:0]
-		}
-		c.mu.Unlock()
 	}
 }
 
