@@ -21,12 +21,14 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/hubuim/hubuim/internal/admin"
+	"github.com/hubuim/hubuim/internal/app"
 	"github.com/hubuim/hubuim/internal/auth"
 	"github.com/hubuim/hubuim/internal/comet"
 	"github.com/hubuim/hubuim/internal/config"
 	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/internal/job"
-	"github.com/hubuim/hubuim/internal/logic"
+	"github.com/hubuim/hubuim/internal/logic/logicconf"
+	"github.com/hubuim/hubuim/internal/store"
 	"github.com/hubuim/hubuim/internal/mq"
 )
 
@@ -47,6 +49,9 @@ type loaded struct {
 	stop time.Duration
 	// files are paths the service reads (TLS certificates, keys).
 	files []string
+	// shared are settings that must be equal in every service that has
+	// them (e.g. the Redis holding the sessions), by name.
+	shared map[string]string
 }
 
 // service describes how one HubuIM service loads its configuration.
@@ -65,50 +70,22 @@ type service struct {
 
 var services = []service{
 	{name: "comet", envPrefix: comet.EnvPrefix, reference: "../configs/comet.yaml", cfgType: reflect.TypeFor[comet.Config](), load: loadComet},
-	{name: "logic", envPrefix: "HUBUIM_LOGIC", reference: "../configs/logic.yaml", cfgType: reflect.TypeFor[logicFileConfig](), load: loadLogic},
+	{name: "logic", envPrefix: logicconf.EnvPrefix, reference: "../configs/logic.yaml", cfgType: reflect.TypeFor[logicconf.FileConfig](), load: loadLogic},
 	{name: "job", envPrefix: "HUBUIM_JOB", reference: "../configs/job.yaml", cfgType: reflect.TypeFor[jobFileConfig](), load: loadJob},
 }
 
-// logicFileConfig mirrors cmd/logic's unexported fileConfig, built from the
-// exported section types. TODO(lead): export the loader (e.g.
-// internal/logic/logicconf.Load) so this copy of the top level goes away.
-type logicFileConfig struct {
-	ID              string        `yaml:"id"`
-	HTTPAddr        string        `yaml:"http_addr"`
-	GRPCAddr        string        `yaml:"grpc_addr"`
-	AdvertiseHost   string        `yaml:"advertise_host"`
-	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
-
-	Admin     admin.Config         `yaml:"admin"`
-	Redis     logicRedisConfig     `yaml:"redis"`
-	Auth      auth.Config          `yaml:"auth"`
-	Kafka     mq.KafkaConfig       `yaml:"kafka"`
-	Discovery discovery.EtcdConfig `yaml:"discovery"`
-
-	Conn  logic.ConnConfig  `yaml:"conn"`
-	Push  logic.PushConfig  `yaml:"push"`
-	Nodes logic.NodesConfig `yaml:"nodes"`
-}
-
-type logicRedisConfig struct {
-	Addrs    []string      `yaml:"addrs"`
-	Cluster  bool          `yaml:"cluster"`
-	Username string        `yaml:"username"`
-	Password string        `yaml:"password"`
-	DB       int           `yaml:"db"`
-	Prefix   string        `yaml:"prefix"`
-	Timeout  time.Duration `yaml:"timeout"`
-}
-
 // jobFileConfig mirrors cmd/job's Config (package main, so not
-// importable). TODO(lead): move it to an importable package (e.g.
-// internal/job/jobconf) so this copy goes away.
+// importable); TestConfigMirrorsMatchCommands fails when they disagree.
+// TODO(lead): an importable loader like logicconf would remove this copy.
 type jobFileConfig struct {
-	Kafka     mq.KafkaConfig     `yaml:"kafka"`
-	Group     string             `yaml:"group"`
-	Discovery jobDiscoveryConfig `yaml:"discovery"`
-	Job       job.Config         `yaml:"job"`
-	Admin     admin.Config       `yaml:"admin"`
+	Kafka     mq.KafkaConfig       `yaml:"kafka"`
+	Group     string               `yaml:"group"`
+	Discovery jobDiscoveryConfig   `yaml:"discovery"`
+	Job       app.JobConfig        `yaml:"job"`
+	Redis     app.RedisConfig      `yaml:"redis"`
+	Postgres  store.PostgresConfig `yaml:"postgres"`
+	Notify    app.NotifyConfig     `yaml:"notify"`
+	Admin     admin.Config         `yaml:"admin"`
 }
 
 type jobDiscoveryConfig struct {
@@ -139,18 +116,15 @@ func loadComet(tb testing.TB, p string) loaded {
 
 func loadLogic(tb testing.TB, p string) loaded {
 	tb.Helper()
-	var fc logicFileConfig
-	if err := config.Load(p, "HUBUIM_LOGIC", &fc); err != nil {
-		tb.Fatalf("logic config: %v", err)
-	}
-	if len(fc.Redis.Addrs) == 0 {
-		tb.Fatalf("logic config: redis.addrs is required")
-	}
-	if len(fc.Kafka.Brokers) == 0 {
-		tb.Fatalf("logic config: kafka.brokers is required")
+	fc, err := logicconf.Load(p)
+	if err != nil {
+		tb.Fatalf("logicconf.Load: %v", err)
 	}
 	if fc.Push.Secret == "" && !fc.Push.Unauthenticated {
 		tb.Fatalf("logic config: push.secret is required (HUBUIM_LOGIC_PUSH_SECRET)")
+	}
+	if len(fc.Discovery.Endpoints) == 0 {
+		tb.Fatalf("logic config: discovery.endpoints: without etcd logic has no node list")
 	}
 	// auth.New validates the auth section, including the key length.
 	v, err := auth.New(fc.Auth, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -164,8 +138,13 @@ func loadLogic(tb testing.TB, p string) loaded {
 	addPort(tb, l.listen, "http_addr", fc.HTTPAddr)
 	addPort(tb, l.listen, "grpc_addr", fc.GRPCAddr)
 	l.adminPort = mustPort(tb, "admin.addr", fc.Admin.Addr)
-	l.files = nonEmpty(fc.Auth.JWT.SecretFile, fc.Auth.JWT.JWKSFile)
+	l.files = nonEmpty(fc.Auth.JWT.SecretFile, fc.Auth.JWT.JWKSFile, fc.TLS.CertFile, fc.TLS.KeyFile, fc.TLS.ClientCAFile)
 	l.files = append(l.files, fc.Auth.JWT.PublicKeyFiles...)
+	l.shared = map[string]string{
+		"redis.addrs": strings.Join(fc.Redis.Addrs, ","), "redis.prefix": cmp.Or(fc.Redis.Prefix, "hubuim:"), "redis.db": strconv.Itoa(fc.Redis.DB),
+		"discovery.endpoints": strings.Join(fc.Discovery.Endpoints, ","), "discovery.prefix": fc.Discovery.Prefix,
+		"kafka.brokers": strings.Join(fc.Kafka.Brokers, ","),
+	}
 	return l
 }
 
@@ -178,13 +157,21 @@ func loadJob(tb testing.TB, p string) loaded {
 	if len(fc.Kafka.Brokers) == 0 {
 		tb.Fatalf("job config: kafka.brokers: a pod cannot use the 127.0.0.1 default")
 	}
+	if len(fc.Redis.Addrs) == 0 || fc.Postgres.DSN == "" {
+		tb.Fatalf("job config: redis.addrs and postgres.dsn (HUBUIM_JOB_POSTGRES_DSN) are required")
+	}
 	// In a cluster comets come and go with their pods: only etcd works.
 	if fc.Discovery.Type != "etcd" || len(fc.Discovery.Etcd.Endpoints) == 0 {
 		tb.Fatalf("job config: discovery must be type etcd with endpoints, got %q %v", fc.Discovery.Type, fc.Discovery.Etcd.Endpoints)
 	}
 	drain := cmp.Or(fc.Job.DrainTimeout, job.DefaultDrainTimeout)
 	adminStop := cmp.Or(fc.Admin.ShutdownTimeout, admin.DefaultShutdownTimeout)
-	return loaded{listen: map[string]int{}, adminPort: mustPort(tb, "admin.addr", fc.Admin.Addr), stop: drain + adminStop}
+	return loaded{listen: map[string]int{}, adminPort: mustPort(tb, "admin.addr", fc.Admin.Addr), stop: drain + adminStop,
+		shared: map[string]string{
+			"redis.addrs": strings.Join(fc.Redis.Addrs, ","), "redis.prefix": cmp.Or(fc.Redis.Prefix, "hubuim:"), "redis.db": strconv.Itoa(fc.Redis.DB),
+			"discovery.endpoints": strings.Join(fc.Discovery.Etcd.Endpoints, ","), "discovery.prefix": fc.Discovery.Etcd.Prefix,
+			"kafka.brokers": strings.Join(fc.Kafka.Brokers, ","),
+		}}
 }
 
 func nonEmpty(ss ...string) []string {
@@ -221,6 +208,19 @@ func addPort(tb testing.TB, m map[string]int, field, addr string) {
 // file from the mounted ConfigMap, loads it with the service's loader under
 // the container's environment, and checks the Deployment against it.
 func checkServiceConfigs(t *testing.T, o *objects) {
+	shared := map[string]map[string]string{} // setting -> service -> value
+	defer func() {
+		for name, bySvc := range shared {
+			var first, firstSvc string
+			for svc, v := range bySvc {
+				if firstSvc == "" {
+					first, firstSvc = v, svc
+				} else if v != first {
+					t.Errorf("%s differs: %s has %q, %s has %q", name, firstSvc, first, svc, v)
+				}
+			}
+		}
+	}()
 	for _, svc := range services {
 		t.Run(svc.name, func(t *testing.T) {
 			d := o.deploymentBy[svc.name]
@@ -242,6 +242,12 @@ func checkServiceConfigs(t *testing.T, o *objects) {
 				t.Fatal(err)
 			}
 			l := svc.load(t, file)
+			for k, v := range l.shared {
+				if shared[k] == nil {
+					shared[k] = map[string]string{}
+				}
+				shared[k][svc.name] = v
+			}
 
 			for field, port := range l.listen {
 				if !containerHasPort(*c, intstr.FromInt32(int32(port))) {
