@@ -243,11 +243,11 @@ func TestSendGivesUp(t *testing.T) {
 	if !errors.Is(err, ErrTimeout) {
 		t.Fatalf("err = %v, want ErrTimeout", err)
 	}
-	n := 0
-	srv.get(func(s *fakeServer) { n = len(s.sends) })
-	if n != 3 {
-		t.Fatalf("server saw %d MsgSend, want 1 + 2 resends", n)
-	}
+	waitFor(t, "1 + 2 resends at the server", func() bool {
+		n := 0
+		srv.get(func(s *fakeServer) { n = len(s.sends) })
+		return n == 3
+	})
 }
 
 func TestSendStatusError(t *testing.T) {
@@ -304,9 +304,7 @@ func TestSendResentAfterReconnect(t *testing.T) {
 	if len(sends) != 2 || sends[0].ClientMsgId != sends[1].ClientMsgId || stored != 1 {
 		t.Fatalf("sends %v stored %d", sends, stored)
 	}
-	if len(eventsOf[Connected](r)) < 2 {
-		t.Fatal("no reconnect")
-	}
+	waitFor(t, "reconnect event", func() bool { return len(eventsOf[Connected](r)) == 2 })
 	waitFor(t, "message once", func() bool { return slices.Equal(msgSeqs(r, "s:8:42"), []int64{1}) })
 }
 
