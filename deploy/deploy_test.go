@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -53,6 +54,9 @@ func TestOverlays(t *testing.T) {
 				if !found {
 					t.Errorf("no PodDisruptionBudget %s", name)
 				}
+			}
+			if cm := o.configMap("hubuim-grafana-dashboard"); cm == nil || cm.Labels["grafana_dashboard"] != "1" || !json.Valid([]byte(cm.Data["hubuim.json"])) {
+				t.Error("no labelled ConfigMap hubuim-grafana-dashboard with the dashboard JSON")
 			}
 			checkServiceConfigs(t, o)
 		})
