@@ -28,8 +28,8 @@ import (
 	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/internal/job"
 	"github.com/hubuim/hubuim/internal/logic/logicconf"
-	"github.com/hubuim/hubuim/internal/store"
 	"github.com/hubuim/hubuim/internal/mq"
+	"github.com/hubuim/hubuim/internal/store"
 )
 
 // Placeholders for environment values only known in a running pod.
