@@ -57,6 +57,9 @@ func check(o *objects, p policy) error {
 			add("HorizontalPodAutoscaler %s: target %s %s/%s is not a rendered Deployment", h.Name, ref.APIVersion, ref.Kind, ref.Name)
 			continue
 		}
+		if d.Spec.Replicas != nil {
+			add("HorizontalPodAutoscaler %s: Deployment %s sets replicas, which resets the HPA's count on every apply", h.Name, d.Name)
+		}
 		if h.Spec.MinReplicas == nil || *h.Spec.MinReplicas < 1 || *h.Spec.MinReplicas > h.Spec.MaxReplicas {
 			add("HorizontalPodAutoscaler %s: minReplicas %v must be in [1, maxReplicas %d]", h.Name, h.Spec.MinReplicas, h.Spec.MaxReplicas)
 		}

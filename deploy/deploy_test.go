@@ -198,6 +198,7 @@ func TestChecksCatchMistakes(t *testing.T) {
 		{name: "missing secret", old: "          volumeMounts:", new: "          env:\n            - name: X\n              valueFrom:\n                secretKeyRef: {name: s, key: k}\n          volumeMounts:", want: `Secret "s" is neither rendered`},
 		{name: "allowed external secret", old: "          volumeMounts:", new: "          env:\n            - name: X\n              valueFrom:\n                secretKeyRef: {name: s, key: k}\n          volumeMounts:", policy: policy{externalSecrets: map[string]bool{"s": true}}},
 		{name: "hpa target", old: "name: app}\n  minReplicas", new: "name: gone}\n  minReplicas", want: "is not a rendered Deployment"},
+		{name: "hpa and replicas", old: "spec:\n  selector:\n    matchLabels: {app: app}", new: "spec:\n  replicas: 2\n  selector:\n    matchLabels: {app: app}", want: "resets the HPA"},
 		{name: "hpa range", old: "minReplicas: 1", new: "minReplicas: 5", want: "minReplicas"},
 		{name: "pdb selector", old: "maxUnavailable: 1\n  selector:\n    matchLabels: {app: app}", new: "maxUnavailable: 1\n  selector:\n    matchLabels: {app: x}", want: "PodDisruptionBudget app: selector"},
 		{name: "no limits", old: "            limits: {cpu: \"1\", memory: 128Mi}\n", new: "", want: "no cpu limit"},
