@@ -29,6 +29,7 @@ secs() { # 90s | 2m | 1m30s -> seconds (whole)
 
 targets=()
 list_failed=()
+# shellcheck disable=SC2086 # FUZZ_DIRS is a list
 while IFS= read -r dir; do
   out=$(go test -list '^Fuzz' "./$dir" 2>&1) || { echo "$out" >&2; list_failed+=("./$dir"); continue; }
   pkg=$(go list "./$dir")

@@ -2,7 +2,7 @@
 # `make lint`: gofmt, go vet and, when installed, staticcheck. Every check
 # runs even if an earlier one failed, so one run shows every problem.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 rc=0
 files=$(find . -name '*.go' -not -path './.git/*' -not -path './.testenv/*' -not -path './bin/*' -not -path '*/testdata/*')
@@ -10,7 +10,7 @@ files=$(find . -name '*.go' -not -path './.git/*' -not -path './.testenv/*' -not
 unformatted=$(gofmt -l $files)
 if [ -n "$unformatted" ]; then
   echo "lint: gofmt -l lists files to format (gofmt -w them):"
-  echo "$unformatted" | sed 's/^/  /'
+  while IFS= read -r f; do echo "  $f"; done <<<"$unformatted"
   rc=1
 else
   echo "lint: gofmt ok"
@@ -36,5 +36,11 @@ if [ -n "$sc" ]; then
   if "$sc" ./...; then echo "lint: staticcheck ok"; else echo "lint: staticcheck FAILED"; rc=1; fi
 else
   echo "lint: staticcheck not installed, skipped (STATICCHECK_INSTALL=1 make lint installs it)"
+fi
+# Shell scripts, when shellcheck is installed (warnings and errors only).
+if command -v shellcheck >/dev/null 2>&1; then
+  if shellcheck -x -S warning scripts/*.sh .ci/run; then echo "lint: shellcheck ok"; else echo "lint: shellcheck FAILED"; rc=1; fi
+else
+  echo "lint: shellcheck not installed, skipped"
 fi
 exit "$rc"

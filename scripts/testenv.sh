@@ -185,10 +185,9 @@ pg_bindir() {
     dirname "$(command -v pg_ctl)"
     return 0
   fi
-  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-    if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then echo "$d"; return 0; fi
-  done
-  return 1
+  # The newest installed major version.
+  d=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && echo "$d"
 }
 
 # as_pg CMD: run CMD (a shell string) as the PostgreSQL owner. initdb
@@ -250,7 +249,7 @@ stop_pg() {
       log "pg_ctl stop failed (see $dir/log)"
   fi
   # Keep the server log for a failed run; drop the data.
-  [ -f "$dir/log" ] && cp "$dir/log" "$STATE/pg.log" 2>/dev/null || true
+  if [ -f "$dir/log" ]; then cp "$dir/log" "$STATE/pg.log" 2>/dev/null || true; fi
   rm -rf "$dir" "$STATE/pg.dir" "$STATE/pg.port"
 }
 
@@ -303,7 +302,10 @@ case "${1:-}" in
 start) cmd_start ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
-env) [ -s "$ENV_FILE" ] && cat "$ENV_FILE" || die "not started (scripts/testenv.sh start)" ;;
+env)
+  [ -s "$ENV_FILE" ] || die "not started (scripts/testenv.sh start)"
+  cat "$ENV_FILE"
+  ;;
 *)
   echo "usage: $0 start|stop|status|env" >&2
   exit 2
