@@ -360,8 +360,7 @@ func envValue(tb testing.TB, o *objects, e corev1.EnvVar) string {
 // field: config.ApplyEnv ignores them, so a typo would silently do nothing.
 func checkEnvNames(t *testing.T, svc service, c *corev1.Container) {
 	t.Helper()
-	valid := map[string]bool{}
-	envNames(svc.envPrefix, svc.cfgType, valid)
+	valid := envNames(t, svc.envPrefix, svc.cfgType)
 	for _, e := range c.Env {
 		if strings.HasPrefix(e.Name, svc.envPrefix+"_") && !valid[e.Name] {
 			t.Errorf("env %s names no %s config field", e.Name, svc.name)
@@ -369,25 +368,19 @@ func checkEnvNames(t *testing.T, svc service, c *corev1.Container) {
 	}
 }
 
-// envNames lists the variables config.ApplyEnv reads for t (same naming).
-func envNames(prefix string, t reflect.Type, out map[string]bool) {
-	durationType := reflect.TypeFor[time.Duration]()
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name := strings.Split(f.Tag.Get("yaml"), ",")[0]
-		if !f.IsExported() || name == "-" {
-			continue
-		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
-		}
-		env := prefix + "_" + strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(name))
-		if f.Type.Kind() == reflect.Struct && f.Type != durationType {
-			envNames(env, f.Type, out)
-			continue
-		}
-		out[env] = true
+// envNames lists the variables config.ApplyEnv reads for a t: it asks
+// ApplyEnv itself, so the list follows its naming rules exactly.
+func envNames(tb testing.TB, prefix string, t reflect.Type) map[string]bool {
+	tb.Helper()
+	out := map[string]bool{}
+	err := config.ApplyEnv(prefix, reflect.New(t).Interface(), func(name string) (string, bool) {
+		out[name] = true
+		return "", false
+	})
+	if err != nil {
+		tb.Fatalf("ApplyEnv %s: %v", t, err)
 	}
+	return out
 }
 
 // checkKeysDocumented fails for keys of the deployed file that the

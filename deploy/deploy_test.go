@@ -2,9 +2,11 @@ package deploy
 
 import (
 	"encoding/json"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
@@ -177,6 +179,25 @@ spec:
         target: {type: Utilization, averageUtilization: 70}
 `
 )
+
+func TestEnvNames(t *testing.T) {
+	type inner struct {
+		B string `yaml:"b_field"`
+	}
+	type cfg struct {
+		A      string        `yaml:"a"`
+		Inner  inner         `yaml:"inner"`
+		Inline inner         `yaml:",inline"`
+		D      time.Duration `yaml:"d"`
+		Skip   string        `yaml:"-"`
+		Plain  int
+	}
+	got := envNames(t, "P", reflect.TypeFor[cfg]())
+	want := map[string]bool{"P_A": true, "P_INNER_B_FIELD": true, "P_B_FIELD": true, "P_D": true, "P_PLAIN": true}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("envNames = %v, want %v", got, want)
+	}
+}
 
 func TestChecksCatchMistakes(t *testing.T) {
 	for _, tc := range []struct {
