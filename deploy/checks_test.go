@@ -146,9 +146,18 @@ func checkDeployment(o *objects, p policy, d *appsv1.Deployment, add func(string
 		cwhat := what + " container " + c.Name
 		checkImage(p, cwhat, c.Image, add)
 		checkResources(cwhat, c.Resources, add)
-		for _, m := range c.VolumeMounts {
+		for i, m := range c.VolumeMounts {
 			if _, ok := volumes[m.Name]; !ok {
 				add("%s: volumeMount %q names no volume", cwhat, m.Name)
+			}
+			// A mount inside another one needs its mount point created in
+			// the outer volume, which fails for read-only ConfigMap and
+			// Secret volumes: keep mounts side by side.
+			for _, o := range c.VolumeMounts[i+1:] {
+				a, b := strings.TrimSuffix(m.MountPath, "/")+"/", strings.TrimSuffix(o.MountPath, "/")+"/"
+				if strings.HasPrefix(a, b) || strings.HasPrefix(b, a) {
+					add("%s: volumeMounts %s and %s are nested", cwhat, m.MountPath, o.MountPath)
+				}
 			}
 		}
 		for _, ef := range c.EnvFrom {

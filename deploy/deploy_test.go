@@ -226,6 +226,7 @@ func TestChecksCatchMistakes(t *testing.T) {
 		{name: "request above limit", old: "memory: 64Mi", new: "memory: 1Gi", want: "above its limit"},
 		{name: "latest image", old: "example/app:v1", new: "example/app:latest", policy: policy{pinnedImages: true}, want: "not pinned"},
 		{name: "untagged image", old: "example/app:v1", new: "registry:5000/app", policy: policy{pinnedImages: true}, want: "not pinned"},
+		{name: "nested mounts", old: "          volumeMounts:\n            - {name: config, mountPath: /etc/app}", new: "          volumeMounts:\n            - {name: config, mountPath: /etc/app}\n            - {name: config, mountPath: /etc/app/sub}", want: "are nested"},
 		{name: "mount without volume", old: "{name: config, mountPath", new: "{name: cfg, mountPath", want: `volumeMount "cfg"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
