@@ -734,12 +734,18 @@ func (x *Sync) GetCursors() []*Cursor {
 }
 
 type ConvMessages struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConvId        string                 `protobuf:"bytes,1,opt,name=conv_id,json=convId,proto3" json:"conv_id,omitempty"`
-	Msgs          []*Msg                 `protobuf:"bytes,2,rep,name=msgs,proto3" json:"msgs,omitempty"` // in seq order
-	More          bool                   `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
-	MaxSeq        int64                  `protobuf:"varint,4,opt,name=max_seq,json=maxSeq,proto3" json:"max_seq,omitempty"`
-	ReadSeq       int64                  `protobuf:"varint,5,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ConvId  string                 `protobuf:"bytes,1,opt,name=conv_id,json=convId,proto3" json:"conv_id,omitempty"`
+	Msgs    []*Msg                 `protobuf:"bytes,2,rep,name=msgs,proto3" json:"msgs,omitempty"` // in seq order
+	More    bool                   `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
+	MaxSeq  int64                  `protobuf:"varint,4,opt,name=max_seq,json=maxSeq,proto3" json:"max_seq,omitempty"`
+	ReadSeq int64                  `protobuf:"varint,5,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	// Every seq above the request's from_seq and up to settled_seq that is
+	// not in msgs will never exist (skipped by a seq jump or abandoned by a
+	// failed send): the client may move past it. A missing seq above
+	// settled_seq may still be in flight (allocated, not yet stored): the
+	// client waits for it and pulls again.
+	SettledSeq    int64 `protobuf:"varint,6,opt,name=settled_seq,json=settledSeq,proto3" json:"settled_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -805,6 +811,13 @@ func (x *ConvMessages) GetMaxSeq() int64 {
 func (x *ConvMessages) GetReadSeq() int64 {
 	if x != nil {
 		return x.ReadSeq
+	}
+	return 0
+}
+
+func (x *ConvMessages) GetSettledSeq() int64 {
+	if x != nil {
+		return x.SettledSeq
 	}
 	return 0
 }
@@ -1225,13 +1238,15 @@ const file_protocol_protocol_proto_rawDesc = "" +
 	"\aconv_id\x18\x01 \x01(\tR\x06convId\x12\x19\n" +
 	"\bfrom_seq\x18\x02 \x01(\x03R\afromSeq\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\x121\n" +
-	"\acursors\x18\x04 \x03(\v2\x17.hubuim.protocol.CursorR\acursors\"\x99\x01\n" +
+	"\acursors\x18\x04 \x03(\v2\x17.hubuim.protocol.CursorR\acursors\"\xba\x01\n" +
 	"\fConvMessages\x12\x17\n" +
 	"\aconv_id\x18\x01 \x01(\tR\x06convId\x12(\n" +
 	"\x04msgs\x18\x02 \x03(\v2\x14.hubuim.protocol.MsgR\x04msgs\x12\x12\n" +
 	"\x04more\x18\x03 \x01(\bR\x04more\x12\x17\n" +
 	"\amax_seq\x18\x04 \x01(\x03R\x06maxSeq\x12\x19\n" +
-	"\bread_seq\x18\x05 \x01(\x03R\areadSeq\"\x89\x01\n" +
+	"\bread_seq\x18\x05 \x01(\x03R\areadSeq\x12\x1f\n" +
+	"\vsettled_seq\x18\x06 \x01(\x03R\n" +
+	"settledSeq\"\x89\x01\n" +
 	"\tSyncReply\x123\n" +
 	"\x05convs\x18\x01 \x03(\v2\x1d.hubuim.protocol.ConvMessagesR\x05convs\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.hubuim.protocol.StatusR\x06status\x12\x16\n" +

@@ -207,6 +207,7 @@ func (c *cluster) addLogic(redisAddr string) *logicNode {
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.Push.Secret = pushSecret
 	cfg.Conn.OnlineCache = 100 * time.Millisecond
+	cfg.IM.SettleTime = 2 * time.Second
 	srv, err := app.NewLogic(cfg, app.LogicDeps{
 		Sessions: c.sessions(rdb), Verifier: verifier, Producer: producer, Store: c.store(),
 		Seq: seq, Dedup: dedup, IDs: ids, Watcher: reg, Registrar: reg, Logger: c.log.With("node", cfg.ID),
@@ -247,7 +248,7 @@ func (c *cluster) addComet(id, tcpAddr string) *cometNode {
 	cfg := app.CometConfig{
 		Config: comet.Config{
 			ID: id, TCPAddr: tcpAddr, GRPCAddr: "127.0.0.1:0", DrainTimeout: 5 * time.Second,
-			OnlineInterval: 200 * time.Millisecond,
+			OnlineInterval: 200 * time.Millisecond, LogicHeartbeat: 300 * time.Millisecond,
 		},
 		AdvertiseHost: "127.0.0.1", RegisterInterval: 200 * time.Millisecond,
 	}
@@ -286,14 +287,27 @@ func (c *cluster) addJob() func() {
 // dial connects user mid to the comets at addrs (tried in order).
 func (c *cluster) dial(mid int64, room string, addrs ...string) *client.Client {
 	c.t.Helper()
+	return c.dialWith(mid, room, nil, addrs...)
+}
+
+// dialIM connects an IM device with known cursors. Its heartbeats are
+// frequent so that lost sessions are re-created quickly.
+func (c *cluster) dialIM(mid int64, cursors map[string]int64, addrs ...string) *client.Client {
+	c.t.Helper()
+	return c.dialWith(mid, "", cursors, addrs...)
+}
+
+func (c *cluster) dialWith(mid int64, room string, cursors map[string]int64, addrs ...string) *client.Client {
+	c.t.Helper()
 	tok, err := auth.SignHS256([]byte(jwtSecret), mid, "", time.Hour)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	cl, err := client.New(client.Config{
-		Addrs: addrs, Mid: mid, Token: tok, RoomID: room, Accepts: []int32{testOp},
-		SendTimeout: 2 * time.Second, BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
-		HeartbeatTimeout: 5 * time.Second, EventBuffer: 4096,
+		Addrs: addrs, Mid: mid, Token: tok, RoomID: room, Accepts: []int32{testOp}, Cursors: cursors,
+		SendTimeout: time.Second, MaxResends: 60, BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
+		HeartbeatMin: 200 * time.Millisecond, HeartbeatMax: 400 * time.Millisecond, HeartbeatStep: 100 * time.Millisecond,
+		HeartbeatTimeout: 5 * time.Second, EventBuffer: 8192, AckInterval: 100 * time.Millisecond,
 		Logger: c.log.With("client", mid),
 	})
 	if err != nil {

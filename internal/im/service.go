@@ -30,6 +30,17 @@ const (
 	// seqConflictRetries is how often Send retries with a fresh seq after a
 	// seq conflict (a counter re-created at 0 handed out a used seq).
 	seqConflictRetries = 3
+	// DefaultSettleTime bounds the time from a seq's allocation to the end
+	// of its store attempt, plus clock skew between logic replicas. A
+	// stored message older than that proves every lower seq is stored or
+	// will never be (SyncReply's settled_seq).
+	DefaultSettleTime = 10 * time.Second
+	// DefaultSyncMaxBytes bounds the messages' payloads in one sync reply;
+	// the rest is left for the next page ("more").
+	DefaultSyncMaxBytes = 256 << 10
+	// storeShare is the part of the settle time one store attempt may use;
+	// the rest is margin for clock skew.
+	storeShare = 2
 )
 
 // Store is what the IM service needs from the message store.
@@ -60,6 +71,12 @@ type Config struct {
 	// MessageTopic is the topic stored messages are published to. Default
 	// mq.TopicMessage.
 	MessageTopic string `yaml:"message_topic"`
+	// SettleTime bounds seq allocation to stored message (a store attempt
+	// gets half of it) plus clock skew; see DefaultSettleTime.
+	SettleTime time.Duration `yaml:"settle_time"`
+	// SyncMaxBytes bounds the payload bytes of one sync reply. Default
+	// DefaultSyncMaxBytes.
+	SyncMaxBytes int `yaml:"sync_max_bytes"`
 }
 
 // Deps are the IM service's collaborators.
@@ -95,8 +112,14 @@ func NewService(cfg Config, deps Deps) (*Service, error) {
 	case deps.Producer == nil:
 		return nil, errors.New("im: service needs a producer")
 	}
-	if cfg.MaxPayload < 0 || cfg.SyncLimit < 0 {
-		return nil, errors.New("im: max_payload and sync_limit must not be negative")
+	if cfg.MaxPayload < 0 || cfg.SyncLimit < 0 || cfg.SettleTime < 0 || cfg.SyncMaxBytes < 0 {
+		return nil, errors.New("im: max_payload, sync_limit, settle_time and sync_max_bytes must not be negative")
+	}
+	if cfg.SettleTime == 0 {
+		cfg.SettleTime = DefaultSettleTime
+	}
+	if cfg.SyncMaxBytes == 0 {
+		cfg.SyncMaxBytes = DefaultSyncMaxBytes
 	}
 	if cfg.MaxPayload == 0 {
 		cfg.MaxPayload = DefaultMaxPayload
@@ -277,7 +300,11 @@ func (s *Service) store(ctx context.Context, sender int64, convID string, req *p
 			ConvType:    req.ConvType,
 			To:          req.To,
 		}
-		stored, dup, err := s.deps.Store.Append(ctx, m)
+		// The attempt must end well within the settle time: a message
+		// stored later could hide behind a settled_seq already reported.
+		actx, cancel := context.WithTimeout(ctx, s.cfg.SettleTime/storeShare)
+		stored, dup, err := s.deps.Store.Append(actx, m)
+		cancel()
 		if errors.Is(err, store.ErrSeqConflict) && attempt < seqConflictRetries {
 			s.deps.Metrics.seqConflict()
 			continue

@@ -320,3 +320,29 @@ func TestPublishedEventIsKeyedByConversation(t *testing.T) {
 		t.Fatalf("server time %d", ev.Msg.ServerTime)
 	}
 }
+
+func TestSyncSettledSeqAndByteCap(t *testing.T) {
+	h := newHarness(t, Config{SettleTime: time.Minute, SyncMaxBytes: 10})
+	ctx := context.Background()
+	now := time.Unix(10_000, 0)
+	h.svc.deps.Now = func() time.Time { return now }
+	for i := 0; i < 4; i++ {
+		h.svc.Send(ctx, 1, "d", &protocol.MsgSend{ClientMsgId: string(rune('a' + i)), ConvType: protocol.ConvType_CONV_TYPE_SINGLE, To: 2, Payload: []byte("1234")})
+	}
+	conv := store.SingleConvID(1, 2)
+	// Fresh messages settle nothing beyond from_seq: lower seqs may be in flight.
+	c := h.svc.Sync(ctx, 2, &protocol.Sync{ConvId: conv, FromSeq: 1}).Convs[0]
+	if c.SettledSeq != 1 {
+		t.Fatalf("settled = %d for fresh messages, want from_seq 1", c.SettledSeq)
+	}
+	// 4-byte payloads under a 10-byte cap: two per page, more set.
+	if len(c.Msgs) != 2 || !c.More || c.Msgs[0].Seq != 2 {
+		t.Fatalf("capped page = %d msgs more=%v", len(c.Msgs), c.More)
+	}
+	// Once older than the settle time, the returned seqs are settled.
+	now = now.Add(2 * time.Minute)
+	c = h.svc.Sync(ctx, 2, &protocol.Sync{ConvId: conv, FromSeq: 1}).Convs[0]
+	if c.SettledSeq != c.Msgs[len(c.Msgs)-1].Seq {
+		t.Fatalf("settled = %d, want the last returned seq %d", c.SettledSeq, c.Msgs[len(c.Msgs)-1].Seq)
+	}
+}

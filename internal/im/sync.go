@@ -51,7 +51,8 @@ func (s *Service) syncConv(ctx context.Context, user int64, convID string, from 
 	if err != nil {
 		return nil, fmt.Errorf("max seq: %w", err)
 	}
-	c := &protocol.ConvMessages{ConvId: convID, Msgs: msgs, More: more, MaxSeq: maxSeq}
+	msgs, more = capBytes(msgs, more, s.cfg.SyncMaxBytes)
+	c := &protocol.ConvMessages{ConvId: convID, Msgs: msgs, More: more, MaxSeq: maxSeq, SettledSeq: s.settled(from, msgs)}
 	if st, err := s.deps.Store.Conversation(ctx, user, convID); err == nil {
 		c.ReadSeq = st.ReadSeq
 	} else if !errors.Is(err, store.ErrNotFound) {
@@ -172,4 +173,32 @@ func (s *Service) readMark(ctx context.Context, user int64, req *protocol.ReadMa
 		return 0, nil, fmt.Errorf("set read: %w", err)
 	}
 	return read, users, nil
+}
+
+// settled returns the highest seq up to which every missing seq above from
+// will never exist: the highest returned message stored longer ago than the
+// settle time (its seq was allocated after every lower seq, whose store
+// attempts have all ended by now).
+func (s *Service) settled(from int64, msgs []*protocol.Msg) int64 {
+	cutoff := s.deps.Now().Add(-s.cfg.SettleTime).UnixMilli()
+	settled := from
+	for _, m := range msgs {
+		if m.ServerTime <= cutoff {
+			settled = m.Seq
+		}
+	}
+	return settled
+}
+
+// capBytes keeps a prefix of msgs whose payloads fit in maxBytes (at least
+// one message) and reports more when it cut.
+func capBytes(msgs []*protocol.Msg, more bool, maxBytes int) ([]*protocol.Msg, bool) {
+	total := 0
+	for i, m := range msgs {
+		total += len(m.Payload)
+		if total > maxBytes && i > 0 {
+			return msgs[:i], true
+		}
+	}
+	return msgs, more
 }

@@ -267,6 +267,42 @@ func TestSendStatusError(t *testing.T) {
 	}
 }
 
+// A retryable refusal (a dependency of the server failed, nothing was
+// stored) keeps the message in flight: the same client message id is sent
+// again until it is taken.
+func TestSendRetriesRetryableStatus(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	refusals := 2
+	srv.set(func(s *fakeServer) {
+		s.onMsgSend = func(fc *fakeConn, m *protocol.MsgSend) bool {
+			if refusals == 0 {
+				return true
+			}
+			refusals--
+			_ = fc.writeProto(protocol.OpMsgSendAck, 0, &protocol.MsgSendAck{
+				ClientMsgId: m.ClientMsgId, Status: protocol.Status_STATUS_INTERNAL, Reason: "internal error, retry"})
+			return false
+		}
+	})
+	cfg := testConfig(srv)
+	cfg.SendTimeout = 50 * time.Millisecond
+	c, _ := startClient(t, cfg)
+	ack, err := c.Send(context.Background(), Group(5), 1, []byte("x"))
+	if err != nil || ack.Status != protocol.Status_STATUS_OK || ack.Seq == 0 {
+		t.Fatalf("ack %v err %v, want the message taken after two refusals", ack, err)
+	}
+	var sends []*protocol.MsgSend
+	srv.get(func(s *fakeServer) { sends = slices.Clone(s.sends) })
+	if len(sends) != 3 {
+		t.Fatalf("server saw %d MsgSend, want 3", len(sends))
+	}
+	for _, m := range sends {
+		if m.ClientMsgId != ack.ClientMsgId {
+			t.Fatalf("retry with another client id %q != %q", m.ClientMsgId, ack.ClientMsgId)
+		}
+	}
+}
+
 func TestSendResentAfterReconnect(t *testing.T) {
 	srv := newFakeServer(t, TransportWS)
 	first := true
@@ -411,10 +447,33 @@ func TestUnfillableGapMovesOn(t *testing.T) {
 	}
 }
 
+// A seq allocated by a concurrent sender but not stored yet is missing
+// from a pull; the server does not settle it, so the client waits, pulls
+// again, and delivers it in order when it exists (it was lost before
+// settled_seq: the client skipped it and then dropped it as a duplicate).
+func TestInFlightSeqIsWaitedFor(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.addMsgs("g:1", 1)
+	cfg := testConfig(srv)
+	cfg.Cursors = map[string]int64{"g:1": 1}
+	_, r := startClient(t, cfg)
+	srv.set(func(s *fakeServer) { s.unsettled["g:1"] = 1 })
+	m3 := srv.addMsgs("g:1", 3) // 2 is still being stored
+	srv.pushProto(protocol.OpMsgPush, m3[0])
+	time.Sleep(3 * unsettledRetry)
+	if got := msgSeqs(r, "g:1"); len(got) != 0 {
+		t.Fatalf("delivered %v past an unsettled gap", got)
+	}
+	srv.addMsgs("g:1", 2) // stored now, never pushed
+	waitFor(t, "2 and 3 in order", func() bool { return slices.Equal(msgSeqs(r, "g:1"), []int64{2, 3}) })
+}
+
 func TestLyingNoticeGivesUp(t *testing.T) {
 	srv := newFakeServer(t, TransportTCP)
 	srv.addMsgs("g:1", 1)
-	_, r := startClient(t, testConfig(srv))
+	cfg := testConfig(srv)
+	cfg.GapWait = time.Second
+	_, r := startClient(t, cfg)
 	waitFor(t, "1", func() bool { return slices.Equal(msgSeqs(r, "g:1"), []int64{1}) })
 	// The notice claims 10 but the server's pulls never return more.
 	srv.pushProto(protocol.OpMsgNotify, &protocol.MsgNotify{ConvId: "g:1", MaxSeq: 10})

@@ -42,6 +42,7 @@ const (
 	DefaultEventBuffer        = 256
 	DefaultMaxInboundBody     = 1 << 20
 	DefaultReorderLimit       = 1024
+	DefaultGapWait            = time.Minute
 )
 
 // Config configures a Client. The zero value of every field means its
@@ -142,6 +143,11 @@ type Config struct {
 	// conversation while a gap is being pulled; beyond it the newest are
 	// dropped (they are pulled again). Default: 1024.
 	ReorderLimit int
+	// GapWait bounds how long a missing seq the server has not settled
+	// (SyncReply settled_seq: it may still be in flight) is waited for and
+	// pulled again before the client moves past it with ErrGapUnfilled.
+	// Default: 1m.
+	GapWait time.Duration
 
 	// EventBuffer is the capacity of the Events channel. Default: 256.
 	EventBuffer int
@@ -215,6 +221,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.ReorderLimit == 0 {
 		cfg.ReorderLimit = DefaultReorderLimit
+	}
+	if cfg.GapWait == 0 {
+		cfg.GapWait = DefaultGapWait
 	}
 	if cfg.EventBuffer == 0 {
 		cfg.EventBuffer = DefaultEventBuffer

@@ -18,6 +18,12 @@ const syncCursorsField = 4
 // further before the client stops chasing the missing seqs.
 const maxNoProgress = 3
 
+// A missing seq above the server's settled_seq may still be in flight
+// (allocated by a concurrent send, not stored yet): the client waits
+// unsettledRetry and pulls again, and only gives up on it after
+// Config.GapWait (a server that never settles it is broken or old).
+const unsettledRetry = 500 * time.Millisecond
+
 // convState is the receive side of one conversation. contig is the highest
 // seq such that every seq up to it was delivered or skipped; buf holds
 // messages above contig+1 until the gap below them is filled.
@@ -33,6 +39,10 @@ type convState struct {
 	retries    int    // pulls resent for lack of a reply
 	limit      int32  // page size; halved when a page is too big (0: SyncLimit)
 	active     uint64 // Client.activity when contig last moved
+	// repullAt is when to pull an unsettled gap again (zero: not waiting);
+	// unsettledSince is when the client started waiting for it.
+	repullAt       time.Time
+	unsettledSince time.Time
 }
 
 type syncReq struct {
@@ -186,7 +196,7 @@ func (c *Client) handlePush(s *session, m *protocol.Msg) {
 	msgs, dup := st.accept(m, c.cfg.ReorderLimit, s.scratch[:0])
 	c.touchLocked(st, before)
 	var out []outFrame
-	if st.contig < st.target && !st.pulling {
+	if st.contig < st.target && !st.pulling && !time.Now().Before(st.repullAt) {
 		out = append(out, c.startPullLocked(m.ConvId, st))
 	}
 	c.convMu.Unlock()
@@ -271,20 +281,34 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 		if perConv {
 			st.limit = min(st.limit*2, c.cfg.SyncLimit) // recover after a halving
 		}
-		if !cm.More {
-			// Everything the server has after from_seq came back: seqs
-			// up to max_seq that are still missing were skipped.
-			var n int64
-			msgs, n = st.jumpTo(max(cm.MaxSeq, last), msgs)
-			skipped += n
-		}
+		// Missing seqs up to settled_seq will never exist (a seq jump or
+		// an abandoned send); anything missing above it may be in flight.
+		var n int64
+		msgs, n = st.jumpTo(min(cm.SettledSeq, max(cm.MaxSeq, last)), msgs)
+		skipped += n
 		if st.contig > before {
 			st.noProgress = 0
+			st.unsettledSince = time.Time{}
 		} else {
 			st.noProgress++
 		}
 		if !cm.More && st.contig >= st.target {
+			st.unsettledSince, st.repullAt = time.Time{}, time.Time{}
 			continue
+		}
+		if !cm.More {
+			// The server has nothing more yet: wait for the missing seqs
+			// (a push may bring them) and pull again later.
+			now := time.Now()
+			if st.unsettledSince.IsZero() {
+				st.unsettledSince = now
+			}
+			if now.Sub(st.unsettledSince) < c.cfg.GapWait {
+				st.repullAt = now.Add(unsettledRetry)
+				st.noProgress = 0
+				continue
+			}
+			st.noProgress = maxNoProgress
 		}
 		if st.noProgress >= maxNoProgress {
 			errs = append(errs, fmt.Errorf("%w: conversation %q: seqs %d..%d", ErrGapUnfilled, cm.ConvId, st.contig+1, st.target))
@@ -293,6 +317,7 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 			skipped += n
 			st.target = st.contig
 			st.noProgress = 0
+			st.unsettledSince, st.repullAt = time.Time{}, time.Time{}
 			continue
 		}
 		out = append(out, c.startPullLocked(cm.ConvId, st))
@@ -371,6 +396,7 @@ func (c *Client) resetPulls() {
 		st.pulling = false
 		st.noProgress = 0
 		st.retries = 0
+		st.repullAt = time.Time{}
 	}
 	clear(c.syncs)
 	c.cursorSync = syncReq{}
@@ -383,6 +409,13 @@ func (c *Client) retryPulls(s *session) {
 	var errs []error
 	c.convMu.Lock()
 	for id, st := range c.convs {
+		if !st.pulling && !st.repullAt.IsZero() && !now.Before(st.repullAt) {
+			st.repullAt = time.Time{}
+			if st.contig < st.target {
+				out = append(out, c.startPullLocked(id, st))
+			}
+			continue
+		}
 		if !st.pulling || now.Sub(st.pullAt) < c.cfg.SendTimeout {
 			continue
 		}

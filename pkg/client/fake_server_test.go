@@ -61,6 +61,9 @@ type fakeServer struct {
 	maxConvs   int              // conversations per cursor sync reply (0: all)
 	forbid     map[string]bool  // conversations whose pulls get STATUS_FORBIDDEN
 	maxSeqOver map[string]int64 // max_seq to report instead of the store's
+	// unsettled, when set for a conversation, is reported as settled_seq
+	// (seqs above it may be in flight); by default everything is settled.
+	unsettled map[string]int64
 }
 
 type fakeConn struct {
@@ -116,6 +119,7 @@ func newFakeServer(t testing.TB, transport string) *fakeServer {
 		conns: map[*fakeConn]struct{}{}, acks: map[string]*protocol.MsgSendAck{},
 		counters: map[string]int64{}, store: map[string][]*protocol.Msg{},
 		maxSeqOver: map[string]int64{},
+		unsettled:  map[string]int64{},
 	}
 	var tlsCfg *tls.Config
 	if transport == TransportTLS || transport == TransportWSS {
@@ -379,6 +383,13 @@ func (s *fakeServer) convPageLocked(conv string, from int64, limit int32) *proto
 			break
 		}
 		cm.Msgs = append(cm.Msgs, m)
+	}
+	cm.SettledSeq = cm.MaxSeq
+	if cm.More {
+		cm.SettledSeq = cm.Msgs[len(cm.Msgs)-1].Seq
+	}
+	if v, ok := s.unsettled[conv]; ok {
+		cm.SettledSeq = min(cm.SettledSeq, v)
 	}
 	return cm
 }

@@ -96,7 +96,9 @@ func (c *Client) SendWithID(ctx context.Context, clientMsgID string, to Conversa
 	for attempts := 0; ; {
 		select {
 		case ack := <-ps.ch:
-			return ackResult(ack)
+			if !retryableAck(ack) {
+				return ackResult(ack)
+			}
 		default:
 		}
 		if attempts > c.cfg.MaxResends {
@@ -117,7 +119,19 @@ func (c *Client) SendWithID(ctx context.Context, clientMsgID string, to Conversa
 		timer.Reset(c.cfg.SendTimeout)
 		select {
 		case ack := <-ps.ch:
-			return ackResult(ack)
+			if !retryableAck(ack) {
+				return ackResult(ack)
+			}
+			// The server could not take the message now (a dependency
+			// failed) and stored nothing: send the same client message id
+			// again once the send timeout has passed.
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-c.ctx.Done():
+				return nil, ErrClosed
+			}
 		case <-timer.C:
 		case <-s.done:
 			attempts-- // resend on the next connection
@@ -127,6 +141,13 @@ func (c *Client) SendWithID(ctx context.Context, clientMsgID string, to Conversa
 			return nil, ErrClosed
 		}
 	}
+}
+
+// retryableAck reports an ACK that refuses the message for now (internal
+// error, unavailable, rate limited): Send keeps resending the same id.
+func retryableAck(ack *protocol.MsgSendAck) bool {
+	return ack.Status != protocol.Status_STATUS_OK &&
+		(&StatusError{Status: ack.Status}).Retryable()
 }
 
 func ackResult(ack *protocol.MsgSendAck) (*protocol.MsgSendAck, error) {
@@ -141,12 +162,24 @@ func ackResult(ack *protocol.MsgSendAck) (*protocol.MsgSendAck, error) {
 // dropped. The sent message is then delivered as a Message event in its
 // conversation's order, like any other.
 func (c *Client) handleAck(s *session, ack *protocol.MsgSendAck) {
+	retry := retryableAck(ack)
 	c.mu.Lock()
 	ps := c.sends[ack.ClientMsgId]
-	delete(c.sends, ack.ClientMsgId)
+	if !retry {
+		delete(c.sends, ack.ClientMsgId)
+	}
 	mid := c.mid
 	c.mu.Unlock()
 	if ps == nil {
+		return
+	}
+	if retry {
+		// Send stays pending and resends; a second refusal before it reads
+		// the first changes nothing.
+		select {
+		case ps.ch <- ack:
+		default:
+		}
 		return
 	}
 	ps.ch <- ack // buffered; the only send since ps left the map

@@ -1,0 +1,283 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/store"
+	"github.com/hubuim/hubuim/internal/testenv"
+	"github.com/hubuim/hubuim/pkg/client"
+)
+
+// received collects what one device got, per conversation, in arrival
+// order.
+type received struct {
+	mu    sync.Mutex
+	convs map[string][]*protocol.Msg
+}
+
+func collect(c *client.Client, into *received, stop <-chan struct{}) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case ev, ok := <-c.Events():
+				if !ok {
+					return
+				}
+				if m, ok := ev.(client.Message); ok {
+					into.mu.Lock()
+					into.convs[m.Msg.ConvId] = append(into.convs[m.Msg.ConvId], m.Msg)
+					into.mu.Unlock()
+				}
+			case <-stop:
+				return
+			}
+		}
+	})
+	return &wg
+}
+
+func (r *received) count(conv string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.convs[conv])
+}
+
+type ackLog struct {
+	mu   sync.Mutex
+	acks map[string][]*protocol.MsgSendAck // by conv, in ACK order per sender
+}
+
+func (a *ackLog) add(ack *protocol.MsgSendAck) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.acks[ack.ConvId] = append(a.acks[ack.ConvId], ack)
+}
+
+// TestReliableMessagingSurvivesRestarts is issue 5's proof: several
+// senders, 1:1 and a group, with a comet restart and a Redis restart in
+// the middle. Every recipient device must end with every message exactly
+// once and in seq order after its reconnect sync, and seq never goes back.
+func TestReliableMessagingSurvivesRestarts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long end-to-end test")
+	}
+	c := newCluster(t)
+	rs := testenv.StartRedis(t)
+	c.redisAddr = rs.Addr
+	c.addLogic(rs.Addr)
+	c.addLogic(rs.Addr)
+	a := c.addComet("comet-a", "127.0.0.1:0")
+	b := c.addComet("comet-b", "127.0.0.1:0")
+	aAddr, bAddr := hostPort(a.tcp), hostPort(b.tcp)
+	c.addJob()
+
+	const group = 100
+	ctx := context.Background()
+	st := c.store()
+	if _, err := st.CreateGroup(ctx, store.Group{ID: group, Name: "proof", Owner: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.AddMembers(ctx, group, []int64{2, 3, 10, 11}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Recipient devices: user 10 on both comets, user 11 on b.
+	type device struct {
+		name string
+		mid  int64
+		cl   *client.Client
+		got  *received
+		stop chan struct{}
+		wg   *sync.WaitGroup
+	}
+	devices := []*device{
+		{name: "u10-a", mid: 10}, {name: "u10-b", mid: 10}, {name: "u11-b", mid: 11},
+	}
+	addrsOf := map[string][]string{"u10-a": {aAddr, bAddr}, "u10-b": {bAddr, aAddr}, "u11-b": {bAddr, aAddr}}
+	for _, d := range devices {
+		d.cl = c.dialIM(d.mid, nil, addrsOf[d.name]...)
+		d.got = &received{convs: map[string][]*protocol.Msg{}}
+		d.stop = make(chan struct{})
+		d.wg = collect(d.cl, d.got, d.stop)
+	}
+
+	// Senders 1, 2, 3 each send perConv messages to user 10 and to the group.
+	const senders, perConv = 3, 200
+	total := senders * perConv * 2
+	acks := &ackLog{acks: map[string][]*protocol.MsgSendAck{}}
+	var acked atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, senders)
+	for s := int64(1); s <= senders; s++ {
+		addrs := []string{aAddr, bAddr}
+		if s%2 == 0 {
+			addrs = []string{bAddr, aAddr}
+		}
+		cl := c.dialIM(s, nil, addrs...)
+		go func() {
+			for range cl.Events() { // senders only care about ACKs
+			}
+		}()
+		wg.Go(func() {
+			for i := 0; i < perConv; i++ {
+				for _, to := range []client.Conversation{client.User(10), client.Group(group)} {
+					sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+					ack, err := cl.Send(sctx, to, 0, []byte(fmt.Sprintf("s%d-%d", s, i)))
+					cancel()
+					if err != nil {
+						errs <- fmt.Errorf("sender %d message %d: %w", s, i, err)
+						return
+					}
+					acks.add(ack)
+					acked.Add(1)
+				}
+			}
+		})
+	}
+
+	// Restart comet a after a third, Redis after two thirds.
+	seqBeforeRedis := map[string]int64{}
+	waitFor(t, "a third of the messages acked", func() bool { return acked.Load() >= int64(total/3) })
+	a.stop()
+	a = c.addComet("comet-a", aAddr)
+	waitFor(t, "two thirds of the messages acked", func() bool { return acked.Load() >= int64(2*total/3) })
+	acks.mu.Lock()
+	for conv, list := range acks.acks {
+		for _, ack := range list {
+			seqBeforeRedis[conv] = max(seqBeforeRedis[conv], ack.Seq)
+		}
+	}
+	acks.mu.Unlock()
+	rs.Stop()
+	time.Sleep(300 * time.Millisecond)
+	rs.Start()
+
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if int(acked.Load()) != total {
+		t.Fatalf("acked %d of %d", acked.Load(), total)
+	}
+
+	// Seq: unique per conversation, and everything sent after the Redis
+	// restart is above everything acked before it.
+	convs := []string{store.SingleConvID(1, 10), store.SingleConvID(2, 10), store.SingleConvID(3, 10), store.GroupConvID(group)}
+	want := map[string]map[int64]bool{} // conv -> msg ids
+	for conv, list := range acks.acks {
+		seen := map[int64]bool{}
+		want[conv] = map[int64]bool{}
+		for _, ack := range list {
+			if seen[ack.Seq] {
+				t.Fatalf("%s: seq %d acked twice", conv, ack.Seq)
+			}
+			seen[ack.Seq] = true
+			want[conv][ack.MsgId] = true
+		}
+	}
+	jumped := false
+	for conv, list := range acks.acks {
+		for _, ack := range list[len(list)-10:] {
+			if ack.Seq <= seqBeforeRedis[conv] {
+				t.Fatalf("%s: seq %d after the Redis restart is not above %d", conv, ack.Seq, seqBeforeRedis[conv])
+			}
+			if ack.Seq > seqBeforeRedis[conv]+int64(perConv*senders) {
+				jumped = true
+			}
+		}
+	}
+	if !jumped {
+		t.Fatal("no conversation jumped past its stored max after the Redis restart")
+	}
+
+	// Reconnect every device with its cursors (the reconnect sync), then
+	// count what each holds.
+	for _, d := range devices {
+		cursors := d.cl.Cursors()
+		d.cl.Close()
+		close(d.stop)
+		d.wg.Wait()
+		d.cl = c.dialIM(d.mid, cursors, addrsOf[d.name]...)
+		d.stop = make(chan struct{})
+		d.wg = collect(d.cl, d.got, d.stop)
+	}
+	for _, d := range devices {
+		var myConvs []string
+		if d.mid == 10 {
+			myConvs = convs
+		} else {
+			myConvs = []string{store.GroupConvID(group)}
+		}
+		for _, conv := range myConvs {
+			if !eventually(func() bool { return d.got.count(conv) >= len(want[conv]) }) {
+				d.got.mu.Lock()
+				got := d.got.convs[conv]
+				have := map[int64]bool{}
+				for _, m := range got {
+					have[m.MsgId] = true
+				}
+				var missing []int64
+				for _, ack := range acks.acks[conv] {
+					if !have[ack.MsgId] {
+						missing = append(missing, ack.Seq)
+					}
+				}
+				d.got.mu.Unlock()
+				sort.Slice(missing, func(i, j int) bool { return missing[i] < missing[j] })
+				t.Fatalf("%s holds %d of %d messages of %s; missing seqs %v; cursor %d", d.name, len(got), len(want[conv]), conv, missing, d.cl.Cursors()[conv])
+			}
+		}
+		time.Sleep(200 * time.Millisecond) // let any duplicate show up
+		d.got.mu.Lock()
+		for _, conv := range myConvs {
+			lost, dup, disorder := 0, 0, 0
+			have := map[int64]int{}
+			var last int64
+			for _, m := range d.got.convs[conv] {
+				have[m.MsgId]++
+				if m.Seq <= last {
+					disorder++
+				}
+				last = m.Seq
+			}
+			for id := range want[conv] {
+				if have[id] == 0 {
+					lost++
+				}
+			}
+			for _, n := range have {
+				dup += n - 1
+			}
+			if lost != 0 || dup != 0 || disorder != 0 {
+				seqs := make([]int64, 0, len(d.got.convs[conv]))
+				for _, m := range d.got.convs[conv] {
+					seqs = append(seqs, m.Seq)
+				}
+				sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+				t.Errorf("%s %s: lost %d, duplicated %d, out of order %d (of %d)", d.name, conv, lost, dup, disorder, len(want[conv]))
+			}
+		}
+		d.got.mu.Unlock()
+	}
+}
+
+// eventually polls cond until it holds or waitTimeout passes.
+func eventually(cond func() bool) bool {
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
