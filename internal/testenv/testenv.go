@@ -15,7 +15,7 @@ import (
 
 // Environment variables set by scripts/testenv.sh.
 const (
-	EnvRedis    = "HUBUIM_TEST_REDIS_ADDR"    // host:port
+	EnvRedis    = "HUBUIM_TEST_REDIS_ADDR"     // host:port
 	EnvEtcd     = "HUBUIM_TEST_ETCD_ENDPOINTS" // comma-separated
 	EnvPostgres = "HUBUIM_TEST_POSTGRES_DSN"   // postgres://...
 )
