@@ -58,11 +58,12 @@ type EtcdConfig struct {
 	TTL time.Duration `yaml:"ttl"`
 	// DialTimeout bounds connection establishment; default 5s.
 	DialTimeout time.Duration `yaml:"dial_timeout"`
-	// RequestTimeout bounds each etcd request made in the background
-	// (re-registration, re-listing, revocation at Close); default 5s.
+	// RequestTimeout bounds Register, the first list of a Watch and each
+	// request made in the background (re-registration, re-listing,
+	// revocation at Close); default 5s.
 	RequestTimeout time.Duration `yaml:"request_timeout"`
-	// Coalesce is how long a watcher waits after a change for more changes
-	// before it sends the new list; default 100ms.
+	// Coalesce is how long a watcher waits after the first change of a
+	// burst before it sends the new list; default 100ms.
 	Coalesce time.Duration `yaml:"coalesce"`
 	// RetryMin and RetryMax bound the exponential backoff (with jitter)
 	// between retries of a lost registration or a failed watch; defaults
@@ -221,7 +222,8 @@ func checkInstance(ins Instance) error {
 }
 
 // Register publishes ins under a new lease and keeps it alive until the
-// Registration is closed. It fails if etcd cannot be reached within ctx.
+// Registration is closed. It fails if etcd does not answer within ctx and
+// RequestTimeout.
 // Once registered, a lost lease (etcd unreachable for longer than the TTL)
 // is re-registered automatically with the latest instance data.
 func (e *Etcd) Register(ctx context.Context, ins Instance) (Registration, error) {
@@ -240,7 +242,9 @@ func (e *Etcd) Register(ctx context.Context, ins Instance) (Registration, error)
 	e.mu.Unlock()
 
 	key := e.key(ins.Service, ins.ID)
-	lease, err := e.grantAndPut(ctx, key, val)
+	rctx, cancel := context.WithTimeout(ctx, e.cfg.RequestTimeout)
+	lease, err := e.grantAndPut(rctx, key, val)
+	cancel()
 	if err != nil {
 		e.metrics.regErrors.WithLabelValues(ins.Service).Inc()
 		return nil, err
