@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
-# `make test`: starts the test services that are installed (scripts/testenv.sh),
-# runs the Go tests with the race detector (when cgo works) against them, stops what it
-# started (also on failure or interrupt) and exits with go test's status.
+# `make test`: starts the test services that are installed
+# (scripts/testenv.sh), runs the Go tests with the race detector (when cgo
+# works) against them, stops what it started (also on failure or interrupt)
+# and exits with go test's status.
 #
-# A test environment already running (make testenv-start) is reused and
-# left running. Settings: PKGS (default ./...), TESTFLAGS (extra go test
-# flags, e.g. "-run TestX -v"), TEST_TIMEOUT (default 20m).
+# A test environment started by `make testenv-start` is reused and left
+# running; otherwise the run gets its own in .testenv/run-<pid> (service and
+# go test logs stay there; the next run removes them).
+#
+# Settings: PKGS (default ./...), TESTFLAGS (extra go test flags, e.g.
+# "-run TestX -v"), TEST_TIMEOUT (default 20m).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS="${PKGS:-./...}"
 TEST_TIMEOUT="${TEST_TIMEOUT:-20m}"
-STATE="${HUBUIM_TESTENV_DIR:-$PWD/.testenv}"
-export HUBUIM_TESTENV_DIR="$STATE"
+BASE="${HUBUIM_TESTENV_DIR:-$PWD/.testenv}"
 
-if scripts/testenv.sh status 2>/dev/null; then
+# Services from `make testenv-start` are reused and left running. Otherwise
+# this run starts its own in a private state dir (several runs can share a
+# tree: busy ports move on) and stops them on every exit path.
+if HUBUIM_TESTENV_DIR="$BASE" scripts/testenv.sh status 2>/dev/null &&
+  [ "$(cat "$BASE/owner" 2>/dev/null)" = manual ]; then
+  STATE="$BASE"
   echo "test: using the running test environment ($STATE/env)"
 else
+  # Leftovers of runs that were killed without cleaning up.
+  for d in "$BASE"/run-*; do
+    [ -d "$d" ] || continue
+    kill -0 "${d##*/run-}" 2>/dev/null && continue
+    HUBUIM_TESTENV_DIR="$d" scripts/testenv.sh stop || true
+    rm -rf "$d"
+  done
+  STATE="$BASE/run-$$"
+  export HUBUIM_TESTENV_DIR="$STATE" HUBUIM_TESTENV_OWNER=test
   trap 'scripts/testenv.sh stop || true' EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM

@@ -23,6 +23,8 @@
 #   HUBUIM_TESTENV_TIMEOUT      seconds to wait for health, default 60
 #   HUBUIM_TESTENV_PORT_TRIES   ports tried per service, default 10
 #   HUBUIM_TESTENV_SERVICES     which to start, default "redis etcd postgres"
+#   HUBUIM_TESTENV_OWNER        recorded in $STATE/owner: "manual" (default,
+#                               make testenv-start) or "test" (scripts/test.sh)
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -62,6 +64,30 @@ free_port() {
   return 1
 }
 
+# Starts per service when a port is taken between the check and the start.
+START_TRIES=3
+
+# with_port BASE WIDTH NAME FUNC: run FUNC PORT on the first free ports from
+# BASE; when FUNC fails because another process took the port meanwhile
+# (several test runs on one machine), try the next free ones.
+with_port() {
+  local base=$1 width=$2 name=$3 fn=$4 port attempt
+  for ((attempt = 0; attempt < START_TRIES; attempt++)); do
+    port=$(free_port "$base" "$width") || die "no free port for $name from $base"
+    if "$fn" "$port"; then return 0; fi
+    local taken=0 i
+    for ((i = 0; i < width; i++)); do port_busy $((port + i)) && taken=1; done
+    if ((!taken)); then
+      log "$name failed to start on $port"
+      return 1
+    fi
+    log "$name: port $port was taken meanwhile, trying the next"
+    base=$((port + PORT_STEP))
+  done
+  log "$name: gave up after $START_TRIES ports"
+  return 1
+}
+
 # wait_for DESC PIDFILE NAME CMD...: poll CMD until it succeeds, the
 # process in PIDFILE dies (PIDFILE "-": no such check) or TIMEOUT passes.
 wait_for() {
@@ -82,13 +108,14 @@ wait_for() {
 }
 
 # alive PIDFILE NAME: the pid in PIDFILE runs a process whose command line
-# mentions NAME (so a reused pid is never signalled).
+# mentions NAME (so a reused pid is never signalled) or, just after
+# `cmd &`, is still this script's fork that has not exec'd NAME yet.
 alive() {
   local pid
   [ -s "$1" ] || return 1
   pid=$(cat "$1")
   [ -r "/proc/$pid/cmdline" ] || { kill -0 "$pid" 2>/dev/null; return; }
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$2"
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qE -- "$2|testenv\.sh"
 }
 
 # stop_pid PIDFILE NAME: TERM, wait, then KILL the process started by us.
@@ -106,6 +133,19 @@ stop_pid() {
   rm -f "$pidfile"
 }
 
+# owns_port PIDFILE PORT: the process in PIDFILE is the one listening on
+# PORT. Without it, a server that failed to bind would look healthy while
+# another run's server answers on the same port.
+owns_port() {
+  local pid
+  pid=$(cat "$1" 2>/dev/null) || return 1
+  if command -v ss >/dev/null 2>&1; then
+    ss -Hltnp "sport = :$2" 2>/dev/null | grep -q "pid=$pid,"
+  else
+    kill -0 "$pid" 2>/dev/null # best effort without iproute2
+  fi
+}
+
 # ---------------------------------------------------------------- redis --
 
 # Probes run in subshells so that their descriptor closes with them.
@@ -116,19 +156,33 @@ redis_ping() (
   [[ "$reply" == +PONG* ]]
 )
 
+redis_up() { redis_ping "$1" && owns_port "$STATE/redis.pid" "$1"; }
+
 start_redis() {
   if ! command -v redis-server >/dev/null 2>&1; then
     log "redis-server not installed: Redis tests will skip (fail in CI)"
     return 0
   fi
-  local port
-  port=$(free_port "$REDIS_PORT" 1) || die "no free port for redis from $REDIS_PORT"
+  with_port "$REDIS_PORT" 1 redis redis_on
+}
+
+# redis_on PORT: start redis on PORT; fails if it does not come up.
+redis_on() {
+  local port=$1
+  rm -rf "$STATE/redis"
   mkdir -p "$STATE/redis"
-  redis-server --port "$port" --bind "$HOST" --save "" --appendonly no \
-    --dir "$STATE/redis" --daemonize yes \
-    --pidfile "$STATE/redis.pid" --logfile "$STATE/redis.log" >/dev/null || return 1
-  # A daemonized redis writes its pid file just after forking.
-  wait_for "redis on $port" - - redis_ping "$port" || { tail -5 "$STATE/redis.log" >&2 || true; return 1; }
+  # In the foreground of a background job, so that $! is its pid and a
+  # failed bind shows at once. stdio detached: a daemon must not hold the
+  # caller's pipes open (a CI runner would wait for it).
+  nohup redis-server --port "$port" --bind "$HOST" --save "" --appendonly no \
+    --dir "$STATE/redis" --daemonize no --logfile "$STATE/redis.log" \
+    </dev/null >/dev/null 2>&1 &
+  echo $! >"$STATE/redis.pid"
+  if ! wait_for "redis on $port" "$STATE/redis.pid" redis-server redis_up "$port"; then
+    tail -n 5 "$STATE/redis.log" >&2 || true
+    stop_pid "$STATE/redis.pid" redis-server
+    return 1
+  fi
   echo "$port" >"$STATE/redis.port"
   echo "export HUBUIM_TEST_REDIS_ADDR=$HOST:$port" >>"$ENV_FILE.tmp"
   log "redis ready on $HOST:$port"
@@ -148,25 +202,33 @@ etcd_health() (
   [[ "$body" == *'"health":"true"'* ]]
 )
 
+etcd_up() { etcd_health "$1" && owns_port "$STATE/etcd.pid" "$1"; }
+
 start_etcd() {
   if ! command -v etcd >/dev/null 2>&1; then
     log "etcd not installed: etcd tests will skip (fail in CI)"
     return 0
   fi
-  local port
-  port=$(free_port "$ETCD_PORT" 3) || die "no free ports for etcd from $ETCD_PORT"
+  with_port "$ETCD_PORT" 3 etcd etcd_on
+}
+
+# etcd_on PORT: start etcd with client PORT, peer PORT+1, metrics PORT+2.
+etcd_on() {
+  local port=$1
   rm -rf "$STATE/etcd"
   mkdir -p "$STATE/etcd"
   local c="http://$HOST:$port" p="http://$HOST:$((port + 1))" m="http://$HOST:$((port + 2))"
-  # stdin/stdout/stderr detached: a daemon must not hold the caller's pipes
-  # open (a CI runner would wait for it).
   nohup etcd --name hubuim-test --data-dir "$STATE/etcd" \
     --listen-client-urls "$c" --advertise-client-urls "$c" \
     --listen-peer-urls "$p" --initial-advertise-peer-urls "$p" \
     --initial-cluster "hubuim-test=$p" --listen-metrics-urls "$m" \
     </dev/null >"$STATE/etcd.log" 2>&1 &
   echo $! >"$STATE/etcd.pid"
-  wait_for "etcd on $port" "$STATE/etcd.pid" etcd etcd_health "$port" || { tail -5 "$STATE/etcd.log" >&2 || true; return 1; }
+  if ! wait_for "etcd on $port" "$STATE/etcd.pid" etcd etcd_up "$port"; then
+    tail -n 5 "$STATE/etcd.log" >&2 || true
+    stop_pid "$STATE/etcd.pid" etcd
+    return 1
+  fi
   echo "$port" >"$STATE/etcd.port"
   echo "export HUBUIM_TEST_ETCD_ENDPOINTS=$HOST:$port" >>"$ENV_FILE.tmp"
   log "etcd ready on $HOST:$port"
@@ -212,7 +274,6 @@ start_pg() {
     log "running as root without a postgres user: PostgreSQL tests will skip (fail in CI)"
     return 0
   fi
-  port=$(free_port "$PG_PORT" 1) || die "no free port for postgresql from $PG_PORT"
   dir="$STATE/pg"
   rm -rf "$dir"
   mkdir -p "$dir"
@@ -228,12 +289,20 @@ start_pg() {
   fi
   echo "$dir" >"$STATE/pg.dir"
   as_pg "'$bin/initdb' -D '$dir/data' -A trust -U postgres --no-sync >'$dir/initdb.log' 2>&1" ||
-    { tail -5 "$dir/initdb.log" >&2 || true; die "initdb failed"; }
+    { tail -n 5 "$dir/initdb.log" >&2 || true; die "initdb failed"; }
+  PG_BIN=$bin PG_DIR=$dir with_port "$PG_PORT" 1 postgresql pg_on
+}
+
+# pg_on PORT: start the initialized cluster in PG_DIR on PORT.
+pg_on() {
+  local port=$1
   # No Unix socket: its path length is limited and loopback TCP is all the
   # tests use. fsync off: test data never needs to survive a crash.
-  as_pg "'$bin/pg_ctl' -D '$dir/data' -l '$dir/log' -w -t '$TIMEOUT' start \
-    -o \"-p $port -c listen_addresses=$HOST -c unix_socket_directories='' -c fsync=off -c full_page_writes=off\" >/dev/null" ||
-    { tail -5 "$dir/log" >&2 || true; die "pg_ctl start failed"; }
+  if ! as_pg "'$PG_BIN/pg_ctl' -D '$PG_DIR/data' -l '$PG_DIR/log' -w -t '$TIMEOUT' start \
+    -o \"-p $port -c listen_addresses=$HOST -c unix_socket_directories='' -c fsync=off -c full_page_writes=off\" >/dev/null"; then
+    tail -n 5 "$PG_DIR/log" >&2 || true
+    return 1
+  fi
   wait_for "postgresql on $port" - - pg_ready "$port" || return 1
   echo "$port" >"$STATE/pg.port"
   echo "export HUBUIM_TEST_POSTGRES_DSN='postgres://postgres@$HOST:$port/postgres?sslmode=disable'" >>"$ENV_FILE.tmp"
@@ -269,7 +338,7 @@ cmd_stop() {
   stop_pg
   stop_etcd
   stop_redis
-  rm -f "$ENV_FILE" "$ENV_FILE.tmp"
+  rm -f "$ENV_FILE" "$ENV_FILE.tmp" "$STATE/owner"
 }
 
 cmd_status() {
@@ -295,6 +364,7 @@ cmd_start() {
     cmd_stop
     exit 1
   fi
+  echo "${HUBUIM_TESTENV_OWNER:-manual}" >"$STATE/owner"
   mv "$ENV_FILE.tmp" "$ENV_FILE"
 }
 
