@@ -55,8 +55,8 @@ type conn struct {
 	flushing bool // a flusher goroutine owns the socket's write side
 	closing  bool // no more frames accepted; close once the queue is written
 
-	closed atomic.Bool
-	authed atomic.Bool // a frame was read: any TLS handshake is done
+	closed   atomic.Bool
+	gotFrame atomic.Bool // a frame was read: any TLS handshake is done
 }
 
 // transportName derives the transport label (not stored: idle connections
@@ -78,7 +78,7 @@ func (c *conn) transportName() string {
 func (c *conn) Expire() {
 	// Before the first frame a TLS connection may still be in its
 	// handshake, where a write would wait for the reader: just close.
-	if c.srv.forced.Load() || (!c.authed.Load() && c.nc != c.raw && c.ws == nil) {
+	if c.srv.forced.Load() || (!c.gotFrame.Load() && c.nc != c.raw && c.ws == nil) {
 		c.closeSocket()
 		return
 	}

@@ -183,7 +183,7 @@ func (s *Server) refuse(c *conn, label, reason string) bool {
 func (s *Server) auth(c *conn) bool {
 	f, bp, err := c.readFrame()
 	if err == nil {
-		c.authed.Store(true)
+		c.gotFrame.Store(true)
 	}
 	if err != nil {
 		if errLabel(err) != "" {
