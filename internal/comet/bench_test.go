@@ -6,6 +6,7 @@ import (
 	"net"
 	"runtime"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -166,4 +167,63 @@ func FuzzReadFrame(f *testing.F) {
 			c.putBody(bp)
 		}
 	})
+}
+
+// recConn records the first byte's address of every write.
+type recConn struct {
+	memConn
+	mu     sync.Mutex
+	writes []*byte
+}
+
+func (r *recConn) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	r.writes = append(r.writes, &p[0])
+	r.mu.Unlock()
+	return len(p), nil
+}
+
+func TestRoomBroadcastEncodedOnce(t *testing.T) {
+	s := newBenchServer(t, func(c *Config) { c.Buckets = 4 })
+	var recs []*recConn
+	var conns []*conn
+	for i := 0; i < 40; i++ {
+		rc := &recConn{}
+		c := s.newConn(rc)
+		c.key = "m" + strconv.Itoa(i)
+		c.bucket = s.bucketFor(c.key)
+		if _, err := c.bucket.put(c, "room"); err != nil {
+			t.Fatal(err)
+		}
+		recs, conns = append(recs, rc), append(conns, c)
+	}
+	if _, err := s.API().BroadcastRoom(context.Background(), &cometapi.BroadcastRoomReq{
+		RoomId: "room", Proto: &protocol.Proto{Op: 1001, Body: []byte("once")},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The server is not started: run each bucket's queued job here.
+	for _, b := range s.buckets {
+		for _, q := range b.queues {
+			select {
+			case j := <-q:
+				b.deliverRoom(j.room, j.frame)
+			default:
+			}
+		}
+	}
+	waitIdle(s, conns)
+	var first *byte
+	for i, rc := range recs {
+		rc.mu.Lock()
+		if len(rc.writes) != 1 {
+			t.Fatalf("member %d: %d writes", i, len(rc.writes))
+		}
+		if first == nil {
+			first = rc.writes[0]
+		} else if rc.writes[0] != first {
+			t.Fatalf("member %d was written a different copy of the frame", i)
+		}
+		rc.mu.Unlock()
+	}
 }
