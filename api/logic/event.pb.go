@@ -27,6 +27,7 @@ type MsgEvent_Kind int32
 const (
 	MsgEvent_MESSAGE   MsgEvent_Kind = 0 // msg was stored: push it to recipients
 	MsgEvent_READ_MARK MsgEvent_Kind = 1 // read_mark: relay to the user's other devices and peers
+	MsgEvent_PRESENCE  MsgEvent_Kind = 2 // presence: a user's first device came online or last went offline
 )
 
 // Enum value maps for MsgEvent_Kind.
@@ -34,10 +35,12 @@ var (
 	MsgEvent_Kind_name = map[int32]string{
 		0: "MESSAGE",
 		1: "READ_MARK",
+		2: "PRESENCE",
 	}
 	MsgEvent_Kind_value = map[string]int32{
 		"MESSAGE":   0,
 		"READ_MARK": 1,
+		"PRESENCE":  2,
 	}
 )
 
@@ -81,7 +84,9 @@ type MsgEvent struct {
 	ReadMark  *protocol.ReadMark `protobuf:"bytes,4,opt,name=read_mark,json=readMark,proto3" json:"read_mark,omitempty"`
 	// Recipients resolved by logic when it already knows them (1:1: the two
 	// users). Empty for groups: job reads the members itself.
-	Users         []int64 `protobuf:"varint,5,rep,packed,name=users,proto3" json:"users,omitempty"`
+	Users []int64 `protobuf:"varint,5,rep,packed,name=users,proto3" json:"users,omitempty"`
+	// PRESENCE: the change; users are the subscribers to tell.
+	Presence      *protocol.PresenceEvent `protobuf:"bytes,6,opt,name=presence,proto3" json:"presence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -151,21 +156,30 @@ func (x *MsgEvent) GetUsers() []int64 {
 	return nil
 }
 
+func (x *MsgEvent) GetPresence() *protocol.PresenceEvent {
+	if x != nil {
+		return x.Presence
+	}
+	return nil
+}
+
 var File_logic_event_proto protoreflect.FileDescriptor
 
 const file_logic_event_proto_rawDesc = "" +
 	"\n" +
-	"\x11logic/event.proto\x12\fhubuim.logic\x1a\x17protocol/protocol.proto\"\xf4\x01\n" +
+	"\x11logic/event.proto\x12\fhubuim.logic\x1a\x17protocol/protocol.proto\"\xbe\x02\n" +
 	"\bMsgEvent\x12/\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1b.hubuim.logic.MsgEvent.KindR\x04kind\x12&\n" +
 	"\x03msg\x18\x02 \x01(\v2\x14.hubuim.protocol.MsgR\x03msg\x12\x1d\n" +
 	"\n" +
 	"origin_key\x18\x03 \x01(\tR\toriginKey\x126\n" +
 	"\tread_mark\x18\x04 \x01(\v2\x19.hubuim.protocol.ReadMarkR\breadMark\x12\x14\n" +
-	"\x05users\x18\x05 \x03(\x03R\x05users\"\"\n" +
+	"\x05users\x18\x05 \x03(\x03R\x05users\x12:\n" +
+	"\bpresence\x18\x06 \x01(\v2\x1e.hubuim.protocol.PresenceEventR\bpresence\"0\n" +
 	"\x04Kind\x12\v\n" +
 	"\aMESSAGE\x10\x00\x12\r\n" +
-	"\tREAD_MARK\x10\x01B*Z(github.com/hubuim/hubuim/api/logic;logicb\x06proto3"
+	"\tREAD_MARK\x10\x01\x12\f\n" +
+	"\bPRESENCE\x10\x02B*Z(github.com/hubuim/hubuim/api/logic;logicb\x06proto3"
 
 var (
 	file_logic_event_proto_rawDescOnce sync.Once
@@ -182,20 +196,22 @@ func file_logic_event_proto_rawDescGZIP() []byte {
 var file_logic_event_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_logic_event_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_logic_event_proto_goTypes = []any{
-	(MsgEvent_Kind)(0),        // 0: hubuim.logic.MsgEvent.Kind
-	(*MsgEvent)(nil),          // 1: hubuim.logic.MsgEvent
-	(*protocol.Msg)(nil),      // 2: hubuim.protocol.Msg
-	(*protocol.ReadMark)(nil), // 3: hubuim.protocol.ReadMark
+	(MsgEvent_Kind)(0),             // 0: hubuim.logic.MsgEvent.Kind
+	(*MsgEvent)(nil),               // 1: hubuim.logic.MsgEvent
+	(*protocol.Msg)(nil),           // 2: hubuim.protocol.Msg
+	(*protocol.ReadMark)(nil),      // 3: hubuim.protocol.ReadMark
+	(*protocol.PresenceEvent)(nil), // 4: hubuim.protocol.PresenceEvent
 }
 var file_logic_event_proto_depIdxs = []int32{
 	0, // 0: hubuim.logic.MsgEvent.kind:type_name -> hubuim.logic.MsgEvent.Kind
 	2, // 1: hubuim.logic.MsgEvent.msg:type_name -> hubuim.protocol.Msg
 	3, // 2: hubuim.logic.MsgEvent.read_mark:type_name -> hubuim.protocol.ReadMark
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	4, // 3: hubuim.logic.MsgEvent.presence:type_name -> hubuim.protocol.PresenceEvent
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_logic_event_proto_init() }

@@ -133,7 +133,7 @@ func start(cfg Config, log *slog.Logger) (s *standalone, err error) {
 
 	s.logic, err = app.NewLogic(cfg.Logic, app.LogicDeps{
 		Sessions: sessions, Verifier: verifier, Producer: queue, Store: st,
-		Seq: im.NewMemorySeqCounter(), Dedup: s.dedup, IDs: ids,
+		Seq: im.NewMemorySeqCounter(), Dedup: s.dedup, IDs: ids, Presence: im.NewMemoryPresence(),
 		Watcher: registry, Registrar: registry, Logger: log.With("service", "logic"), Registerer: reg,
 	})
 	if err != nil {

@@ -7,6 +7,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	logicpb "github.com/hubuim/hubuim/api/logic"
@@ -85,11 +87,16 @@ type LogicDeps struct {
 	Seq      im.SeqCounter
 	Dedup    im.DedupStore
 	IDs      im.IDGen
+	// Presence keeps presence subscriptions; nil turns presence off.
+	Presence im.PresenceStore
 	// Watcher follows the comets (node list); Registrar registers this
 	// logic. Either may be nil.
 	Watcher   discovery.Watcher
 	Registrar discovery.Registrar
-	Logger    *slog.Logger
+	// TLS secures the gRPC and HTTP listeners (with ClientCAs and
+	// RequireAndVerifyClientCert: mutual TLS). Nil: plaintext.
+	TLS    *tls.Config
+	Logger *slog.Logger
 	// Registerer registers metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 }
@@ -138,27 +145,41 @@ func NewLogic(cfg LogicConfig, deps LogicDeps) (*LogicServer, error) {
 	if err != nil {
 		return nil, err
 	}
+	var presence *im.Presence
+	if deps.Presence != nil {
+		if presence, err = im.NewPresence(deps.Presence, deps.Sessions, svc, 0); err != nil {
+			return nil, err
+		}
+	}
 	handlers := make(map[int32]logic.ReceiveHandler, len(im.Ops))
 	for _, op := range im.Ops {
 		handlers[op] = func(ctx context.Context, req *logicpb.ReceiveReq) (*protocol.Proto, error) {
 			return svc.Handle(ctx, req.Mid, req.Key, req.Proto)
 		}
 	}
-	l, err := logic.New(logic.Config{Conn: cfg.Conn, Push: cfg.Push, Nodes: cfg.Nodes}, logic.Deps{
+	ldeps := logic.Deps{
 		Store: deps.Sessions, Verifier: deps.Verifier, Producer: deps.Producer, Watcher: deps.Watcher,
 		Handlers: handlers, Logger: deps.Logger, Registerer: deps.Registerer,
-	})
+	}
+	if presence != nil {
+		ldeps.OnConnected, ldeps.OnDisconnected = presence.Connected, presence.Disconnected
+	}
+	l, err := logic.New(logic.Config{Conn: cfg.Conn, Push: cfg.Push, Nodes: cfg.Nodes}, ldeps)
 	if err != nil {
 		return nil, err
 	}
-	gs := grpc.NewServer()
+	var gopts []grpc.ServerOption
+	if deps.TLS != nil {
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(deps.TLS)))
+	}
+	gs := grpc.NewServer(gopts...)
 	l.RegisterGRPC(gs)
 	logicpb.RegisterGroupsServer(gs, im.NewGroupsServer(groups))
 	health := discovery.RegisterHealth(gs)
 
 	mux := http.NewServeMux()
 	mux.Handle("/goim/", l.HTTPHandler())
-	mux.Handle("/im/", im.ClientHandler(svc, groups, im.VerifierAuth(deps.Verifier)))
+	mux.Handle("/im/", im.ClientHandler(svc, groups, presence, im.VerifierAuth(deps.Verifier)))
 	hs := &http.Server{
 		Handler: mux, ReadHeaderTimeout: httpReadTimeout, ReadTimeout: httpReadTimeout, IdleTimeout: httpIdleTimeout,
 		ErrorLog: slog.NewLogLogger(deps.Logger.Handler(), slog.LevelWarn),
@@ -169,7 +190,8 @@ func NewLogic(cfg LogicConfig, deps LogicDeps) (*LogicServer, error) {
 // Logic returns the logic core (tests, readiness).
 func (s *LogicServer) Logic() *logic.Logic { return s.logic }
 
-// Start binds the gRPC and HTTP listeners.
+// Start binds the gRPC and HTTP listeners (the HTTP one speaks TLS when
+// LogicDeps.TLS is set).
 func (s *LogicServer) Start() error {
 	gl, err := net.Listen("tcp", s.cfg.GRPCAddr)
 	if err != nil {
@@ -179,6 +201,9 @@ func (s *LogicServer) Start() error {
 	if err != nil {
 		gl.Close()
 		return fmt.Errorf("logic: listen http_addr %s: %w", s.cfg.HTTPAddr, err)
+	}
+	if s.deps.TLS != nil {
+		hl = tls.NewListener(hl, s.deps.TLS)
 	}
 	s.gl, s.hl = gl, hl
 	return nil

@@ -178,6 +178,10 @@ func (c *cluster) addLogic(redisAddr string) *logicNode {
 		c.t.Fatal(err)
 	}
 	c.t.Cleanup(func() { producer.Close() })
+	presence, err := im.NewRedisPresence(rdb, c.redisPfx)
+	if err != nil {
+		c.t.Fatal(err)
+	}
 	verifier, err := auth.New(auth.Config{Mode: auth.ModeJWT, JWT: auth.JWTConfig{Secret: jwtSecret}}, c.log)
 	if err != nil {
 		c.t.Fatal(err)
@@ -210,7 +214,7 @@ func (c *cluster) addLogic(redisAddr string) *logicNode {
 	cfg.IM.SettleTime = 2 * time.Second
 	srv, err := app.NewLogic(cfg, app.LogicDeps{
 		Sessions: c.sessions(rdb), Verifier: verifier, Producer: producer, Store: c.store(),
-		Seq: seq, Dedup: dedup, IDs: ids, Watcher: reg, Registrar: reg, Logger: c.log.With("node", cfg.ID),
+		Seq: seq, Dedup: dedup, IDs: ids, Presence: presence, Watcher: reg, Registrar: reg, Logger: c.log.With("node", cfg.ID),
 	})
 	if err != nil {
 		c.t.Fatal(err)

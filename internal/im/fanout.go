@@ -136,6 +136,16 @@ func (f *Fanout) Handle(ctx context.Context, m *mq.Message) error {
 		}
 		_, err = f.push(ctx, ev.Users, ev.OriginKey, protocol.OpReadMark, body)
 		return err
+	case logicpb.MsgEvent_PRESENCE:
+		if ev.Presence == nil {
+			return nil
+		}
+		body, err := proto.Marshal(ev.Presence)
+		if err != nil {
+			return err
+		}
+		_, err = f.push(ctx, ev.Users, "", protocol.OpPresenceEvent, body)
+		return err
 	default:
 		return nil
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -34,11 +35,16 @@ var ErrUnauthenticated = errors.New("im: unauthenticated")
 //	GET    /im/v1/groups/{id}/members           members (members only)
 //	POST   /im/v1/groups/{id}/members           {"users":[..]} (owner only)
 //	DELETE /im/v1/groups/{id}/members/{user}    remove (owner) or leave (self)
+//	POST   /im/v1/presence/subscribe            {"users":[..]} → their state; then op 29 events
+//	POST   /im/v1/presence/unsubscribe          {"users":[..]}
+//	GET    /im/v1/presence?users=1,2            their state now
 //
 // Replies use the goim envelope {"code":0,"message":"","data":...}; code is
 // the protocol.Status number of a refusal.
-func ClientHandler(svc *Service, groups *Groups, auth ClientAuth) http.Handler {
-	h := &clientAPI{svc: svc, groups: groups, auth: auth}
+//
+// presence may be nil (no presence routes).
+func ClientHandler(svc *Service, groups *Groups, presence *Presence, auth ClientAuth) http.Handler {
+	h := &clientAPI{svc: svc, groups: groups, presence: presence, auth: auth}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /im/v1/sync", h.with(h.sync))
 	mux.HandleFunc("GET /im/v1/groups", h.with(h.myGroups))
@@ -46,13 +52,19 @@ func ClientHandler(svc *Service, groups *Groups, auth ClientAuth) http.Handler {
 	mux.HandleFunc("GET /im/v1/groups/{id}/members", h.with(h.members))
 	mux.HandleFunc("POST /im/v1/groups/{id}/members", h.with(h.addMembers))
 	mux.HandleFunc("DELETE /im/v1/groups/{id}/members/{user}", h.with(h.removeMember))
+	if presence != nil {
+		mux.HandleFunc("POST /im/v1/presence/subscribe", h.with(h.subscribe))
+		mux.HandleFunc("POST /im/v1/presence/unsubscribe", h.with(h.unsubscribe))
+		mux.HandleFunc("GET /im/v1/presence", h.with(h.presenceStatus))
+	}
 	return mux
 }
 
 type clientAPI struct {
-	svc    *Service
-	groups *Groups
-	auth   ClientAuth
+	svc      *Service
+	groups   *Groups
+	presence *Presence
+	auth     ClientAuth
 }
 
 type envelope struct {
@@ -228,4 +240,49 @@ func (h *clientAPI) removeMember(ctx context.Context, user int64, r *http.Reques
 		return nil, err
 	}
 	return map[string]int{"changed": n}, nil
+}
+
+func usersBody(r *http.Request) ([]int64, error) {
+	var req struct {
+		Users []int64 `json:"users"`
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, badRequest(`body must be {"users":[...]}`)
+	}
+	return req.Users, nil
+}
+
+func (h *clientAPI) subscribe(ctx context.Context, user int64, r *http.Request) (any, error) {
+	users, err := usersBody(r)
+	if err != nil {
+		return nil, err
+	}
+	return h.presence.Subscribe(ctx, user, users)
+}
+
+func (h *clientAPI) unsubscribe(ctx context.Context, user int64, r *http.Request) (any, error) {
+	users, err := usersBody(r)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]int{"changed": len(users)}, h.presence.Unsubscribe(ctx, user, users)
+}
+
+func (h *clientAPI) presenceStatus(ctx context.Context, _ int64, r *http.Request) (any, error) {
+	var users []int64
+	for _, part := range strings.Split(r.URL.Query().Get("users"), ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		id, err := strconv.ParseInt(part, 10, 64)
+		if err != nil {
+			return nil, badRequest("users must be comma-separated user ids")
+		}
+		users = append(users, id)
+	}
+	return h.presence.Status(ctx, users)
 }

@@ -32,7 +32,7 @@ func newClientAPI(t *testing.T) (*harness, *httptest.Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(ClientHandler(h.svc, groups, VerifierAuth(v)))
+	srv := httptest.NewServer(ClientHandler(h.svc, groups, nil, VerifierAuth(v)))
 	t.Cleanup(srv.Close)
 	return h, srv
 }

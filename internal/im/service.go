@@ -321,9 +321,15 @@ func (s *Service) publish(ctx context.Context, ev *logicpb.MsgEvent) {
 	if convID == "" {
 		convID = ev.GetReadMark().GetConvId()
 	}
+	s.publishKeyed(ctx, convID, ev)
+}
+
+// publishKeyed publishes ev with record key key (one key stays in order).
+func (s *Service) publishKeyed(ctx context.Context, key string, ev *logicpb.MsgEvent) {
+	convID := key
 	value, err := proto.Marshal(ev)
 	if err == nil {
-		err = s.deps.Producer.Publish(ctx, s.cfg.MessageTopic, []byte(convID), value)
+		err = s.deps.Producer.Publish(ctx, s.cfg.MessageTopic, []byte(key), value)
 	}
 	if err != nil {
 		// The message is stored: recipients get it by sync on their next

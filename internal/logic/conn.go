@@ -105,6 +105,9 @@ func (l *Logic) Connect(ctx context.Context, req *pb.ConnectReq) (*pb.ConnectRep
 	if replaced && l.replaced != nil {
 		l.replaced(ctx, prev)
 	}
+	if l.connected != nil {
+		l.connected(ctx, s)
+	}
 	l.m.connect.WithLabelValues(resultOK).Inc()
 	return &pb.ConnectReply{
 		Mid:         id.Mid,
@@ -122,7 +125,8 @@ func (l *Logic) Disconnect(ctx context.Context, req *pb.DisconnectReq) (*pb.Disc
 		l.m.disconnect.WithLabelValues(resultBadRequest).Inc()
 		return nil, status.Error(codes.InvalidArgument, "key, server and conn_id are required")
 	}
-	removed, err := l.store.Remove(ctx, session.Session{Key: req.GetKey(), Mid: req.GetMid(), Server: req.GetServer(), ConnID: req.GetConnId()})
+	gone := session.Session{Key: req.GetKey(), Mid: req.GetMid(), Server: req.GetServer(), ConnID: req.GetConnId()}
+	removed, err := l.store.Remove(ctx, gone)
 	if err != nil {
 		st, res := storeStatus(err)
 		l.m.disconnect.WithLabelValues(res).Inc()
@@ -130,6 +134,9 @@ func (l *Logic) Disconnect(ctx context.Context, req *pb.DisconnectReq) (*pb.Disc
 	}
 	if removed {
 		l.m.disconnect.WithLabelValues(resultOK).Inc()
+		if l.disconnected != nil {
+			l.disconnected(ctx, gone)
+		}
 	} else {
 		l.m.disconnect.WithLabelValues(resultNotOwner).Inc()
 	}

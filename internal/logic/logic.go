@@ -262,6 +262,10 @@ type Deps struct {
 	// owned by another connection (e.g. to kick it with "duplicate
 	// login"). It runs on the Connect path: keep it short or hand off.
 	OnReplaced func(ctx context.Context, prev session.Session)
+	// OnConnected and OnDisconnected, if set, are called after a session
+	// was recorded or removed (e.g. for presence). Same rules as OnReplaced.
+	OnConnected    func(ctx context.Context, s session.Session)
+	OnDisconnected func(ctx context.Context, s session.Session)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer registers the metrics; nil registers nothing.
@@ -297,8 +301,10 @@ type Logic struct {
 	watcher  discovery.Watcher
 	handlers map[int32]ReceiveHandler
 	replaced func(context.Context, session.Session)
-	log      *slog.Logger
-	m        *metrics
+	// connected and disconnected are Deps.OnConnected and OnDisconnected.
+	connected, disconnected func(context.Context, session.Session)
+	log                     *slog.Logger
+	m                       *metrics
 
 	online  atomic.Pointer[onlineSnapshot]
 	onlineM sync.Mutex // one refresh at a time; never held by readers of a fresh snapshot
@@ -345,18 +351,19 @@ func New(cfg Config, deps Deps) (*Logic, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Logic{
-		cfg:      cfg,
-		regions:  regions,
-		store:    deps.Store,
-		verifier: deps.Verifier,
-		producer: deps.Producer,
-		watcher:  deps.Watcher,
-		handlers: handlers,
-		replaced: deps.OnReplaced,
-		log:      logger,
-		m:        m,
-		ctx:      ctx,
-		cancel:   cancel,
+		cfg:       cfg,
+		regions:   regions,
+		store:     deps.Store,
+		verifier:  deps.Verifier,
+		producer:  deps.Producer,
+		watcher:   deps.Watcher,
+		handlers:  handlers,
+		replaced:  deps.OnReplaced,
+		connected: deps.OnConnected, disconnected: deps.OnDisconnected,
+		log:    logger,
+		m:      m,
+		ctx:    ctx,
+		cancel: cancel,
 	}
 	empty := []discovery.Instance{}
 	l.comets.Store(&empty)

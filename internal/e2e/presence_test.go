@@ -1,0 +1,58 @@
+package e2e
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hubuim/hubuim/internal/auth"
+	"github.com/hubuim/hubuim/pkg/client"
+)
+
+func expectPresence(t *testing.T, c *client.Client, user int64, online bool) {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		select {
+		case ev := <-c.Events():
+			if p, ok := ev.(client.Presence); ok && p.User == user && p.Online == online {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("mid %d never saw user %d online=%v", c.Mid(), user, online)
+		}
+	}
+}
+
+// A subscriber hears a user's first device come online and its last device
+// go offline, and nothing for the devices in between.
+func TestPresence(t *testing.T) {
+	c := newCluster(t)
+	l := c.addLogic(c.redisAddr)
+	a := c.addComet("comet-a", "127.0.0.1:0")
+	c.addJob()
+	watcher := c.dial(5, "", hostPort(a.tcp))
+
+	tok, _ := auth.SignHS256([]byte(jwtSecret), 5, "", time.Hour)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+l.srv.HTTPAddr()+"/im/v1/presence/subscribe", bytes.NewBufferString(`{"users":[6]}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"online":false`) {
+		t.Fatalf("subscribe: %d %s", resp.StatusCode, body)
+	}
+
+	phone := c.dial(6, "", hostPort(a.tcp))
+	expectPresence(t, watcher, 6, true)
+	web := c.dial(6, "", hostPort(a.tcp)) // a second device: no new event
+	phone.Close()
+	web.Close()
+	expectPresence(t, watcher, 6, false)
+}
