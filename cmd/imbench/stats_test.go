@@ -188,7 +188,7 @@ func TestTrackerCountsMissingAndDuplicates(t *testing.T) {
 	for _, seq := range []uint64{0, 0, 0, 1} { // msg 0 three times (1 dup), msg 1 once (1 missing), msg 2 never (2 missing)
 		tr.onFrame(0, frameOf(1000, body(seq)))
 	}
-	tr.onFrame(0, frameOf(1001, body(2)))  // other op: ignored
+	tr.onFrame(0, frameOf(1001, body(2)))   // other op: ignored
 	tr.onFrame(0, frameOf(1000, []byte{1})) // bad
 	tr.onFrame(0, frameOf(1000, body(99)))  // out of range: bad
 	miss, dup := tr.missingDup(3)
