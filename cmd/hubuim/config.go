@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/hubuim/hubuim/internal/admin"
 	"github.com/hubuim/hubuim/internal/app"
 	"github.com/hubuim/hubuim/internal/auth"
@@ -21,6 +23,7 @@ const (
 	defaultCometID   = "standalone"
 	loopback         = "127.0.0.1"
 	defaultAdminAddr = loopback + ":3900"
+	standaloneSettle = 2 * time.Second
 )
 
 // Config is the standalone process's configuration (an optional YAML file
@@ -55,6 +58,10 @@ func defaultConfig() Config {
 	c.Logic.GRPCAddr = loopback + ":3119"
 	c.Logic.AdvertiseHost = loopback
 	c.Logic.Push.Unauthenticated = true
+	// One process, no clock skew between replicas, millisecond stores: a
+	// seq jump after a restart is settled (and skipped by clients) after
+	// standaloneSettle instead of the distributed default.
+	c.Logic.IM.SettleTime = standaloneSettle
 	c.Auth.Mode = auth.ModeInsecure
 	c.Admin.Addr = defaultAdminAddr
 	return c

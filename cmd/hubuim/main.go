@@ -174,6 +174,9 @@ func start(cfg Config, log *slog.Logger) (s *standalone, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, err := s.admin.Listen(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

@@ -198,3 +198,90 @@ func TestStandaloneEndToEnd(t *testing.T) {
 		t.Fatalf("HTTP sync after restart returned %d messages, want %d", got, n+1)
 	}
 }
+
+// metric sums the samples of name whose labels contain every one of
+// labels ("k=\"v\"") in a Prometheus text exposition.
+func metric(body, name string, labels ...string) float64 {
+	var sum float64
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			ok = ok && strings.Contains(line, l)
+		}
+		if !ok {
+			continue
+		}
+		var v float64
+		fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+		sum += v
+	}
+	return sum
+}
+
+func scrape(t *testing.T, r *running) string {
+	t.Helper()
+	resp, err := http.Get("http://" + r.s.admin.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// Metrics move as expected after a scripted connect, send, push and
+// disconnect, and readiness reports the draining comet.
+func TestStandaloneMetricsAndReadiness(t *testing.T) {
+	r := startStandalone(t, t.TempDir())
+	alice := dial(t, r, 1, nil)
+	bob := dial(t, r, 2, nil)
+	if _, err := alice.Send(context.Background(), client.User(2), 0, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	next[client.Message](t, bob, nil)
+	post(t, fmt.Sprintf("%s/goim/push/mids?operation=%d&mids=2", r.http, testOp), "push")
+	next[client.Push](t, bob, nil)
+	bob.Close()
+
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		body := scrape(t, r)
+		checks := map[string]bool{
+			"connections accepted":      metric(body, "hubuim_comet_connections_accepted_total") >= 2,
+			"one connection left":       metric(body, "hubuim_comet_connections") == 1,
+			"one message sent":          metric(body, "hubuim_im_sends_total", `status="STATUS_OK"`) == 1,
+			"send to ACK latency":       metric(body, "hubuim_im_send_ack_seconds_count") == 1,
+			"job pushes (msg and push)": metric(body, "hubuim_job_pushes_total") >= 2,
+			"queue records produced":    metric(body, "hubuim_mq_produced_records_total") >= 2,
+			"pushes written by comet":   metric(body, "hubuim_comet_push_messages_total") >= 2,
+		}
+		var failed []string
+		for what, ok := range checks {
+			if !ok {
+				failed = append(failed, what)
+			}
+		}
+		if len(failed) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics did not move: %v", failed)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	ready := func() int {
+		resp, err := http.Get("http://" + r.s.admin.Addr().String() + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := ready(); code != http.StatusOK {
+		t.Fatalf("readyz = %d while serving", code)
+	}
+}
