@@ -562,13 +562,18 @@ func TestShutdownDrains(t *testing.T) {
 		}
 	}
 	pending := dialTCP(t, s.Addrs().TCP) // never authenticates
+	eventually(t, "pending connection accepted", func() bool { return s.readers.Load() == int64(len(cs)+1) })
 	if s.Draining() {
 		t.Fatal("draining before shutdown")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
+	start := time.Now()
 	if err := s.Shutdown(ctx); err != nil {
 		t.Fatalf("shutdown: %v", err)
+	}
+	if d := time.Since(start); d >= cfg.HandshakeTimeout {
+		t.Fatalf("shutdown took %v: it waited for the unauthenticated connection's timeout", d)
 	}
 	if !drained.Load() || !s.Draining() {
 		t.Fatal("OnDraining not called")
@@ -580,6 +585,9 @@ func TestShutdownDrains(t *testing.T) {
 			t.Fatalf("kick %v %v", &k, err)
 		}
 		c.expectClosed()
+	}
+	if f := pending.expect(protocol.OpDisconnectReply); string(f.Body) != ErrDraining.Error() {
+		t.Fatalf("pending connection got %q", f.Body)
 	}
 	pending.expectClosed()
 	f.mu.Lock()

@@ -82,6 +82,12 @@ func (c *conn) Expire() {
 		c.closeSocket()
 		return
 	}
+	if c.srv.draining.Load() {
+		// Shutdown expires every deadline once all clients are kicked:
+		// this reaches the connections still in their handshake.
+		c.closeWith(c.srv.drainFrame, false)
+		return
+	}
 	c.srv.m.protoErrors.WithLabelValues("timeout").Inc()
 	c.closeWith(c.srv.timeoutFrame, false)
 }

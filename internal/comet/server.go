@@ -98,7 +98,7 @@ type Server struct {
 	discSem    chan struct{} // bounds concurrent Disconnect calls
 
 	kickDup, kickSlow, kickDrain []byte
-	timeoutFrame                 []byte
+	timeoutFrame, drainFrame     []byte
 
 	mu        sync.Mutex
 	started   bool
@@ -175,6 +175,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.kickSlow = kickFrame(protocol.KickReason_KICK_REASON_SLOW_CONSUMER, "outbound queue full")
 	s.kickDrain = kickFrame(protocol.KickReason_KICK_REASON_SERVER_DRAINING, "server draining")
 	s.timeoutFrame = disconnectFrame("timeout: no auth or heartbeat in time")
+	s.drainFrame = disconnectFrame(ErrDraining.Error())
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.runCtx, s.cancelRun = context.WithCancel(context.Background())
 	return s, nil
@@ -527,6 +528,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 
 	err := s.kickAll(ctx)
+	if err == nil {
+		// Registered connections are all closing now; this closes the
+		// ones still authenticating instead of waiting for their timeout.
+		for _, w := range s.wheels {
+			w.ExpireAll()
+		}
+	}
 	t := time.NewTicker(drainPoll)
 	for err == nil && s.readers.Load() > 0 {
 		select {
