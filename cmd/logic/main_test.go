@@ -5,11 +5,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hubuim/hubuim/internal/admin"
+	"github.com/hubuim/hubuim/internal/app"
 	"github.com/hubuim/hubuim/internal/auth"
 	"github.com/hubuim/hubuim/internal/config"
+	"github.com/hubuim/hubuim/internal/discovery"
+	"github.com/hubuim/hubuim/internal/idgen"
+	"github.com/hubuim/hubuim/internal/im"
 	"github.com/hubuim/hubuim/internal/logic"
 	"github.com/hubuim/hubuim/internal/logic/logicconf"
 	"github.com/hubuim/hubuim/internal/logic/session"
+	"github.com/hubuim/hubuim/internal/mq"
 )
 
 // TestDistributedConfig loads configs/logic.yaml: every key is known, the
@@ -20,8 +26,34 @@ func TestDistributedConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fc.HTTPAddr != ":3111" || fc.GRPCAddr != ":3119" || fc.Auth.Mode != "jwt" {
+	if fc.HTTPAddr != ":3111" || fc.GRPCAddr != ":3119" || fc.Auth.Mode != "jwt" || fc.Admin.Addr != admin.LogicAddr {
 		t.Fatalf("config = %+v", fc)
+	}
+	// The defaults written for the sections app and im fill are the code's.
+	for name, ok := range map[string]bool{
+		"seq_jump":               fc.SeqJump == im.DefaultSeqJump,
+		"seq_ttl":                fc.SeqTTL == im.DefaultSeqTTL,
+		"dedup.window":           fc.Dedup.Window == im.DefaultDedupWindow,
+		"dedup.claim_ttl":        fc.Dedup.ClaimTTL == im.DefaultDedupClaimTTL,
+		"im.max_payload":         fc.IM.MaxPayload == im.DefaultMaxPayload,
+		"im.sync_limit":          fc.IM.SyncLimit == im.DefaultSyncLimit,
+		"im.sync_max_bytes":      fc.IM.SyncMaxBytes == im.DefaultSyncMaxBytes,
+		"im.settle_time":         fc.IM.SettleTime == im.DefaultSettleTime,
+		"im.message_topic":       fc.IM.MessageTopic == mq.TopicMessage,
+		"idgen.prefix":           fc.IDGen.Prefix == idgen.DefaultEtcdPrefix,
+		"idgen.ttl":              fc.IDGen.TTL == idgen.DefaultEtcdTTL,
+		"idgen.max_workers":      fc.IDGen.MaxWorkers == idgen.MaxWorkerID+1,
+		"discovery.prefix":       fc.Discovery.Prefix == discovery.DefaultEtcdPrefix,
+		"discovery.ttl":          fc.Discovery.TTL == discovery.DefaultEtcdTTL,
+		"discovery.coalesce":     fc.Discovery.Coalesce == discovery.DefaultEtcdCoalesce,
+		"discovery.retry_max":    fc.Discovery.RetryMax == discovery.DefaultEtcdRetryMax,
+		"shutdown_timeout":       fc.ShutdownTimeout == app.DefaultShutdownTimeout,
+		"redis.prefix":           fc.Redis.Prefix == app.DefaultRedisPrefix,
+		"admin.shutdown_timeout": fc.Admin.ShutdownTimeout == admin.DefaultShutdownTimeout,
+	} {
+		if !ok {
+			t.Errorf("configs/logic.yaml %s differs from the code's default", name)
+		}
 	}
 	if _, err := auth.New(fc.Auth, nil); err == nil {
 		t.Fatal("the shipped auth config works without a secret")

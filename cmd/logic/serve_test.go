@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,38 +20,46 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/hubuim/hubuim/api/logic"
+	"github.com/hubuim/hubuim/internal/app/apptest"
 	"github.com/hubuim/hubuim/internal/auth"
 	"github.com/hubuim/hubuim/internal/logic/logicconf"
 	"github.com/hubuim/hubuim/internal/mq"
-	"github.com/hubuim/hubuim/internal/testenv"
 )
 
 // TestServeEndToEnd runs the whole command (shipped config, JWT auth, real
 // Redis, a Kafka-protocol broker): a comet connects with a signed token, a
 // backend pushes over HTTP, the record arrives on the push topic, and
 // cancelling the context stops everything.
-type addrs struct{ grpc, http net.Addr }
+type addrs struct{ grpc, http, admin net.Addr }
 
-const jwtSecret = "jjjjjjjjjjjjjjjjjjjjjjjjjjjjjjjj"
+const jwtSecret = apptest.JWTSecret
 
-// startLogic runs serve with the shipped config, loopback ports, the test
-// Redis and a fresh broker, plus env overrides. stop cancels it and checks
-// it returned nil.
-func startLogic(t *testing.T, env map[string]string) (a addrs, brokers []string, stop func()) {
+// startLogic runs serve with the shipped config, loopback ports and the
+// test services (a fresh apptest.Env: Redis prefix, PostgreSQL schema, etcd
+// prefix and Kafka broker of its own), plus env overrides. stop cancels it
+// and checks it returned nil.
+func startLogic(t *testing.T, env map[string]string) (a addrs, e *apptest.Env, stop func()) {
 	t.Helper()
-	redisAddr := testenv.RedisAddr(t)
-	brokers = testenv.Kafka(t, 1, mq.TopicPush)
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
+	e = apptest.NewEnv(t)
 	base := map[string]string{
-		"AUTH_JWT_SECRET": jwtSecret,
-		"PUSH_SECRET":     "push-secret",
-		"REDIS_ADDRS":     redisAddr,
-		"REDIS_PREFIX":    "hubuimtest:e2e:" + hex.EncodeToString(b) + ":",
-		"KAFKA_BROKERS":   strings.Join(brokers, ","),
-		"GRPC_ADDR":       "127.0.0.1:0",
-		"HTTP_ADDR":       "127.0.0.1:0",
-		"ADMIN_ADDR":      "127.0.0.1:0",
+		"AUTH_JWT_SECRET":     jwtSecret,
+		"PUSH_SECRET":         "push-secret",
+		"REDIS_ADDRS":         e.RedisAddr,
+		"REDIS_PREFIX":        e.RedisPrefix,
+		"POSTGRES_DSN":        e.Postgres.DSN,
+		"POSTGRES_SCHEMA":     e.Postgres.Schema,
+		"KAFKA_BROKERS":       strings.Join(e.Kafka, ","),
+		"DISCOVERY_ENDPOINTS": strings.Join(e.Etcd, ","),
+		"DISCOVERY_PREFIX":    e.DiscoveryPrefix(),
+		"DISCOVERY_TTL":       "2s",
+		"IDGEN_PREFIX":        e.EtcdPrefix,
+		"IDGEN_TTL":           "2s",
+		"ID":                  "logic-" + e.ID,
+		"ADVERTISE_HOST":      "127.0.0.1",
+		"GRPC_ADDR":           "127.0.0.1:0",
+		"HTTP_ADDR":           "127.0.0.1:0",
+		"ADMIN_ADDR":          "127.0.0.1:0",
+		"SHUTDOWN_TIMEOUT":    "5s",
 	}
 	for k, v := range env {
 		base[k] = v
@@ -66,19 +72,18 @@ func startLogic(t *testing.T, env map[string]string) (a addrs, brokers []string,
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan addrs, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- serve(ctx, fc, log, reg, reg, func(g, h net.Addr) { ready <- addrs{g, h} })
+		done <- serve(ctx, fc, e.Log, reg, reg, func(g, h, adm net.Addr) { ready <- addrs{g, h, adm} })
 	}()
 	select {
 	case a = <-ready:
 	case err := <-done:
 		cancel()
 		t.Fatalf("serve: %v", err)
-	case <-time.After(30 * time.Second):
+	case <-time.After(apptest.WaitTimeout):
 		cancel()
 		t.Fatal("serve did not start")
 	}
@@ -95,12 +100,57 @@ func startLogic(t *testing.T, env map[string]string) (a addrs, brokers []string,
 			if err != nil {
 				t.Fatalf("serve returned %v", err)
 			}
-		case <-time.After(30 * time.Second):
+		case <-time.After(apptest.WaitTimeout):
 			t.Fatal("serve did not stop")
 		}
 	}
 	t.Cleanup(stop)
-	return a, brokers, stop
+	return a, e, stop
+}
+
+// TestServeIM runs the command with the shipped config against the real
+// services: it registers in etcd, a comet finds it there
+// ("hubuim:///logic"), two users connect through that comet with JWTs, a
+// 1:1 message is sent (seq from Redis, id from the etcd-leased worker id,
+// stored in PostgreSQL, published to Kafka) and the job delivers it;
+// /readyz is 200 while serving and the command stops cleanly.
+func TestServeIM(t *testing.T) {
+	a, e, stop := startLogic(t, nil)
+	apptest.WaitReady(t, a.admin.String())
+	e.StartJob(t)
+	tcp := e.StartComet(t, "comet-"+e.ID)
+	alice, bob := apptest.Dial(t, 1001, tcp), apptest.Dial(t, 1002, tcp)
+	apptest.SendAndReceive(t, alice, bob)
+	apptest.SendAndReceive(t, bob, alice)
+
+	// The client IM HTTP API is served too.
+	tok, err := auth.SignHS256([]byte(jwtSecret), 1002, "", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		token string
+		want  int
+	}{{tok, http.StatusOK}, {"", http.StatusUnauthorized}} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+a.http.String()+"/im/v1/groups", nil)
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Fatalf("GET /im/v1/groups (token %t): %d, want %d", tc.token != "", resp.StatusCode, tc.want)
+		}
+	}
+	alice.Close()
+	bob.Close()
+	stop()
+	if s := apptest.ReadyStatus(a.admin.String()); s != 0 {
+		t.Fatalf("admin still answers %d after stop", s)
+	}
 }
 
 // TestServeEndToEnd runs the whole command (shipped config, JWT auth, real
@@ -108,7 +158,8 @@ func startLogic(t *testing.T, env map[string]string) (a addrs, brokers []string,
 // backend pushes over HTTP, the record arrives on the push topic, and
 // cancelling the context stops everything.
 func TestServeEndToEnd(t *testing.T) {
-	a, brokers, stop := startLogic(t, nil)
+	a, e, stop := startLogic(t, nil)
+	brokers := e.Kafka
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 

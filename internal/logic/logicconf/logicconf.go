@@ -1,8 +1,10 @@
 // Package logicconf is the configuration file of the logic service
-// (configs/logic.yaml, environment prefix HUBUIM_LOGIC): the listeners,
-// TLS, Redis, auth, Kafka and discovery sections around logic.Config. It
-// lives outside cmd/logic so that tools (deploy checks) can load the same
-// file with the same rules.
+// (configs/logic.yaml, environment prefix HUBUIM_LOGIC): app.LogicConfig
+// (listeners, conn, push, nodes, im, seq_jump) inline, plus the sections
+// naming logic's dependencies: TLS, admin, Redis, PostgreSQL, auth, Kafka,
+// etcd discovery, the id generator and the dedup window. It lives outside
+// cmd/logic so that tools (deploy checks) load the same file with the same
+// rules.
 package logicconf
 
 import (
@@ -11,14 +13,14 @@ import (
 	"os"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/hubuim/hubuim/internal/admin"
+	"github.com/hubuim/hubuim/internal/app"
 	"github.com/hubuim/hubuim/internal/auth"
 	"github.com/hubuim/hubuim/internal/config"
 	"github.com/hubuim/hubuim/internal/discovery"
-	"github.com/hubuim/hubuim/internal/logic"
+	"github.com/hubuim/hubuim/internal/idgen"
 	"github.com/hubuim/hubuim/internal/mq"
+	"github.com/hubuim/hubuim/internal/store"
 )
 
 // EnvPrefix prefixes every environment override.
@@ -26,63 +28,72 @@ const EnvPrefix = "HUBUIM_LOGIC"
 
 // Defaults of FileConfig (also written in configs/logic.yaml).
 const (
-	DefaultHTTPAddr        = ":3111"
-	DefaultGRPCAddr        = ":3119"
-	DefaultAdminAddr       = ":3112"
-	DefaultShutdownTimeout = 15 * time.Second
-	DefaultRedisTimeout    = time.Second
+	DefaultHTTPAddr        = app.DefaultLogicHTTPAddr
+	DefaultGRPCAddr        = app.DefaultLogicGRPCAddr
+	DefaultAdminAddr       = admin.LogicAddr
+	DefaultShutdownTimeout = app.DefaultShutdownTimeout
+	DefaultRedisTimeout    = app.DefaultRedisTimeout
+	DefaultAuthMode        = auth.ModeJWT
 )
 
 // FileConfig is configs/logic.yaml.
 type FileConfig struct {
-	ID              string        `yaml:"id"`               // instance id; default hostname
-	HTTPAddr        string        `yaml:"http_addr"`        // default :3111
-	GRPCAddr        string        `yaml:"grpc_addr"`        // default :3119
-	AdvertiseHost   string        `yaml:"advertise_host"`   // host registered in discovery; default hostname
-	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"` // default 15s
+	// LogicConfig: id, http_addr, grpc_addr, advertise_host,
+	// shutdown_timeout, conn, push, nodes, im, seq_jump.
+	app.LogicConfig `yaml:",inline"`
 
-	TLS       TLSConfig            `yaml:"tls"`
-	Admin     admin.Config         `yaml:"admin"` // addr default :3112
-	Redis     RedisConfig          `yaml:"redis"`
-	Auth      auth.Config          `yaml:"auth"`
-	Kafka     mq.KafkaConfig       `yaml:"kafka"`
+	TLS   TLSConfig    `yaml:"tls"`
+	Admin admin.Config `yaml:"admin"` // addr default admin.LogicAddr (":3911")
+	// Redis holds the sessions, the seq counters and the dedup entries
+	// (one client, one key prefix). Required.
+	Redis app.RedisConfig `yaml:"redis"`
+	// Postgres is the message store. dsn is required.
+	Postgres store.PostgresConfig `yaml:"postgres"`
+	// Auth verifies connections and /im/ API calls. Mode default "jwt".
+	Auth auth.Config `yaml:"auth"`
+	// Kafka publishes the push topic and the IM message topic. Required.
+	Kafka mq.KafkaConfig `yaml:"kafka"`
+	// Discovery: etcd for the node list, logic's registration and the
+	// id generator's worker id lease. Empty endpoints: none of them
+	// (idgen.worker_id is used as is).
 	Discovery discovery.EtcdConfig `yaml:"discovery"`
-
-	Conn  logic.ConnConfig  `yaml:"conn"`
-	Push  logic.PushConfig  `yaml:"push"`
-	Nodes logic.NodesConfig `yaml:"nodes"`
+	IDGen     IDGenConfig          `yaml:"idgen"`
+	Dedup     DedupConfig          `yaml:"dedup"`
+	// SeqTTL is how long an idle conversation's seq counter stays in
+	// Redis. Default im.DefaultSeqTTL (168h).
+	SeqTTL time.Duration `yaml:"seq_ttl"`
 }
 
-// Logic is the logic.Config part.
-func (c FileConfig) Logic() logic.Config {
-	return logic.Config{Conn: c.Conn, Push: c.Push, Nodes: c.Nodes}
+// IDGenConfig configures message id generation.
+type IDGenConfig struct {
+	// WorkerID is the fixed worker id (0..1023) used when discovery has no
+	// endpoints; every logic replica must then be given its own. Default 0.
+	WorkerID int64 `yaml:"worker_id"`
+	// Prefix of the worker id lease keys in etcd
+	// (<prefix>/idgen/worker/<n>). Default "/hubuim".
+	Prefix string `yaml:"prefix"`
+	// TTL of the worker id lease. Default 10s.
+	TTL time.Duration `yaml:"ttl"`
+	// MaxWorkers limits the lease to ids 0..max_workers-1. Default 1024.
+	MaxWorkers int64 `yaml:"max_workers"`
+	// MaxClockBackward is the largest clock step back that is waited out.
+	// Default 5ms.
+	MaxClockBackward time.Duration `yaml:"max_clock_backward"`
+	// RetryInterval between failed lease attempts. Default 1s.
+	RetryInterval time.Duration `yaml:"retry_interval"`
 }
 
-// RedisConfig is the session store's Redis.
-type RedisConfig struct {
-	// Addrs: one address = a single server; several (or Cluster) = Redis
-	// Cluster. Required.
-	Addrs    []string      `yaml:"addrs"`
-	Cluster  bool          `yaml:"cluster"`
-	Username string        `yaml:"username"`
-	Password string        `yaml:"password"`
-	DB       int           `yaml:"db"`
-	Prefix   string        `yaml:"prefix"`  // key prefix; default "hubuim:"
-	Timeout  time.Duration `yaml:"timeout"` // dial/read/write timeout; default 1s
+// Generator is the idgen.Config part (Leaser, Logger, Registerer unset).
+func (c IDGenConfig) Generator() idgen.Config {
+	return idgen.Config{WorkerID: c.WorkerID, MaxClockBackward: c.MaxClockBackward, RetryInterval: c.RetryInterval}
 }
 
-// NewClient returns a single-server or cluster client.
-func (c RedisConfig) NewClient() redis.UniversalClient {
-	if c.Cluster || len(c.Addrs) > 1 {
-		return redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs: c.Addrs, Username: c.Username, Password: c.Password,
-			DialTimeout: c.Timeout, ReadTimeout: c.Timeout, WriteTimeout: c.Timeout,
-		})
-	}
-	return redis.NewClient(&redis.Options{
-		Addr: c.Addrs[0], Username: c.Username, Password: c.Password, DB: c.DB,
-		DialTimeout: c.Timeout, ReadTimeout: c.Timeout, WriteTimeout: c.Timeout,
-	})
+// DedupConfig is the client message id dedup in Redis.
+type DedupConfig struct {
+	// Window is how long a client message id is remembered. Default 24h.
+	Window time.Duration `yaml:"window"`
+	// ClaimTTL bounds a send in progress holding its id. Default 10s.
+	ClaimTTL time.Duration `yaml:"claim_ttl"`
 }
 
 // TLSConfig secures the gRPC and HTTP listeners (not the admin port).
@@ -126,7 +137,7 @@ func (c TLSConfig) Load() (*tls.Config, error) {
 // Load reads the file at path (empty: defaults and environment only),
 // applies HUBUIM_LOGIC_* overrides, fills the defaults of this level and
 // checks the required fields. The sections' own defaults and validation
-// happen in their constructors (logic.New, auth.New, ...).
+// happen in their constructors (app.NewLogic, auth.New, ...).
 func Load(path string) (FileConfig, error) {
 	var fc FileConfig
 	if err := config.Load(path, EnvPrefix, &fc); err != nil {
@@ -154,11 +165,26 @@ func Load(path string) (FileConfig, error) {
 	if fc.Redis.Timeout == 0 {
 		fc.Redis.Timeout = DefaultRedisTimeout
 	}
+	if fc.Redis.Prefix == "" {
+		fc.Redis.Prefix = app.DefaultRedisPrefix
+	}
+	if fc.Auth.Mode == "" {
+		fc.Auth.Mode = DefaultAuthMode
+	}
+	if fc.IDGen.WorkerID < 0 || fc.IDGen.WorkerID > idgen.MaxWorkerID {
+		return fc, config.Errorf("idgen.worker_id", "%d outside 0..%d", fc.IDGen.WorkerID, idgen.MaxWorkerID)
+	}
+	if fc.SeqTTL < 0 {
+		return fc, config.Errorf("seq_ttl", "must not be negative")
+	}
 	if len(fc.Redis.Addrs) == 0 {
 		return fc, config.Errorf("redis.addrs", "required")
 	}
 	if len(fc.Kafka.Brokers) == 0 {
 		return fc, config.Errorf("kafka.brokers", "required")
+	}
+	if fc.Postgres.DSN == "" {
+		return fc, config.Errorf("postgres.dsn", "required")
 	}
 	return fc, nil
 }
