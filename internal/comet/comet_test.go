@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -652,21 +654,33 @@ func TestTCPCoalescesIntoOneWrite(t *testing.T) {
 	}
 }
 
-func TestConfigFileLoads(t *testing.T) {
-	cfg, err := LoadConfig("../../configs/comet.yaml")
+func TestLoadConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "comet.yaml")
+	yaml := "id: c1\nbuckets: 16\nheartbeat_interval: 10s\nwss_addr: \"\"\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.TCPAddr != ":3101" || cfg.Buckets != DefaultBuckets || cfg.MaxQueueBytes != DefaultMaxQueueBytes || cfg.ID == "" {
+	// File values, DefaultConfig's ports, and New's defaults.
+	if cfg.ID != "c1" || cfg.Buckets != 16 || cfg.HeartbeatInterval != 10*time.Second ||
+		cfg.TCPAddr != ":3101" || cfg.MaxQueueBytes != DefaultMaxQueueBytes {
 		t.Fatalf("%+v", cfg)
 	}
 	t.Setenv("HUBUIM_COMET_TCP_ADDR", "")
 	t.Setenv("HUBUIM_COMET_BUCKETS", "64")
-	cfg, err = LoadConfig("../../configs/comet.yaml")
-	if err != nil {
+	if cfg, err = LoadConfig(path); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.TCPAddr != "" || cfg.Buckets != 64 {
 		t.Fatalf("env overrides not applied: %+v", cfg)
+	}
+	if err := os.WriteFile(path, []byte("nope: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadConfig(path); err == nil {
+		t.Fatal("unknown key accepted")
 	}
 }
