@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,15 +22,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/hubuim/hubuim/internal/admin"
-	"github.com/hubuim/hubuim/internal/app"
+	"github.com/hubuim/hubuim/internal/app/cometconf"
+	"github.com/hubuim/hubuim/internal/app/jobconf"
 	"github.com/hubuim/hubuim/internal/auth"
-	"github.com/hubuim/hubuim/internal/comet"
 	"github.com/hubuim/hubuim/internal/config"
-	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/internal/job"
 	"github.com/hubuim/hubuim/internal/logic/logicconf"
-	"github.com/hubuim/hubuim/internal/mq"
-	"github.com/hubuim/hubuim/internal/store"
 )
 
 // Placeholders for environment values only known in a running pod.
@@ -69,48 +67,37 @@ type service struct {
 }
 
 var services = []service{
-	{name: "comet", envPrefix: comet.EnvPrefix, reference: "../configs/comet.yaml", cfgType: reflect.TypeFor[comet.Config](), load: loadComet},
+	{name: "comet", envPrefix: cometconf.EnvPrefix, reference: "../configs/comet.yaml", cfgType: reflect.TypeFor[cometconf.FileConfig](), load: loadComet},
 	{name: "logic", envPrefix: logicconf.EnvPrefix, reference: "../configs/logic.yaml", cfgType: reflect.TypeFor[logicconf.FileConfig](), load: loadLogic},
-	{name: "job", envPrefix: "HUBUIM_JOB", reference: "../configs/job.yaml", cfgType: reflect.TypeFor[jobFileConfig](), load: loadJob},
-}
-
-// jobFileConfig mirrors cmd/job's Config (package main, so not
-// importable); TestConfigMirrorsMatchCommands fails when they disagree.
-// TODO(lead): an importable loader like logicconf would remove this copy.
-type jobFileConfig struct {
-	Kafka     mq.KafkaConfig       `yaml:"kafka"`
-	Group     string               `yaml:"group"`
-	Discovery jobDiscoveryConfig   `yaml:"discovery"`
-	Job       app.JobConfig        `yaml:"job"`
-	Redis     app.RedisConfig      `yaml:"redis"`
-	Postgres  store.PostgresConfig `yaml:"postgres"`
-	Notify    app.NotifyConfig     `yaml:"notify"`
-	Admin     admin.Config         `yaml:"admin"`
-}
-
-type jobDiscoveryConfig struct {
-	Type   string               `yaml:"type"`
-	Comets []string             `yaml:"comets"`
-	Etcd   discovery.EtcdConfig `yaml:"etcd"`
+	{name: "job", envPrefix: jobconf.EnvPrefix, reference: "../configs/job.yaml", cfgType: reflect.TypeFor[jobconf.Config](), load: loadJob},
 }
 
 func loadComet(tb testing.TB, p string) loaded {
 	tb.Helper()
-	cfg, err := comet.LoadConfig(p)
+	fc, err := cometconf.Load(p)
 	if err != nil {
-		tb.Fatalf("comet.LoadConfig: %v", err)
+		tb.Fatalf("cometconf.Load: %v", err)
 	}
-	l := loaded{listen: map[string]int{}, stop: cfg.DrainTimeout}
+	// In a cluster comets come and go with their pods: they must register
+	// (the node list, job's fan-out) at their pod address.
+	if len(fc.Discovery.Endpoints) == 0 {
+		tb.Fatalf("comet config: discovery.endpoints: an unregistered comet gets no clients and no pushes")
+	}
+	if fc.AdvertiseHost == "" {
+		tb.Fatalf("comet config: advertise_host must be the pod IP (HUBUIM_COMET_ADVERTISE_HOST from status.podIP)")
+	}
+	l := loaded{listen: map[string]int{}, stop: fc.DrainTimeout}
 	for field, addr := range map[string]string{
-		"tcp_addr": cfg.TCPAddr, "ws_addr": cfg.WSAddr, "wss_addr": cfg.WSSAddr,
-		"tcp_tls_addr": cfg.TCPTLSAddr, "grpc_addr": cfg.GRPCAddr,
+		"tcp_addr": fc.TCPAddr, "ws_addr": fc.WSAddr, "wss_addr": fc.WSSAddr,
+		"tcp_tls_addr": fc.TCPTLSAddr, "grpc_addr": fc.GRPCAddr,
 	} {
 		addPort(tb, l.listen, field, addr)
 	}
-	// comet.Config has no admin section yet: cmd/comet is expected to
-	// serve it on the default comet admin address.
-	l.adminPort = mustPort(tb, "admin.CometAddr", admin.CometAddr)
-	l.files = nonEmpty(cfg.TLSCertFile, cfg.TLSKeyFile)
+	l.adminPort = mustPort(tb, "admin.addr", fc.Admin.Addr)
+	l.files = nonEmpty(fc.TLSCertFile, fc.TLSKeyFile, fc.LogicTLS.CAFile, fc.LogicTLS.CertFile, fc.LogicTLS.KeyFile)
+	l.shared = map[string]string{
+		"discovery.endpoints": strings.Join(fc.Discovery.Endpoints, ","), "discovery.prefix": fc.Discovery.Prefix,
+	}
 	return l
 }
 
@@ -124,7 +111,7 @@ func loadLogic(tb testing.TB, p string) loaded {
 		tb.Fatalf("logic config: push.secret is required (HUBUIM_LOGIC_PUSH_SECRET)")
 	}
 	if len(fc.Discovery.Endpoints) == 0 {
-		tb.Fatalf("logic config: discovery.endpoints: without etcd logic has no node list")
+		tb.Fatalf("logic config: discovery.endpoints: without etcd logic has no node list and no leased id worker")
 	}
 	// auth.New validates the auth section, including the key length.
 	v, err := auth.New(fc.Auth, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -144,25 +131,26 @@ func loadLogic(tb testing.TB, p string) loaded {
 		"redis.addrs": strings.Join(fc.Redis.Addrs, ","), "redis.prefix": cmp.Or(fc.Redis.Prefix, "hubuim:"), "redis.db": strconv.Itoa(fc.Redis.DB),
 		"discovery.endpoints": strings.Join(fc.Discovery.Endpoints, ","), "discovery.prefix": fc.Discovery.Prefix,
 		"kafka.brokers": strings.Join(fc.Kafka.Brokers, ","),
+		"postgres.dsn":  fc.Postgres.DSN, "postgres.schema": fc.Postgres.Schema,
 	}
 	return l
 }
 
 func loadJob(tb testing.TB, p string) loaded {
 	tb.Helper()
-	var fc jobFileConfig
-	if err := config.Load(p, "HUBUIM_JOB", &fc); err != nil {
-		tb.Fatalf("job config: %v", err)
-	}
-	if len(fc.Kafka.Brokers) == 0 {
-		tb.Fatalf("job config: kafka.brokers: a pod cannot use the 127.0.0.1 default")
+	fc, err := jobconf.Load(p)
+	if err != nil {
+		tb.Fatalf("jobconf.Load: %v", err)
 	}
 	if len(fc.Redis.Addrs) == 0 || fc.Postgres.DSN == "" {
 		tb.Fatalf("job config: redis.addrs and postgres.dsn (HUBUIM_JOB_POSTGRES_DSN) are required")
 	}
 	// In a cluster comets come and go with their pods: only etcd works.
-	if fc.Discovery.Type != "etcd" || len(fc.Discovery.Etcd.Endpoints) == 0 {
+	if fc.Discovery.Type != jobconf.DiscoveryEtcd || len(fc.Discovery.Etcd.Endpoints) == 0 {
 		tb.Fatalf("job config: discovery must be type etcd with endpoints, got %q %v", fc.Discovery.Type, fc.Discovery.Etcd.Endpoints)
+	}
+	if slices.Equal(fc.Kafka.Brokers, []string{jobconf.DefaultBroker}) {
+		tb.Fatalf("job config: kafka.brokers: a pod cannot use the 127.0.0.1 default")
 	}
 	drain := cmp.Or(fc.Job.DrainTimeout, job.DefaultDrainTimeout)
 	adminStop := cmp.Or(fc.Admin.ShutdownTimeout, admin.DefaultShutdownTimeout)
@@ -171,6 +159,7 @@ func loadJob(tb testing.TB, p string) loaded {
 			"redis.addrs": strings.Join(fc.Redis.Addrs, ","), "redis.prefix": cmp.Or(fc.Redis.Prefix, "hubuim:"), "redis.db": strconv.Itoa(fc.Redis.DB),
 			"discovery.endpoints": strings.Join(fc.Discovery.Etcd.Endpoints, ","), "discovery.prefix": fc.Discovery.Etcd.Prefix,
 			"kafka.brokers": strings.Join(fc.Kafka.Brokers, ","),
+			"postgres.dsn":  fc.Postgres.DSN, "postgres.schema": fc.Postgres.Schema,
 		}}
 }
 
