@@ -90,6 +90,7 @@ var scenarios = []scenario{
 	{"room", "room fan-out through the HTTP push API: delivered msgs/s, latency, missing", runRoom},
 	{"push", "pushes by mid/key through HTTP or gRPC: accept and delivery latency", runPush},
 	{"chat", "reliable 1:1 and group messages via the SDK: ACK and delivery latency, loss/dup/order", runChat},
+	{"kafka", "benchmark helper: an in-memory Kafka-protocol broker (kfake) for the distributed mode", runKafka},
 }
 
 func usage(w io.Writer) {

@@ -51,12 +51,15 @@ const lateAfter = 10 * time.Millisecond
 // pace calls fn(i) for i = 0, 1, ... at rate calls per second (rate <= 0:
 // as fast as the workers go), from workers goroutines, until count calls
 // were issued or d elapsed or ctx ended, whichever comes first. Both count
-// and d must be positive: every loop is bounded.
+// and d must be positive: every loop is bounded. Calls in flight when d
+// ends are waited for (they are bounded by the parent ctx).
 func pace(ctx context.Context, ratePerSec float64, count int64, d time.Duration, workers int, fn func(ctx context.Context, i int64)) paceResult {
 	if count <= 0 || d <= 0 {
 		return paceResult{}
 	}
 	workers = max(workers, 1)
+	// fn gets the parent ctx: a call in flight when d ends completes.
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 
@@ -107,7 +110,7 @@ func pace(ctx context.Context, ratePerSec float64, count int64, d time.Duration,
 					mu.Unlock()
 				}
 				issued.Add(1)
-				fn(ctx, i)
+				fn(parent, i)
 			}
 		}()
 	}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# bench-cluster.sh: run HubuIM in distributed mode on this machine for
+# imbench (docs/benchmarks.md): a kfake Kafka-protocol broker (imbench kafka),
+# logic, job and one comet, against the Redis, etcd and PostgreSQL given in
+# HUBUIM_TEST_REDIS_ADDR, HUBUIM_TEST_ETCD_ENDPOINTS and
+# HUBUIM_TEST_POSTGRES_DSN, with a private Redis key prefix, etcd prefix and
+# PostgreSQL schema. Insecure auth and an unauthenticated push API:
+# benchmarks only.
+#
+# Usage: scripts/bench-cluster.sh [seconds]   (default 600; Ctrl-C stops)
+# Env: BENCH_KAFKA_PORT (19092), BENCH_PG_MAX_CONNS (logic's pool size).
+# Listens on: comet TCP 127.0.0.1:5101, WS :5102/sub, logic HTTP
+# 127.0.0.1:5111, gRPC :5119; admin/metrics comet :5901, logic :5911,
+# job :5921. Only the processes this script started are stopped.
+set -euo pipefail
+
+life=${1:-600}
+redis=${HUBUIM_TEST_REDIS_ADDR:?set HUBUIM_TEST_REDIS_ADDR}
+etcd=${HUBUIM_TEST_ETCD_ENDPOINTS:?set HUBUIM_TEST_ETCD_ENDPOINTS}
+dsn=${HUBUIM_TEST_POSTGRES_DSN:?set HUBUIM_TEST_POSTGRES_DSN}
+kafka_port=${BENCH_KAFKA_PORT:-19092}
+pg_conns=${BENCH_PG_MAX_CONNS:-0} # logic's postgres.max_conns (0: pgxpool's default)
+tag="imbench$$$RANDOM"
+dir=$(mktemp -d)
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	echo "logs kept in $dir"
+}
+trap cleanup EXIT INT TERM
+
+(cd "$root" && go build -o "$dir/" ./cmd/logic ./cmd/comet ./cmd/job ./cmd/imbench)
+
+cat >"$dir/logic.yaml" <<YAML
+id: bench-logic
+http_addr: "127.0.0.1:5111"
+grpc_addr: "127.0.0.1:5119"
+advertise_host: "127.0.0.1"
+admin: {addr: "127.0.0.1:5911"}
+redis: {addrs: ["$redis"], prefix: "$tag:"}
+postgres: {dsn: "$dsn", schema: "$tag", max_conns: $pg_conns}
+auth: {mode: insecure}
+kafka: {brokers: ["127.0.0.1:$kafka_port"]}
+discovery: {endpoints: ["$etcd"], prefix: "/$tag/discovery"}
+idgen: {prefix: "/$tag"}
+push: {unauthenticated: true}
+YAML
+cat >"$dir/comet.yaml" <<YAML
+id: bench-comet
+tcp_addr: "127.0.0.1:5101"
+ws_addr: "127.0.0.1:5102"
+grpc_addr: "127.0.0.1:5109"
+advertise_host: "127.0.0.1"
+logic_target: "127.0.0.1:5119"
+discovery: {endpoints: ["$etcd"], prefix: "/$tag/discovery"}
+admin: {addr: "127.0.0.1:5901"}
+YAML
+cat >"$dir/job.yaml" <<YAML
+group: "$tag-job"
+kafka: {brokers: ["127.0.0.1:$kafka_port"]}
+discovery: {type: etcd, etcd: {endpoints: ["$etcd"], prefix: "/$tag/discovery"}}
+redis: {addrs: ["$redis"], prefix: "$tag:"}
+postgres: {dsn: "$dsn", schema: "$tag"}
+admin: {addr: "127.0.0.1:5921"}
+YAML
+
+"$dir/imbench" kafka -port "$kafka_port" -for "${life}s" >"$dir/kafka.log" 2>&1 &
+pids+=($!)
+sleep 1
+"$dir/logic" -config "$dir/logic.yaml" >"$dir/logic.log" 2>&1 &
+pids+=($!)
+sleep 2
+"$dir/job" -config "$dir/job.yaml" >"$dir/job.log" 2>&1 &
+pids+=($!)
+"$dir/comet" -config "$dir/comet.yaml" >"$dir/comet.log" 2>&1 &
+pids+=($!)
+echo "kafka=${pids[0]} logic=${pids[1]} job=${pids[2]} comet=${pids[3]} dir=$dir tag=$tag"
+echo "imbench flags: -addr 127.0.0.1:5101 -ws-addr 127.0.0.1:5102 -http http://127.0.0.1:5111 -grpc 127.0.0.1:5119"
+sleep "$life" &
+pids+=($!)
+wait "${pids[-1]}"
