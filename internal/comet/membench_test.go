@@ -205,10 +205,16 @@ func benchIdleMemory(b *testing.B, transport string, wsInline bool) {
 		b.ReportMetric(float64(g1-g0)/float64(n), "goroutines/conn")
 		b.Logf("%s: %d conns: RSS %d -> %d MB; heap %d -> %d KB; stack %d -> %d KB; goroutines %d -> %d",
 			transport, n, rss0>>20, rss1>>20, ms0.HeapInuse>>10, ms1.HeapInuse>>10, ms0.StackInuse>>10, ms1.StackInuse>>10, g0, g1)
+		b.Logf("per conn: sys-released %d, gc %d, other %d, mspan %d, heap-alloc %d, heap-inuse %d, stack %d",
+			perConn(ms1.Sys-ms1.HeapReleased, ms0.Sys-ms0.HeapReleased, n), perConn(ms1.GCSys, ms0.GCSys, n),
+			perConn(ms1.OtherSys, ms0.OtherSys, n), perConn(ms1.MSpanInuse, ms0.MSpanInuse, n),
+			perConn(ms1.HeapAlloc, ms0.HeapAlloc, n), perConn(ms1.HeapInuse, ms0.HeapInuse, n), perConn(ms1.StackInuse, ms0.StackInuse, n))
 		_ = c.stdin.Close()
 		_ = c.cmd.Wait()
 	}
 }
+
+func perConn(after, before uint64, n int) int64 { return (int64(after) - int64(before)) / int64(n) }
 
 // BenchmarkIdleMemoryTCP reports process memory per idle authenticated TCP
 // connection: HUBUIM_BENCH_CONNS=15000 go test -run x -bench IdleMemory -benchtime 1x
