@@ -32,7 +32,7 @@ const (
 	DefaultOnlineInterval       = 10 * time.Second
 	DefaultDrainParallelism     = 256
 	DefaultDrainTimeout         = 30 * time.Second
-	DefaultWSReadBufferSize     = 512
+	DefaultWSReadBufferSize     = 128
 	DefaultWSWriteBufferSize    = 4096
 	DefaultMaxAccepts           = 64
 	DefaultBroadcastBatchPeriod = 10 * time.Millisecond
@@ -115,8 +115,9 @@ type Config struct {
 	KickWriteTimeout time.Duration `yaml:"kick_write_timeout"`
 
 	// WSReadBufferSize and WSWriteBufferSize are gorilla/websocket's I/O
-	// buffers; write buffers are pooled and held only while writing.
-	// Defaults 512 and 4096.
+	// buffers. The read buffer stays with the connection (reads of a body
+	// larger than it bypass it); write buffers are pooled and held only
+	// while writing. Defaults 128 and 4096.
 	WSReadBufferSize  int `yaml:"ws_read_buffer_size"`
 	WSWriteBufferSize int `yaml:"ws_write_buffer_size"`
 

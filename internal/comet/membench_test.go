@@ -57,6 +57,10 @@ func (l *leanLogic) Connect(context.Context, *logic.ConnectReq) (*logic.ConnectR
 	return &logic.ConnectReply{Mid: n, Key: "k" + strconv.FormatInt(n, 10), RoomId: benchRoom, HeartbeatMs: int64(time.Hour / time.Millisecond)}, nil
 }
 
+func (l *leanLogic) Heartbeat(context.Context, *logic.HeartbeatReq) (*logic.HeartbeatReply, error) {
+	return &logic.HeartbeatReply{}, nil
+}
+
 func (l *leanLogic) Disconnect(context.Context, *logic.DisconnectReq) (*logic.DisconnectReply, error) {
 	return &logic.DisconnectReply{}, nil
 }
@@ -88,12 +92,15 @@ func settle(tb testing.TB) (rss int64, ms runtime.MemStats) {
 }
 
 type benchClient struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	out   *bufio.Scanner
+	cmd       *exec.Cmd
+	stdin     io.WriteCloser
+	out       *bufio.Scanner
+	logicAddr string
 }
 
-// startBenchClient runs the client process and waits for "READY".
+// startBenchClient runs the client process, which also serves the lean
+// logic (so that the measured comet process holds no logic state or
+// garbage), and returns once logic listens.
 func startBenchClient(tb testing.TB, spec benchClientSpec) *benchClient {
 	tb.Helper()
 	js, _ := json.Marshal(spec)
@@ -116,8 +123,27 @@ func startBenchClient(tb testing.TB, spec benchClientSpec) *benchClient {
 		_ = stdin.Close()
 		_ = cmd.Wait()
 	})
-	c.waitLine(tb, "READY")
+	c.logicAddr = strings.TrimPrefix(c.waitLine(tb, "LOGIC "), "LOGIC ")
 	return c
+}
+
+// dial makes the client process open n connections to addr and
+// authenticate them.
+func (c *benchClient) dial(tb testing.TB, addr string, n int) {
+	tb.Helper()
+	if _, err := fmt.Fprintf(c.stdin, "DIAL %s %d\n", addr, n); err != nil {
+		tb.Fatal(err)
+	}
+	c.waitLine(tb, "READY")
+}
+
+// closeAll makes the client process close its connections.
+func (c *benchClient) closeAll(tb testing.TB) {
+	tb.Helper()
+	if _, err := fmt.Fprintln(c.stdin, "CLOSE"); err != nil {
+		tb.Fatal(err)
+	}
+	c.waitLine(tb, "CLOSED")
 }
 
 func (c *benchClient) waitLine(tb testing.TB, prefix string) string {
@@ -139,20 +165,15 @@ func benchConns(b *testing.B) int {
 	return n
 }
 
-// startLeanServer starts a comet (TCP and WS only) against leanLogic.
-func startLeanServer(tb testing.TB, wsInline bool) *Server {
+// startLeanServer starts a comet (TCP and WS only) against the lean logic
+// at logicAddr.
+func startLeanServer(tb testing.TB, logicAddr string, wsInline bool) *Server {
 	tb.Helper()
-	f := &leanLogic{}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	gs := newGRPCServer()
-	logic.RegisterLogicServer(gs, f)
-	go func() { _ = gs.Serve(l) }()
-	tb.Cleanup(gs.Stop)
-	lc := dialLogic(tb, l.Addr().String())
-	cfg := Config{ID: "bench", TCPAddr: "127.0.0.1:0", WSAddr: "127.0.0.1:0", HandshakeTimeout: time.Minute, DrainTimeout: time.Minute, OnlineInterval: time.Hour}
+	lc := dialLogic(tb, logicAddr)
+	// LogicHeartbeat 1ns: the clients' one heartbeat makes every reader
+	// call logic once, as a real idle connection does every minute.
+	cfg := Config{ID: "bench", TCPAddr: "127.0.0.1:0", WSAddr: "127.0.0.1:0", HandshakeTimeout: time.Minute,
+		DrainTimeout: time.Minute, OnlineInterval: time.Hour, LogicHeartbeat: time.Nanosecond}
 	s, err := New(cfg, Deps{Logic: lc, Logger: testLogger(tb)})
 	if err != nil {
 		tb.Fatal(err)
@@ -173,21 +194,21 @@ func benchIdleMemory(b *testing.B, transport string, wsInline bool) {
 	n := benchConns(b)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		s := startLeanServer(b, wsInline)
+		c := startBenchClient(b, benchClientSpec{Transport: transport})
+		s := startLeanServer(b, c.logicAddr, wsInline)
 		addr := s.Addrs().TCP
 		if transport == "ws" {
 			addr = s.Addrs().WS
 		}
 		// Warm the paths (gRPC to logic, pools) so the baseline holds them.
-		warm := startBenchClient(b, benchClientSpec{Addr: addr, Transport: transport, Conns: 50})
-		_ = warm.stdin.Close()
-		_ = warm.cmd.Wait()
+		c.dial(b, addr, 50)
+		c.closeAll(b)
 		for s.Conns() != 0 {
 			time.Sleep(10 * time.Millisecond)
 		}
 		rss0, ms0 := settle(b)
 		g0 := runtime.NumGoroutine()
-		c := startBenchClient(b, benchClientSpec{Addr: addr, Transport: transport, Conns: n})
+		c.dial(b, addr, n)
 		if got := s.Conns(); got != int64(n) {
 			b.Fatalf("%d conns, want %d", got, n)
 		}
@@ -228,7 +249,10 @@ func BenchmarkIdleMemoryWS(b *testing.B) { benchIdleMemory(b, "ws", false) }
 func BenchmarkIdleMemoryWSInline(b *testing.B) { benchIdleMemory(b, "ws", true) }
 
 // TestBenchClient is the client process of the measurement benchmarks; it
-// does nothing unless started by one of them.
+// does nothing unless started by one of them. It serves the lean logic,
+// then follows commands on stdin: "DIAL addr n" (answers "READY n"),
+// "CLOSE" (answers "CLOSED"); EOF ends it. In read mode, after READY it
+// reads fan-out messages and prints "DONE ...".
 func TestBenchClient(t *testing.T) {
 	js := os.Getenv(envBenchClient)
 	if js == "" {
@@ -238,6 +262,43 @@ func TestBenchClient(t *testing.T) {
 	if err := json.Unmarshal([]byte(js), &spec); err != nil {
 		t.Fatal(err)
 	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := newGRPCServer()
+	logic.RegisterLogicServer(gs, &leanLogic{})
+	go func() { _ = gs.Serve(l) }()
+	defer gs.Stop()
+	fmt.Println("LOGIC", l.Addr().String())
+
+	var conns []*client
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		f := strings.Fields(in.Text())
+		switch {
+		case len(f) == 3 && f[0] == "DIAL":
+			n, _ := strconv.Atoi(f[2])
+			spec.Addr, spec.Conns = f[1], n
+			conns = benchDialAll(t, spec)
+			fmt.Println("READY", len(conns))
+			if spec.Read {
+				benchRead(conns, spec.Expect)
+			}
+		case len(f) == 1 && f[0] == "CLOSE":
+			for _, c := range conns {
+				_ = c.nc.Close()
+			}
+			conns = nil
+			fmt.Println("CLOSED")
+		}
+	}
+	for _, c := range conns {
+		_ = c.nc.Close()
+	}
+}
+
+func benchDialAll(t *testing.T, spec benchClientSpec) []*client {
 	conns := make([]*client, spec.Conns)
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -265,14 +326,7 @@ func TestBenchClient(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	fmt.Println("READY", len(conns))
-	if spec.Read {
-		benchRead(conns, spec.Expect)
-	}
-	_, _ = io.Copy(io.Discard, os.Stdin) // until the server side closes stdin
-	for _, c := range conns {
-		_ = c.nc.Close()
-	}
+	return conns
 }
 
 func benchDial(spec benchClientSpec) (*client, error) {
@@ -307,6 +361,21 @@ func benchDial(spec benchClientSpec) (*client, error) {
 	}
 	if f.Op != protocol.OpAuthReply {
 		return nil, fmt.Errorf("auth: op %d %q", f.Op, f.Body)
+	}
+	hb := protocol.AppendFrame(nil, protocol.Version, protocol.OpHeartbeat, 2, nil)
+	if c.ws != nil {
+		err = c.ws.WriteMessage(websocket.BinaryMessage, hb)
+	} else {
+		_, err = c.nc.Write(hb)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if f, err = c.read(30 * time.Second); err != nil {
+		return nil, err
+	}
+	if f.Op != protocol.OpHeartbeatReply {
+		return nil, fmt.Errorf("heartbeat: op %d %q", f.Op, f.Body)
 	}
 	_ = c.nc.SetReadDeadline(time.Time{})
 	return c, nil
@@ -374,12 +443,13 @@ func benchFanout(b *testing.B, transport string, rate int) {
 		msgs = 100
 	}
 	for i := 0; i < b.N; i++ {
-		s := startLeanServer(b, false)
+		c := startBenchClient(b, benchClientSpec{Transport: transport, Read: true, Expect: msgs})
+		s := startLeanServer(b, c.logicAddr, false)
 		addr := s.Addrs().TCP
 		if transport == "ws" {
 			addr = s.Addrs().WS
 		}
-		c := startBenchClient(b, benchClientSpec{Addr: addr, Transport: transport, Conns: n, Read: true, Expect: msgs})
+		c.dial(b, addr, n)
 		time.Sleep(time.Second) // let the AuthReply flushers finish
 		start := time.Now()
 		for m := 0; m < msgs; m++ {
