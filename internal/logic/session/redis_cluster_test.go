@@ -3,6 +3,7 @@ package session_test
 import (
 	"context"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -31,25 +32,7 @@ func startRedisCluster(t *testing.T) []string {
 	}
 	var addrs []string
 	for i := range clusterNodes {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		_ = l.Close()
-		dir := t.TempDir()
-		cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", dir,
-			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes-"+strconv.Itoa(i)+".conf"))
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		c := redis.NewClient(&redis.Options{Addr: addr})
-		sessiontest.Eventually(t, 10*time.Second, "cluster node to answer", func() bool { return c.Ping(context.Background()).Err() == nil })
-		_ = c.Close()
-		addrs = append(addrs, addr)
+		addrs = append(addrs, startClusterNode(t, i))
 	}
 	args := append([]string{"--cluster", "create"}, addrs...)
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
@@ -65,6 +48,54 @@ func startRedisCluster(t *testing.T) []string {
 		_ = c.Close()
 	}
 	return addrs
+}
+
+// nodeStartAttempts bounds retries of a node whose free port was taken
+// between probing and binding, or that exited at start.
+const nodeStartAttempts = 3
+
+// startClusterNode starts cluster node i on a free port and waits until it
+// answers; a process that exits early is retried on another port.
+func startClusterNode(t *testing.T, i int) string {
+	t.Helper()
+	var lastLog []byte
+	for attempt := 0; attempt < nodeStartAttempts; attempt++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		dir := t.TempDir()
+		logFile := filepath.Join(dir, "redis.log")
+		cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", logFile,
+			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes-"+strconv.Itoa(i)+".conf"))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if c.Ping(context.Background()).Err() == nil {
+				_ = c.Close()
+				return addr
+			}
+			select {
+			case <-exited:
+				deadline = time.Now() // retry on another port
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		_ = c.Close()
+		lastLog, _ = os.ReadFile(logFile)
+	}
+	t.Fatalf("cluster node %d did not start in %d attempts; last log:\n%s", i, nodeStartAttempts, lastLog)
+	return ""
 }
 
 // TestRedisClusterConformance runs the conformance suite over a real
