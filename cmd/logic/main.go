@@ -102,6 +102,20 @@ func serve(ctx context.Context, fc logicconf.FileConfig, log *slog.Logger, reg p
 	d := &deps{log: log}
 	defer d.close()
 
+	// Configuration errors first, before any connection is made.
+	tc, err := fc.TLS.Load()
+	if err != nil {
+		return err
+	}
+	fc.Auth.Registerer = reg
+	verifier, err := auth.New(fc.Auth, log)
+	if err != nil {
+		return err
+	}
+	if c, ok := verifier.(interface{ Close() error }); ok {
+		d.onClose(c.Close)
+	}
+
 	rdb, err := app.NewRedis(&fc.Redis, "redis")
 	if err != nil {
 		return err
@@ -124,23 +138,11 @@ func serve(ctx context.Context, fc logicconf.FileConfig, log *slog.Logger, reg p
 		return err
 	}
 	d.onClose(st.Close)
-	fc.Auth.Registerer = reg
-	verifier, err := auth.New(fc.Auth, log)
-	if err != nil {
-		return err
-	}
-	if c, ok := verifier.(interface{ Close() error }); ok {
-		d.onClose(c.Close)
-	}
 	producer, err := mq.NewKafkaProducer(fc.Kafka, log, reg)
 	if err != nil {
 		return err
 	}
 	d.onClose(producer.Close)
-	tc, err := fc.TLS.Load()
-	if err != nil {
-		return err
-	}
 
 	var registry *discovery.Etcd
 	gcfg := fc.IDGen.Generator()
