@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	cometapi "github.com/hubuim/hubuim/api/comet"
 	"github.com/hubuim/hubuim/api/logic"
 	"github.com/hubuim/hubuim/api/protocol"
@@ -225,5 +228,29 @@ func TestRoomBroadcastEncodedOnce(t *testing.T) {
 			t.Fatalf("member %d was written a different copy of the frame", i)
 		}
 		rc.mu.Unlock()
+	}
+}
+
+func TestRoomQueueFullIsAnError(t *testing.T) {
+	// Not started: the room workers do not run, so the queue fills.
+	s := newBenchServer(t, func(c *Config) { c.Buckets = 1; c.RoomWorkers = 1; c.RoomQueue = 1 })
+	s.addMemConn(t, "k", "room")
+	req := &cometapi.BroadcastRoomReq{RoomId: "room", Proto: &protocol.Proto{Op: 1001}}
+	if _, err := s.API().BroadcastRoom(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.API().BroadcastRoom(context.Background(), req)
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("full queue: %v", err)
+	}
+	if got := counterValue(t, s.m.roomQueueFull); got != 1 {
+		t.Fatalf("room_queue_full metric %v", got)
+	}
+	// A room with no member here is not queued at all.
+	if _, err := s.API().BroadcastRoom(context.Background(), &cometapi.BroadcastRoomReq{RoomId: "empty", Proto: &protocol.Proto{Op: 1001}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.API().BroadcastRoom(context.Background(), &cometapi.BroadcastRoomReq{Proto: &protocol.Proto{}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("no room id: %v", err)
 	}
 }
