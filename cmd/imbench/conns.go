@@ -12,7 +12,11 @@ const (
 	defaultConnsN    = 1000
 	defaultConnsHold = 10 * time.Second
 	settleTime       = 3 * time.Second // after the last dial, before measuring
+	defaultWarmup    = 50
 )
+
+// The server's RSS includes memory its runtime keeps after earlier load:
+// measure against a freshly started server for a meaningful figure.
 
 // connsResult is the JSON result of `imbench conns`.
 type connsResult struct {
@@ -40,6 +44,7 @@ func runConns(ctx context.Context, args []string, c *common) error {
 	metrics := fs.String("metrics", defaultMetricsURL, "server metrics URL (process_resident_memory_bytes)")
 	room := fs.String("room", "", "room joined at Auth (empty: none)")
 	hb := fs.Duration("heartbeat", 0, "heartbeat interval (0: the server's heartbeat_ms, else 30s)")
+	warm := fs.Int("warmup", defaultWarmup, "connections opened and closed before the baseline (pools, buffers)")
 	ctx, cancel, err := c.parse(ctx, fs, args)
 	if err != nil {
 		return err
@@ -53,6 +58,14 @@ func runConns(ctx context.Context, args []string, c *common) error {
 		return err
 	}
 	res := connsResult{Scenario: "conns", Transport: c.transport, Requested: *n}
+	if *warm > 0 {
+		wf, err := openFleet(ctx, fleetConfig{Conn: c.rawConfig(*room, nil), N: *warm, Concurrency: c.dialConc, MidBase: c.midBase + int64(*n), Log: c.log})
+		if err != nil {
+			return err
+		}
+		wf.Close()
+		sleepCtx(ctx, settleTime)
+	}
 	if res.RSSBefore, err = serverRSS(ctx, *pid, *metrics); err != nil {
 		return fmt.Errorf("server memory before: %w", err)
 	}
