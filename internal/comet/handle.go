@@ -290,18 +290,39 @@ func parseOps(body []byte, fn func(int32)) {
 
 // readLoop serves an authenticated connection until it closes.
 func (c *conn) readLoop() {
-	s := c.srv
-	defer s.wg.Done()
-	for {
-		f, bp, err := c.readFrame()
-		if err != nil {
-			c.protocolError(err)
-			break
-		}
-		c.handle(f)
-		c.putBody(bp)
+	defer c.srv.wg.Done()
+	for c.serveOne() {
 	}
 	c.finish()
+}
+
+// serveOne reads and handles one frame. For plain WebSocket the reader
+// parks in a shallow wait and runs gorilla's (deep) frame reader on a
+// short-lived goroutine, so that its own stack stays at 2 KB.
+func (c *conn) serveOne() bool {
+	if c.ws != nil {
+		switch err := c.waitReadable(); {
+		case errors.Is(err, errWaitUnsupported):
+		case err != nil:
+			return false // closed; the read below would say the same
+		default:
+			var ok bool
+			offStack(func() { ok = c.readAndHandle() })
+			return ok
+		}
+	}
+	return c.readAndHandle()
+}
+
+func (c *conn) readAndHandle() bool {
+	f, bp, err := c.readFrame()
+	if err != nil {
+		c.protocolError(err)
+		return false
+	}
+	c.handle(f)
+	c.putBody(bp)
+	return true
 }
 
 func (c *conn) reply(op, seq int32, body []byte) {
