@@ -684,3 +684,28 @@ func TestLoadConfig(t *testing.T) {
 		t.Fatal("unknown key accepted")
 	}
 }
+
+func TestWebSocketShallowWait(t *testing.T) {
+	if gorillaBROffset == 0 {
+		t.Fatal("gorilla/websocket layout changed: the shallow WebSocket wait is off (idle WebSocket connections cost 2 KB more)")
+	}
+	e := startServer(t, nil)
+	c := e.wsClient(t, "w", "")
+	// Two WebSocket messages in one TCP write: the second sits in gorilla's
+	// read buffer when the first is handled, and must not wait for the
+	// socket to become readable again.
+	var raw []byte
+	for seq := int32(1); seq <= 2; seq++ {
+		pkt := protocol.AppendFrame(nil, protocol.Version, protocol.OpHeartbeat, seq, nil)
+		raw = append(raw, 0x82, 0x80|byte(len(pkt)), 0, 0, 0, 0) // binary, masked with a zero key
+		raw = append(raw, pkt...)
+	}
+	if _, err := c.nc.Write(raw); err != nil {
+		t.Fatal(err)
+	}
+	for seq := int32(1); seq <= 2; seq++ {
+		if f := c.expect(protocol.OpHeartbeatReply); f.Seq != seq {
+			t.Fatalf("reply seq %d, want %d", f.Seq, seq)
+		}
+	}
+}
