@@ -3,12 +3,18 @@
 // and delivers pushes, room broadcasts and broadcasts from job and logic
 // (the gRPC Comet API).
 //
-// Design, for memory per idle connection: one goroutine per connection (the
-// reader, started fresh after the handshake so its stack is small); the
-// header is read into an array inside the connection and bodies into pooled
-// buffers; a flusher goroutine exists only while the connection has queued
-// frames and writes all of them in one write; handshake and heartbeat
-// deadlines live in shared timing wheels (package timer).
+// Design, for memory per idle connection (benchmarks.md): one goroutine
+// per connection (the reader, started fresh after the handshake, which
+// runs anything deep - logic calls, gorilla's frame reader - on short-lived
+// goroutines so that its own stack stays at 2 KB); the header is read into
+// an array inside the connection and bodies into pooled buffers; a flusher
+// goroutine exists only while the connection has queued frames and writes
+// all of them in one write (writev on TCP, one OpRaw message on WebSocket);
+// handshake and heartbeat deadlines live in shared timing wheels (package
+// timer).
+//
+// Lock order: bucket.mu, then conn.mu; the timing wheels' locks are never
+// held while calling out. No lock is held during network I/O.
 package comet
 
 import (
