@@ -10,6 +10,8 @@
 # A failing input is saved under the package's testdata/fuzz/ by go test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 FUZZTIME="${FUZZTIME:-10s}"
 FUZZ_MIN="${FUZZ_MIN:-3s}"
@@ -31,10 +33,13 @@ targets=()
 list_failed=()
 # shellcheck disable=SC2086 # FUZZ_DIRS is a list
 while IFS= read -r dir; do
-  out=$(go test -list '^Fuzz' "./$dir" 2>&1) || { echo "$out" >&2; list_failed+=("./$dir"); continue; }
-  pkg=$(go list "./$dir")
+  # Go commands run in the directory's own module (deploy/ is separate).
+  mod=$(module_of "$dir")
+  rel=${dir#"$mod"}
+  rel=./${rel#/}
+  out=$(go -C "$mod" test -list '^Fuzz' "$rel" 2>&1) || { echo "$out" >&2; list_failed+=("./$dir"); continue; }
   while IFS= read -r name; do
-    [[ $name == Fuzz* ]] && targets+=("$pkg $name")
+    [[ $name == Fuzz* ]] && targets+=("$mod $rel $name")
   done <<<"$out"
 done < <(grep -rlE --include='*_test.go' '^func Fuzz[A-Z0-9_]' $FUZZ_DIRS 2>/dev/null |
   grep -vE '(^|/)(\.git|\.testenv|bin|testdata)/' | xargs -r -n1 dirname | sed 's|^\./||' | sort -u)
@@ -54,10 +59,11 @@ echo "fuzz: ${#targets[@]} targets, $per each"
 
 failed=()
 for t in "${targets[@]}"; do
-  read -r pkg name <<<"$t"
-  echo "fuzz: $pkg $name"
-  if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$per" "$pkg"; then
-    failed+=("$pkg $name")
+  read -r mod rel name <<<"$t"
+  pkg="$mod/${rel#./}"
+  echo "fuzz: ./${pkg#./} $name"
+  if ! go -C "$mod" test -run '^$' -fuzz "^${name}\$" -fuzztime "$per" "$rel"; then
+    failed+=("./${pkg#./} $name")
   fi
 done
 failed+=("${list_failed[@]/%/ (does not build)}")

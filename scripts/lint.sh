@@ -3,6 +3,9 @@
 # runs even if an earlier one failed, so one run shows every problem.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+mapfile -t mods < <(go_modules)
 
 rc=0
 files=$(find . -name '*.go' -not -path './.git/*' -not -path './.testenv/*' -not -path './bin/*' -not -path '*/testdata/*')
@@ -16,7 +19,9 @@ else
   echo "lint: gofmt ok"
 fi
 
-if go vet ./...; then echo "lint: go vet ok"; else echo "lint: go vet FAILED"; rc=1; fi
+for m in "${mods[@]}"; do
+  if go -C "$m" vet ./...; then echo "lint: go vet ok ($m)"; else echo "lint: go vet FAILED ($m)"; rc=1; fi
+done
 
 # STATICCHECK_INSTALL=1 (set by .ci/run) installs the pinned version into
 # ./bin when it is not there.
@@ -33,7 +38,10 @@ if [ -z "$sc" ] && [ -n "${STATICCHECK_INSTALL:-}" ]; then
   fi
 fi
 if [ -n "$sc" ]; then
-  if "$sc" ./...; then echo "lint: staticcheck ok"; else echo "lint: staticcheck FAILED"; rc=1; fi
+  sc=$(cd "$(dirname "$sc")" && pwd)/$(basename "$sc")
+  for m in "${mods[@]}"; do
+    if (cd "$m" && "$sc" ./...); then echo "lint: staticcheck ok ($m)"; else echo "lint: staticcheck FAILED ($m)"; rc=1; fi
+  done
 else
   echo "lint: staticcheck not installed, skipped (STATICCHECK_INSTALL=1 make lint installs it)"
 fi

@@ -8,10 +8,16 @@
 # running; otherwise the run gets its own in .testenv/run-<pid> (service and
 # go test logs stay there; the next run removes them).
 #
+# With the default PKGS=./..., every Go module of the repository is tested
+# (the root one, then e.g. deploy/); an explicit PKGS is resolved from the
+# root module only.
+#
 # Settings: PKGS (default ./...), TESTFLAGS (extra go test flags, e.g.
 # "-run TestX -v"), TEST_TIMEOUT (default 20m).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 PKGS="${PKGS:-./...}"
 TEST_TIMEOUT="${TEST_TIMEOUT:-20m}"
@@ -59,13 +65,22 @@ if [ "$(go env CGO_ENABLED)" != 1 ]; then
   race=
 fi
 
+mods=(.)
+if [ "$PKGS" = ./... ]; then mapfile -t mods < <(go_modules); fi
+
 log="$STATE/go-test.log"
 mkdir -p "$STATE"
-set +e
-# shellcheck disable=SC2086
-go test $race -count=1 -timeout "$TEST_TIMEOUT" ${TESTFLAGS:-} $PKGS 2>&1 | tee "$log"
-rc=${PIPESTATUS[0]}
-set -e
+: >"$log"
+rc=0
+for m in "${mods[@]}"; do
+  [ "$m" = . ] || echo "test: module $m/" | tee -a "$log"
+  set +e
+  # shellcheck disable=SC2086
+  go -C "$m" test $race -count=1 -timeout "$TEST_TIMEOUT" ${TESTFLAGS:-} $PKGS 2>&1 | tee -a "$log"
+  r=${PIPESTATUS[0]}
+  set -e
+  [ "$r" -eq 0 ] || rc=$r
+done
 
 # A short summary after go test's own closing lines.
 ok=$(grep -c '^ok ' "$log" || true)
