@@ -107,6 +107,7 @@ func (r deliveryResult) String() string {
 type httpPusher struct {
 	client *http.Client
 	base   string
+	secret string // sent as "Authorization: Bearer <secret>" when set
 	lat    Histogram
 	errs   atomic.Int64
 	first  atomic.Value // string
@@ -118,11 +119,11 @@ const (
 	pushIdlePerHost = 512
 )
 
-func newHTTPPusher(base string) *httpPusher {
+func newHTTPPusher(base, secret string) *httpPusher {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = pushIdlePerHost
 	tr.MaxIdleConns = pushIdlePerHost
-	return &httpPusher{client: &http.Client{Transport: tr, Timeout: pushTimeout}, base: base}
+	return &httpPusher{client: &http.Client{Transport: tr, Timeout: pushTimeout}, base: base, secret: secret}
 }
 
 // post sends one push; path is e.g. "/goim/push/room", q its query.
@@ -142,6 +143,9 @@ func (p *httpPusher) do(ctx context.Context, path string, q url.Values, body []b
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.base+path+"?"+q.Encode(), bytesReader(body))
 	if err != nil {
 		return err
+	}
+	if p.secret != "" {
+		req.Header.Set("Authorization", "Bearer "+p.secret)
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {

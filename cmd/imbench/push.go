@@ -104,7 +104,7 @@ func runPush(ctx context.Context, args []string, c *common) error {
 		}
 		return out
 	}
-	p := newHTTPPusher(c.httpURL)
+	p := newHTTPPusher(c.httpURL, *secret)
 	var send func(ctx context.Context, i int64)
 	switch *api {
 	case "http":

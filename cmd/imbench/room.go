@@ -47,6 +47,7 @@ func runRoom(ctx context.Context, args []string, c *common) error {
 	roomID := fs.String("room", "bench://imbench", "room id type://id")
 	op := fs.Int("op", defaultBusinessOp, "push operation")
 	workers := fs.Int("workers", defaultWorkers, "concurrent HTTP pushes")
+	secret := fs.String("secret", "", "push secret (Bearer), when logic requires one")
 	ctx, cancel, err := c.parse(ctx, fs, args)
 	if err != nil {
 		return err
@@ -76,7 +77,7 @@ func runRoom(ctx context.Context, args []string, c *common) error {
 		return fmt.Errorf("only %d of %d members connected: %s", fl.Open(), *n, fl.FirstErr())
 	}
 	sleepCtx(ctx, roomJoinWait)
-	p := newHTTPPusher(c.httpURL)
+	p := newHTTPPusher(c.httpURL, *secret)
 	q := url.Values{"operation": {opString(int32(*op))}, "type": {typ}, "room": {id}}
 	start := time.Now()
 	pr := pace(ctx, *rt, *count, *dur, *workers, func(ctx context.Context, i int64) {
