@@ -7,6 +7,7 @@
 //	imbench room  -n 15000 -rate 10 -count 200         room fan-out through the HTTP push API
 //	imbench push  -n 1000 -rate 5000 -count 50000      pushes by mid or key through HTTP (or gRPC)
 //	imbench chat  -pairs 100 -groups 10 -rate 5000     reliable messages through the SDK
+//	imbench kafka -port 19092                          helper: in-memory Kafka-protocol broker (scripts/bench-cluster.sh)
 //
 // One process holds at most its open-files limit of connections (20,000 on
 // the benchmark machine); run several processes with distinct -mid-base
