@@ -93,11 +93,11 @@ type standalone struct {
 }
 
 // start builds everything and binds every listener.
-func start(cfg Config, log *slog.Logger) (s *standalone, err error) {
-	s = &standalone{log: log}
+func start(cfg Config, log *slog.Logger) (_ *standalone, err error) {
+	s := &standalone{log: log}
 	defer func() {
 		if err != nil {
-			s.close()
+			s.close() // s, not the result: a failed start returns nil
 		}
 	}()
 	reg := prometheus.NewRegistry()

@@ -285,3 +285,21 @@ func TestStandaloneMetricsAndReadiness(t *testing.T) {
 		t.Fatalf("readyz = %d while serving", code)
 	}
 }
+
+// A port already in use is a clear error, not a crash, and releases what
+// was opened (the data directory's lock).
+func TestStartFailsCleanly(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	cfg.Comet.TCPAddr = busy.Addr().String()
+	if _, err := start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
+		t.Fatal("start on a busy port succeeded")
+	}
+	r := startStandalone(t, dir) // the store was closed: it opens again
+	r.stop()
+}

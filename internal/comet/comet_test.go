@@ -604,6 +604,54 @@ func TestShutdownDrains(t *testing.T) {
 	eventually(t, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= base })
 }
 
+// Shutdown's kicks are spread over DrainSpread, not sent all at once.
+func TestShutdownSpreadsKicks(t *testing.T) {
+	const spread = 600 * time.Millisecond
+	e := startServer(t, func(c *Config) { c.DrainSpread = spread })
+	const n = 6
+	var cs []*client
+	for i := 0; i < n; i++ {
+		cs = append(cs, e.tcpClient(t, "s"+string(rune('a'+i)), ""))
+	}
+	kicked := make(chan time.Duration, n)
+	start := time.Now()
+	for _, c := range cs {
+		go func() {
+			for {
+				f, err := c.read(waitFor)
+				if err != nil {
+					return
+				}
+				if f.Op == protocol.OpKick {
+					kicked <- time.Since(start)
+					return
+				}
+			}
+		}()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := e.s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var first, last time.Duration
+	for i := 0; i < n; i++ {
+		select {
+		case d := <-kicked:
+			if i == 0 || d < first {
+				first = d
+			}
+			last = max(last, d)
+		case <-time.After(waitFor):
+			t.Fatalf("only %d of %d clients kicked", i, n)
+		}
+	}
+	// Kick i is due at spread*i/n: the last one at 5/6 of the spread.
+	if want := spread * (n - 1) / n * 8 / 10; last-first < want {
+		t.Fatalf("kicks spread over %v, want at least %v", last-first, want)
+	}
+}
+
 func TestShutdownDeadlineForcesClose(t *testing.T) {
 	e := startServer(t, func(c *Config) { c.KickWriteTimeout = time.Hour; c.WriteTimeout = time.Hour })
 	c := e.tcpClient(t, "k", "")

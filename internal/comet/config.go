@@ -31,6 +31,7 @@ const (
 	DefaultKickWriteTimeout     = time.Second
 	DefaultOnlineInterval       = 10 * time.Second
 	DefaultDrainParallelism     = 256
+	DefaultDrainSpread          = 10 * time.Second
 	DefaultDrainTimeout         = 30 * time.Second
 	DefaultWSReadBufferSize     = 128
 	DefaultWSWriteBufferSize    = 4096
@@ -126,6 +127,11 @@ type Config struct {
 	DrainParallelism int `yaml:"drain_parallelism"`
 	// DrainTimeout is the Shutdown deadline Run uses. Default 30s.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// DrainSpread spreads Shutdown's kicks evenly over this period, so
+	// that the clients of a draining comet do not all reconnect at once.
+	// Default 10s, at most half of DrainTimeout; negative: kick as fast
+	// as DrainParallelism allows.
+	DrainSpread time.Duration `yaml:"drain_spread"`
 }
 
 // DefaultConfig returns the configuration cmd/comet starts from: goim's
@@ -192,6 +198,12 @@ func (c *Config) withDefaults() error {
 	defInt(&c.WSWriteBufferSize, DefaultWSWriteBufferSize)
 	defInt(&c.DrainParallelism, DefaultDrainParallelism)
 	defDur(&c.DrainTimeout, DefaultDrainTimeout)
+	switch {
+	case c.DrainSpread == 0:
+		c.DrainSpread = min(DefaultDrainSpread, c.DrainTimeout/2)
+	case c.DrainSpread < 0:
+		c.DrainSpread = 0
+	}
 
 	var errs []error
 	if c.Buckets < 0 || c.Buckets&(c.Buckets-1) != 0 {
@@ -225,6 +237,9 @@ func (c *Config) withDefaults() error {
 		if p.v < 0 {
 			errs = append(errs, config.Errorf(p.name, "must not be negative, got %d", p.v))
 		}
+	}
+	if c.DrainSpread >= c.DrainTimeout {
+		errs = append(errs, config.Errorf("drain_spread", "must be shorter than drain_timeout (%v), got %v", c.DrainTimeout, c.DrainSpread))
 	}
 	if c.MaxQueueBytes < c.MaxBody+protocol.HeaderLen {
 		errs = append(errs, config.Errorf("max_queue_bytes", "must hold at least one frame of max_body (%d), got %d", c.MaxBody+protocol.HeaderLen, c.MaxQueueBytes))

@@ -165,6 +165,7 @@ func testConfig() Config {
 		HandshakeTimeout: 2 * time.Second,
 		OnlineInterval:   time.Hour, // tests call renewOnline directly
 		DrainTimeout:     5 * time.Second,
+		DrainSpread:      -1, // TestShutdownSpreadsKicks sets one
 	}
 }
 

@@ -492,7 +492,20 @@ func (s *Server) kickAll(ctx context.Context) error {
 	limit := int64(s.cfg.DrainParallelism)
 	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
+	// Kick i is due at start + spread*i/n: reconnects arrive at the other
+	// comets as a steady stream, not a thundering herd.
+	start, spread, n := time.Now(), s.cfg.DrainSpread, time.Duration(len(all))
+	due := time.NewTimer(0)
+	defer due.Stop()
 	for i, c := range all {
+		if wait := time.Until(start.Add(spread * time.Duration(i) / n)); spread > 0 && wait > 0 {
+			due.Reset(wait)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-due.C:
+			}
+		}
 		// in flight = kicked so far - connections gone since the start.
 		for int64(i)-(initial-s.conns.Load()) >= limit {
 			select {
@@ -507,7 +520,8 @@ func (s *Server) kickAll(ctx context.Context) error {
 }
 
 // Shutdown stops accepting, marks the server draining (Deps.OnDraining),
-// kicks every client with SERVER_DRAINING, waits for them to be written,
+// kicks every client with SERVER_DRAINING (spread over DrainSpread), waits
+// for them to be written,
 // closed and disconnected from logic, and stops every goroutine. When ctx
 // ends first, the remaining connections are closed at once and logic calls
 // are cancelled; Shutdown then returns ctx's error after the goroutines
