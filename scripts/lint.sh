@@ -28,7 +28,7 @@ done
 STATICCHECK_VERSION=v0.8.2 # staticcheck 2026.2.2
 sc=$(command -v staticcheck || true)
 [ -n "$sc" ] || { [ -x bin/staticcheck ] && sc=bin/staticcheck; }
-if [ -z "$sc" ] && [ -n "${STATICCHECK_INSTALL:-}" ]; then
+if [ -z "$sc" ] && [ "${STATICCHECK_INSTALL:-}" = 1 ]; then
   echo "lint: installing staticcheck $STATICCHECK_VERSION into ./bin"
   if GOBIN="$PWD/bin" go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"; then
     sc=bin/staticcheck
