@@ -269,6 +269,53 @@ func (s *Bolt) AppendBatch(ctx context.Context, msgs []*protocol.Msg) (res []App
 	return res, nil
 }
 
+// AppendTouch implements MessageStore: one transaction, shared with
+// concurrent writers, for all of items.
+func (s *Bolt) AppendTouch(ctx context.Context, items []AppendItem) (res []AppendResult, err error) {
+	start := time.Now()
+	defer func() { s.m.done(opAppendTouch, start, err) }()
+	if err := validItems(items); err != nil {
+		return nil, err
+	}
+	res = make([]AppendResult, len(items))
+	vals := make([][]byte, len(items))
+	valid := 0
+	for i, it := range items {
+		if res[i].Err = validItem(it); res[i].Err != nil {
+			continue
+		}
+		if vals[i], err = proto.Marshal(it.Msg); err != nil {
+			return nil, fmt.Errorf("store: bolt: marshal: %w", err)
+		}
+		valid++
+	}
+	if valid == 0 {
+		return res, nil
+	}
+	err = s.batch(ctx, func(tx *bolt.Tx) error {
+		for i, it := range items {
+			if vals[i] == nil {
+				continue // invalid: res[i].Err is set
+			}
+			r, err := boltAppend(tx, it.Msg, vals[i])
+			if err != nil {
+				return err
+			}
+			res[i] = r
+			if r.Err == nil && !r.Dup && len(it.Users) > 0 {
+				if err := boltTouch(tx, it.Users, []byte(it.Msg.GetConvId()), it.Msg.GetSeq()); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
 func clientKey(sender int64, clientMsgID string) []byte {
 	k := make([]byte, u64, u64+len(clientMsgID))
 	binary.BigEndian.PutUint64(k, uint64(sender))
@@ -448,28 +495,33 @@ func (s *Bolt) Touch(ctx context.Context, userIDs []int64, convID string, lastSe
 	}
 	ck := []byte(convID)
 	return s.batch(ctx, func(tx *bolt.Tx) error {
-		root := tx.Bucket(bktUserConvs)
-		for _, u := range userIDs {
-			b, err := root.CreateBucketIfNotExists(idKey(u))
-			if err != nil {
-				return err
-			}
-			var read int64
-			if v := b.Get(ck); v != nil {
-				if len(v) != 2*u64 {
-					return fmt.Errorf("%w: conversation state", ErrCorrupt)
-				}
-				if getU64(v, 0) >= lastSeq {
-					continue
-				}
-				read = getU64(v, 1)
-			}
-			if err := b.Put(ck, convState(lastSeq, read)); err != nil {
-				return err
-			}
-		}
-		return nil
+		return boltTouch(tx, userIDs, ck, lastSeq)
 	})
+}
+
+// boltTouch raises the last seq of conversation ck to lastSeq for users.
+func boltTouch(tx *bolt.Tx, userIDs []int64, ck []byte, lastSeq int64) error {
+	root := tx.Bucket(bktUserConvs)
+	for _, u := range userIDs {
+		b, err := root.CreateBucketIfNotExists(idKey(u))
+		if err != nil {
+			return err
+		}
+		var read int64
+		if v := b.Get(ck); v != nil {
+			if len(v) != 2*u64 {
+				return fmt.Errorf("%w: conversation state", ErrCorrupt)
+			}
+			if getU64(v, 0) >= lastSeq {
+				continue
+			}
+			read = getU64(v, 1)
+		}
+		if err := b.Put(ck, convState(lastSeq, read)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func convState(last, read int64) []byte {

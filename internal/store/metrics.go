@@ -13,6 +13,7 @@ type op int
 const (
 	opAppend op = iota
 	opAppendBatch
+	opAppendTouch
 	opRange
 	opMaxSeq
 	opGetByClientID
@@ -34,7 +35,7 @@ const (
 )
 
 var opNames = [numOps]string{
-	"append", "append_batch", "range", "max_seq", "get_by_client_id",
+	"append", "append_batch", "append_touch", "range", "max_seq", "get_by_client_id",
 	"touch", "set_read", "set_delivered", "delivered", "conversation", "conversations",
 	"create_group", "group", "add_members", "remove_members", "members", "is_member",
 	"member_count", "groups",

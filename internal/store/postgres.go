@@ -63,6 +63,7 @@ func (c *PostgresConfig) Validate() error {
 const (
 	pgUniqueViolation = "23505"
 	pgDuplicateSchema = "42P06"
+	pgDeadlock        = "40P01"
 	// maxAppendTries bounds Append's insert/resolve loop; a second round only
 	// happens if a conflicting row vanished, which the store never does.
 	maxAppendTries = 3
@@ -76,6 +77,26 @@ const msgColumns = `conv_id, seq, msg_id, sender, client_msg_id, conv_type, peer
 const (
 	sqlInsertMsg = `INSERT INTO messages (` + msgColumns + `)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`
+	// sqlAppendTouch inserts a batch of messages and touches the users of
+	// the inserted ones in one statement (one transaction, one commit).
+	// Touches join the inserted rows by (conv_id, seq, msg_id); a user's
+	// touches of one conversation collapse to the highest seq (ON CONFLICT
+	// DO UPDATE may not hit a row twice), in key order against deadlocks.
+	sqlAppendTouch = `WITH ins AS (
+			INSERT INTO messages (` + msgColumns + `)
+			SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
+				$6::smallint[], $7::bigint[], $8::integer[], $9::bytea[], $10::bigint[])
+			ON CONFLICT DO NOTHING
+			RETURNING conv_id, seq, msg_id),
+		t AS (
+			INSERT INTO user_convs (user_id, conv_id, last_seq)
+			SELECT tu.u, ins.conv_id, max(ins.seq)
+			FROM ins JOIN unnest($11::text[], $12::bigint[], $13::bigint[], $14::bigint[]) AS tu(c, s, id, u)
+				ON tu.c = ins.conv_id AND tu.s = ins.seq AND tu.id = ins.msg_id
+			GROUP BY tu.u, ins.conv_id ORDER BY tu.u, ins.conv_id
+			ON CONFLICT (user_id, conv_id) DO UPDATE SET last_seq = excluded.last_seq
+			WHERE user_convs.last_seq < excluded.last_seq)
+		SELECT conv_id, seq, msg_id FROM ins`
 	sqlMsgBySeq    = `SELECT ` + msgColumns + ` FROM messages WHERE conv_id = $1 AND seq = $2`
 	sqlMsgByClient = `SELECT ` + msgColumns + ` FROM messages WHERE sender = $1 AND client_msg_id = $2`
 	sqlRange       = `SELECT ` + msgColumns + ` FROM messages WHERE conv_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`
@@ -364,6 +385,133 @@ func (s *Postgres) AppendBatch(ctx context.Context, msgs []*protocol.Msg) (res [
 		res[i] = r
 	}
 	return res, nil
+}
+
+// appendTouchArgs are the column arrays of sqlAppendTouch.
+type appendTouchArgs struct {
+	convs, clientIDs                 []string
+	seqs, ids, senders, peers, times []int64
+	convTypes                        []int16
+	contentTypes                     []int32
+	payloads                         [][]byte
+	tConvs                           []string
+	tSeqs, tIDs, tUsers              []int64
+}
+
+func (a *appendTouchArgs) add(it AppendItem) {
+	m := it.Msg
+	a.convs = append(a.convs, m.GetConvId())
+	a.seqs = append(a.seqs, m.GetSeq())
+	a.ids = append(a.ids, m.GetMsgId())
+	a.senders = append(a.senders, m.GetSender())
+	a.clientIDs = append(a.clientIDs, m.GetClientMsgId())
+	a.convTypes = append(a.convTypes, int16(m.GetConvType()))
+	a.peers = append(a.peers, m.GetTo())
+	a.contentTypes = append(a.contentTypes, m.GetContentType())
+	a.payloads = append(a.payloads, nonNil(m.GetPayload()))
+	a.times = append(a.times, m.GetServerTime())
+	for _, u := range it.Users {
+		a.tConvs = append(a.tConvs, m.GetConvId())
+		a.tSeqs = append(a.tSeqs, m.GetSeq())
+		a.tIDs = append(a.tIDs, m.GetMsgId())
+		a.tUsers = append(a.tUsers, u)
+	}
+}
+
+// AppendTouch implements MessageStore: one statement inserts the messages
+// and touches the users of the inserted ones (one commit); messages that
+// were not inserted are then resolved one by one (rare: duplicates and
+// conflicts). A deadlock between concurrent calls (rolled back whole) is
+// retried.
+func (s *Postgres) AppendTouch(ctx context.Context, items []AppendItem) (res []AppendResult, err error) {
+	start := time.Now()
+	defer func() { s.m.done(opAppendTouch, start, err) }()
+	if err := validItems(items); err != nil {
+		return nil, err
+	}
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	res = make([]AppendResult, len(items))
+	var a appendTouchArgs
+	queued := 0
+	for i, it := range items {
+		if res[i].Err = validItem(it); res[i].Err == nil {
+			a.add(it)
+			queued++
+		}
+	}
+	if queued == 0 {
+		return res, nil
+	}
+	inserted := make([]bool, len(items))
+	for try := 1; ; try++ {
+		err = s.appendTouch(ctx, &a, items, res, inserted)
+		var pgErr *pgconn.PgError
+		if err == nil || try == maxAppendTries || !errors.As(err, &pgErr) || pgErr.Code != pgDeadlock {
+			break
+		}
+		clear(inserted)
+	}
+	if err != nil {
+		return nil, wrapPG(err)
+	}
+	for i, it := range items {
+		if res[i].Err != nil {
+			continue // invalid
+		}
+		if inserted[i] {
+			res[i] = AppendResult{Msg: it.Msg}
+			continue
+		}
+		r, err := s.resolve(ctx, it.Msg)
+		if errors.Is(err, errRetry) {
+			// Vanished conflicting row: fall back to a single append.
+			r.Msg, r.Dup, r.Err = s.Append(ctx, it.Msg)
+			if r.Err != nil && !errors.Is(r.Err, ErrSeqConflict) {
+				return nil, r.Err
+			}
+			if r.Err == nil && !r.Dup && len(it.Users) > 0 {
+				if err := s.Touch(ctx, it.Users, it.Msg.GetConvId(), it.Msg.GetSeq()); err != nil {
+					return nil, err
+				}
+			}
+		} else if err != nil {
+			return nil, wrapPG(err)
+		}
+		res[i] = r
+	}
+	return res, nil
+}
+
+// appendTouch runs sqlAppendTouch and marks the inserted items.
+func (s *Postgres) appendTouch(ctx context.Context, a *appendTouchArgs, items []AppendItem, res []AppendResult, inserted []bool) error {
+	rows, err := s.pool.Query(ctx, sqlAppendTouch, a.convs, a.seqs, a.ids, a.senders, a.clientIDs,
+		a.convTypes, a.peers, a.contentTypes, a.payloads, a.times, a.tConvs, a.tSeqs, a.tIDs, a.tUsers)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var (
+		conv    string
+		seq, id int64
+	)
+	next := 0 // rows mostly come back in input order
+	for rows.Next() {
+		if err := rows.Scan(&conv, &seq, &id); err != nil {
+			return err
+		}
+		for k := range items {
+			i := (next + k) % len(items)
+			m := items[i].Msg
+			if !inserted[i] && res[i].Err == nil && m.GetSeq() == seq && m.GetMsgId() == id && m.GetConvId() == conv {
+				inserted[i] = true
+				next = i + 1
+				break
+			}
+		}
+	}
+	return rows.Err()
 }
 
 // Range implements MessageStore.

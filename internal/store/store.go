@@ -64,6 +64,16 @@ type AppendResult struct {
 	Err error
 }
 
+// AppendItem is one message of AppendTouch and the users whose conversation
+// index it touches.
+type AppendItem struct {
+	Msg *protocol.Msg
+	// Users are touched with Msg's seq (see ConvIndex.Touch) in the same
+	// transaction, only when Msg is inserted (not on a dup or conflict).
+	// At most MaxBatch users; nil touches nobody.
+	Users []int64
+}
+
 // MessageStore is the message timeline.
 //
 // Invariants: at most one message per (conv_id, seq); at most one message per
@@ -80,6 +90,12 @@ type MessageStore interface {
 	// implementation can. Per-message outcomes are in the result (same
 	// order as msgs); the error is for failures of the whole call.
 	AppendBatch(ctx context.Context, msgs []*protocol.Msg) ([]AppendResult, error)
+	// AppendTouch is AppendBatch plus, for each inserted message, a Touch of
+	// its item's users with its seq, all in one transaction (one commit).
+	// Per-message outcomes are in the result (same order as items): an
+	// invalid message or user list fails its item only; the error is for
+	// failures of the whole call.
+	AppendTouch(ctx context.Context, items []AppendItem) ([]AppendResult, error)
 	// Range returns up to limit messages of convID with seq > fromSeq in seq
 	// order, and more=true when messages beyond them exist. limit <= 0 means
 	// DefaultRangeLimit; limits above MaxRangeLimit are lowered to it.

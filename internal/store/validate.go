@@ -78,3 +78,27 @@ func validMembers(g int64, users []int64) error {
 	}
 	return validUsers(users)
 }
+
+// validItems bounds an AppendTouch call: at most MaxBatch items and MaxBatch
+// touched users in all.
+func validItems(items []AppendItem) error {
+	if err := validBatch("messages", len(items)); err != nil {
+		return err
+	}
+	users := 0
+	for _, it := range items {
+		users += len(it.Users)
+	}
+	return validBatch("touched users", users)
+}
+
+// validItem checks one AppendTouch item.
+func validItem(it AppendItem) error {
+	if err := ValidateMsg(it.Msg); err != nil {
+		return err
+	}
+	if err := validUsers(it.Users); err != nil {
+		return fmt.Errorf("users: %w", err)
+	}
+	return nil
+}

@@ -40,6 +40,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"InvalidInput", testInvalid},
 		{"MaxSeq", testMaxSeq},
 		{"AppendBatch", testAppendBatch},
+		{"AppendTouch", testAppendTouch},
 		{"ConvIndexMonotonic", testConvIndex},
 		{"Delivered", testDelivered},
 		{"MovedSince", testMovedSince},
@@ -47,6 +48,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"Groups", testGroups},
 		{"GroupsNotFound", testGroupsNotFound},
 		{"ConcurrentAppend", testConcurrentAppend},
+		{"ConcurrentAppendTouch", testConcurrentAppendTouch},
 		{"ConcurrentDuplicate", testConcurrentDuplicate},
 		{"ConcurrentTouch", testConcurrentTouch},
 		{"Closed", testClosed},
@@ -357,6 +359,79 @@ func testAppendBatch(t *testing.T, ctx context.Context, s store.Store) {
 	}
 }
 
+func testAppendTouch(t *testing.T, ctx context.Context, s store.Store) {
+	conv := store.SingleConvID(4, 5)
+	other := store.SingleConvID(6, 7)
+	first := Msg(conv, 1)
+	first.ClientMsgId = "t-1"
+	mustAppend(t, ctx, s, first)
+
+	conflict := Msg(conv, 1)
+	conflict.MsgId = 123456
+	badUsers := Msg(other, 9)
+	items := []store.AppendItem{
+		{Msg: Msg(conv, 2), Users: []int64{4, 5}},              // new
+		{Msg: first, Users: []int64{40}},                       // dup: touches nobody
+		{Msg: conflict, Users: []int64{41}},                    // conflict: touches nobody
+		{Msg: Msg(conv, 3), Users: []int64{4, 5, 4}},           // new, user listed twice
+		{Msg: nil, Users: []int64{42}},                         // invalid message
+		{Msg: badUsers, Users: []int64{6, 0}},                  // invalid users
+		{Msg: Msg(store.GroupConvID(1), 1)},                    // new, no users
+		{Msg: Msg(other, 4), Users: []int64{6, 7}},             // new
+		{Msg: Msg(other, 2), Users: []int64{6}},                // new, lower seq
+		{Msg: Msg(store.GroupConvID(2), 1), Users: []int64{9}}, // new, touches a group member
+	}
+	res, err := s.AppendTouch(ctx, items)
+	if err != nil {
+		t.Fatalf("AppendTouch: %v", err)
+	}
+	if len(res) != len(items) {
+		t.Fatalf("AppendTouch returned %d results for %d items", len(res), len(items))
+	}
+	type want struct {
+		dup bool
+		err error
+		seq int64
+	}
+	wants := []want{{false, nil, 2}, {true, nil, 1}, {false, store.ErrSeqConflict, 0}, {false, nil, 3},
+		{false, store.ErrInvalid, 0}, {false, store.ErrInvalid, 0}, {false, nil, 1}, {false, nil, 4},
+		{false, nil, 2}, {false, nil, 1}}
+	for i, w := range wants {
+		r := res[i]
+		if w.err != nil {
+			if !errors.Is(r.Err, w.err) || r.Msg != nil {
+				t.Errorf("result %d: %+v, want err %v", i, r, w.err)
+			}
+			continue
+		}
+		if r.Err != nil || r.Dup != w.dup || r.Msg.GetSeq() != w.seq {
+			t.Errorf("result %d: msg seq %d dup=%v err=%v, want seq %d dup=%v", i, r.Msg.GetSeq(), r.Dup, r.Err, w.seq, w.dup)
+		}
+	}
+	checkRange(t, ctx, s, conv, 0, 10, []int64{1, 2, 3}, false)
+	checkRange(t, ctx, s, other, 0, 10, []int64{2, 4}, false)
+	checkConv(t, ctx, s, 4, conv, 3, 0)
+	checkConv(t, ctx, s, 5, conv, 3, 0)
+	checkConv(t, ctx, s, 6, other, 4, 0)
+	checkConv(t, ctx, s, 7, other, 4, 0)
+	checkConv(t, ctx, s, 9, store.GroupConvID(2), 1, 0)
+	for _, u := range []int64{40, 41, 42} {
+		if _, err := s.Conversation(ctx, u, conv); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("user %d touched by a message that was not inserted: err=%v", u, err)
+		}
+	}
+	if res, err := s.AppendTouch(ctx, nil); err != nil || len(res) != 0 {
+		t.Fatalf("AppendTouch(nil) = %v, %v", res, err)
+	}
+	if _, err := s.AppendTouch(ctx, make([]store.AppendItem, store.MaxBatch+1)); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("AppendTouch(too many): err=%v, want ErrInvalid", err)
+	}
+	many := []store.AppendItem{{Msg: Msg(conv, 50), Users: make([]int64, store.MaxBatch+1)}}
+	if _, err := s.AppendTouch(ctx, many); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("AppendTouch(too many users): err=%v, want ErrInvalid", err)
+	}
+}
+
 func checkConv(t testing.TB, ctx context.Context, s store.Store, user int64, conv string, last, read int64) {
 	t.Helper()
 	st, err := s.Conversation(ctx, user, conv)
@@ -636,6 +711,64 @@ func testGroupsNotFound(t *testing.T, ctx context.Context, s store.Store) {
 	}
 	if _, err := s.Group(ctx, 0); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("Group(0): err=%v, want ErrInvalid", err)
+	}
+}
+
+// testConcurrentAppendTouch runs batches that touch the same users'
+// conversations in opposite orders at the same time (a deadlock risk).
+func testConcurrentAppendTouch(t *testing.T, ctx context.Context, s store.Store) {
+	const (
+		workers = 6
+		perConv = 120
+		batch   = 10
+	)
+	convs := []string{store.SingleConvID(1, 2), store.SingleConvID(2, 3), store.SingleConvID(1, 3)}
+	users := [][]int64{{1, 2}, {3, 2}, {3, 1}}
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var items []store.AppendItem
+			for seq := int64(w + 1); seq <= perConv; seq += workers {
+				for k := range convs {
+					if w%2 == 1 {
+						k = len(convs) - 1 - k
+					}
+					items = append(items, store.AppendItem{Msg: Msg(convs[k], seq), Users: users[k]})
+				}
+				if len(items) < batch && seq+workers <= perConv {
+					continue
+				}
+				res, err := s.AppendTouch(ctx, items)
+				if err != nil {
+					errs <- fmt.Errorf("AppendTouch: %w", err)
+					return
+				}
+				for i, r := range res {
+					if r.Err != nil || r.Dup {
+						errs <- fmt.Errorf("AppendTouch item %d (%s, %d): dup=%v err=%v", i, items[i].Msg.GetConvId(), items[i].Msg.GetSeq(), r.Dup, r.Err)
+						return
+					}
+				}
+				items = items[:0]
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for k, conv := range convs {
+		if n, err := s.MaxSeq(ctx, conv); err != nil || n != perConv {
+			t.Fatalf("MaxSeq(%s) = %d, %v; want %d", conv, n, err, perConv)
+		}
+		checkRange(t, ctx, s, conv, perConv-2, 10, []int64{perConv - 1, perConv}, false)
+		for _, u := range users[k] {
+			checkConv(t, ctx, s, u, conv, perConv, 0)
+		}
 	}
 }
 
