@@ -147,7 +147,7 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 	seqBeforeRedis := map[string]int64{}
 	waitFor(t, "a third of the messages acked", func() bool { return acked.Load() >= int64(total/3) })
 	a.stop()
-	a = c.addComet("comet-a", aAddr)
+	c.addComet("comet-a", aAddr) // restarted where its clients expect it
 	waitFor(t, "two thirds of the messages acked", func() bool { return acked.Load() >= int64(2*total/3) })
 	acks.mu.Lock()
 	for conv, list := range acks.acks {

@@ -26,38 +26,38 @@ func newKey() string {
 
 // authStatus maps a verifier error to a gRPC status with a short reason
 // and the metric result. Reasons never carry the request's data.
-func authStatus(err error) (error, string) {
+func authStatus(err error) (result string, st error) {
 	switch {
 	case errors.Is(err, auth.ErrBadRequest):
-		return status.Error(codes.InvalidArgument, "bad auth request"), resultBadRequest
+		return resultBadRequest, status.Error(codes.InvalidArgument, "bad auth request")
 	case errors.Is(err, auth.ErrExpired):
-		return status.Error(codes.Unauthenticated, "token expired"), resultUnauthorized
+		return resultUnauthorized, status.Error(codes.Unauthenticated, "token expired")
 	case errors.Is(err, auth.ErrAudience):
-		return status.Error(codes.Unauthenticated, "token audience mismatch"), resultUnauthorized
+		return resultUnauthorized, status.Error(codes.Unauthenticated, "token audience mismatch")
 	case errors.Is(err, auth.ErrInvalidToken):
-		return status.Error(codes.Unauthenticated, "invalid token"), resultUnauthorized
+		return resultUnauthorized, status.Error(codes.Unauthenticated, "invalid token")
 	case errors.Is(err, auth.ErrSubjectMismatch):
-		return status.Error(codes.PermissionDenied, "token does not match mid"), resultDenied
+		return resultDenied, status.Error(codes.PermissionDenied, "token does not match mid")
 	case errors.Is(err, auth.ErrDenied):
-		return status.Error(codes.PermissionDenied, "denied"), resultDenied
+		return resultDenied, status.Error(codes.PermissionDenied, "denied")
 	case errors.Is(err, auth.ErrUnavailable):
-		return status.Error(codes.Unavailable, "authentication unavailable"), resultUnavailable
+		return resultUnavailable, status.Error(codes.Unavailable, "authentication unavailable")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return status.FromContextError(err).Err(), resultUnavailable
+		return resultUnavailable, status.FromContextError(err).Err()
 	default:
-		return status.Error(codes.Internal, "authentication failed"), resultError
+		return resultError, status.Error(codes.Internal, "authentication failed")
 	}
 }
 
 // storeStatus maps a session store error to a gRPC status.
-func storeStatus(err error) (error, string) {
+func storeStatus(err error) (result string, st error) {
 	switch {
 	case errors.Is(err, session.ErrInvalid):
-		return status.Error(codes.InvalidArgument, err.Error()), resultBadRequest
+		return resultBadRequest, status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, session.ErrUnavailable):
-		return status.Error(codes.Unavailable, "session store unavailable"), resultUnavailable
+		return resultUnavailable, status.Error(codes.Unavailable, "session store unavailable")
 	default:
-		return status.Error(codes.Internal, "session store error"), resultError
+		return resultError, status.Error(codes.Internal, "session store error")
 	}
 }
 
@@ -76,14 +76,14 @@ func (l *Logic) Connect(ctx context.Context, req *pb.ConnectReq) (*pb.ConnectRep
 	}
 	ar, err := auth.ParseRequest(req.GetToken())
 	if err != nil {
-		st, res := authStatus(err)
+		res, st := authStatus(err)
 		l.m.connect.WithLabelValues(res).Inc()
 		return nil, st
 	}
 	ar.RemoteAddr = req.GetRemoteAddr()
 	id, err := l.verifier.Verify(ctx, ar)
 	if err != nil {
-		st, res := authStatus(err)
+		res, st := authStatus(err)
 		l.m.connect.WithLabelValues(res).Inc()
 		return nil, st
 	}
@@ -98,7 +98,7 @@ func (l *Logic) Connect(ctx context.Context, req *pb.ConnectReq) (*pb.ConnectRep
 	s := session.Session{Key: key, Mid: id.Mid, Server: req.GetServer(), ConnID: req.GetConnId(), Platform: ar.Platform}
 	prev, replaced, err := l.store.Add(ctx, s, l.cfg.Conn.SessionTTL)
 	if err != nil {
-		st, res := storeStatus(err)
+		res, st := storeStatus(err)
 		l.m.connect.WithLabelValues(res).Inc()
 		return nil, st
 	}
@@ -128,7 +128,7 @@ func (l *Logic) Disconnect(ctx context.Context, req *pb.DisconnectReq) (*pb.Disc
 	gone := session.Session{Key: req.GetKey(), Mid: req.GetMid(), Server: req.GetServer(), ConnID: req.GetConnId()}
 	removed, err := l.store.Remove(ctx, gone)
 	if err != nil {
-		st, res := storeStatus(err)
+		res, st := storeStatus(err)
 		l.m.disconnect.WithLabelValues(res).Inc()
 		return nil, st
 	}
@@ -153,7 +153,7 @@ func (l *Logic) Heartbeat(ctx context.Context, req *pb.HeartbeatReq) (*pb.Heartb
 	s := session.Session{Key: req.GetKey(), Mid: req.GetMid(), Server: req.GetServer(), ConnID: req.GetConnId(), Platform: req.GetPlatform()}
 	owner, err := l.store.Heartbeat(ctx, s, l.cfg.Conn.SessionTTL)
 	if err != nil {
-		st, res := storeStatus(err)
+		res, st := storeStatus(err)
 		l.m.heartbeat.WithLabelValues(res).Inc()
 		return nil, st
 	}
@@ -173,13 +173,13 @@ func (l *Logic) RenewOnline(ctx context.Context, req *pb.OnlineReq) (*pb.OnlineR
 		return nil, status.Error(codes.InvalidArgument, "server is required")
 	}
 	if err := l.store.SetRoomCounts(ctx, req.GetServer(), req.GetRoomCount(), l.cfg.Conn.OnlineTTL); err != nil {
-		st, res := storeStatus(err)
+		res, st := storeStatus(err)
 		l.m.renewOnline.WithLabelValues(res).Inc()
 		return nil, st
 	}
 	all, err := l.roomCounts(ctx)
 	if err != nil {
-		st, res := storeStatus(err)
+		res, st := storeStatus(err)
 		l.m.renewOnline.WithLabelValues(res).Inc()
 		return nil, st
 	}

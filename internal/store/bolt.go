@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hubuim/hubuim/api/protocol"
@@ -168,7 +169,7 @@ func (s *Bolt) check(ctx context.Context) error {
 }
 
 func (s *Bolt) mapErr(err error) error {
-	if errors.Is(err, bolt.ErrDatabaseNotOpen) || errors.Is(err, bolt.ErrTxClosed) {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) || errors.Is(err, berrors.ErrTxClosed) {
 		return ErrClosed
 	}
 	return err

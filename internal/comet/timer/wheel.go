@@ -67,7 +67,7 @@ func New(cfg Config) (*Wheel, error) {
 		return nil, errors.Join(ErrConfig, errors.New("Tick must not be negative"))
 	}
 	if cfg.Slots < 0 {
-		return nil, errors.Join(ErrConfig, errors.New("Slots must not be negative"))
+		return nil, errors.Join(ErrConfig, errors.New("slots must not be negative"))
 	}
 	if cfg.Tick == 0 {
 		cfg.Tick = DefaultTick
