@@ -24,6 +24,7 @@ import (
 	"github.com/hubuim/hubuim/internal/auth"
 	"github.com/hubuim/hubuim/internal/logic/logicconf"
 	"github.com/hubuim/hubuim/internal/mq"
+	"github.com/hubuim/hubuim/internal/testenv"
 )
 
 // TestServeEndToEnd runs the whole command (shipped config, JWT auth, real
@@ -228,4 +229,20 @@ func TestServeEndToEnd(t *testing.T) {
 	ccancel()
 	_ = cons.Close()
 	stop()
+}
+
+// TestReadinessFollowsRedis: /readyz turns 503 while Redis is down and 200
+// again once it is back, without a restart of logic.
+func TestReadinessFollowsRedis(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	a, _, _ := startLogic(t, map[string]string{"REDIS_ADDRS": rs.Addr})
+	apptest.WaitReady(t, a.admin.String())
+	rs.Stop()
+	apptest.WaitFor(t, "/readyz 503 while Redis is down", func() bool {
+		return apptest.ReadyStatus(a.admin.String()) == http.StatusServiceUnavailable
+	})
+	rs.Start()
+	apptest.WaitFor(t, "/readyz 200 once Redis is back", func() bool {
+		return apptest.ReadyStatus(a.admin.String()) == http.StatusOK
+	})
 }
