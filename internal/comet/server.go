@@ -3,7 +3,7 @@
 // and delivers pushes, room broadcasts and broadcasts from job and logic
 // (the gRPC Comet API).
 //
-// Design, for memory per idle connection (benchmarks.md): one goroutine
+// Design, for memory per idle connection (docs/comet-benchmarks.md): one goroutine
 // per connection (the reader, started fresh after the handshake, which
 // runs anything deep - logic calls, gorilla's frame reader - on short-lived
 // goroutines so that its own stack stays at 2 KB); the header is read into
@@ -386,7 +386,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request, transport stri
 	c.writev = false
 	ws.SetReadLimit(int64(s.cfg.MaxBody + protocol.HeaderLen))
 	// Serve from a fresh goroutine and let net/http's deep stack go
-	// (measured: see benchmarks.md; wsInline is the comparison).
+	// (measured: see docs/comet-benchmarks.md; wsInline is the comparison).
 	if s.wsInline {
 		if s.registerConn(c) {
 			s.handshake(c, true)

@@ -11,7 +11,7 @@ import (
 )
 
 // An idle WebSocket reader parked inside gorilla's frame reader keeps a
-// 4 KB stack (see benchmarks.md). When gorilla has nothing buffered, the
+// 4 KB stack (see docs/comet-benchmarks.md). When gorilla has nothing buffered, the
 // reader instead waits for the socket to become readable from a shallow
 // frame (peeking one byte), so that its stack stays at 2 KB.
 //
