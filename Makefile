@@ -40,8 +40,6 @@ build: ## build every ./cmd/... binary into ./bin (static, -trimpath)
 	echo "build: $$($(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./cmd/... | xargs -n1 basename | tr '\n' ' ')-> $(BIN_DIR)/"
 
 run: ## run the standalone server (comet + logic + job in one process)
-	@if [ ! -d $(RUN_PKG) ]; then \
-	  echo "run: $(RUN_PKG) is not written yet: standalone mode is not available"; exit 1; fi
 	$(GO) run $(RUN_PKG) $(ARGS)
 
 test: ## run all tests with -race against real services (started if installed)
