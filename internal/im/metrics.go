@@ -16,6 +16,7 @@ type Metrics struct {
 	seqConflicts   prometheus.Counter
 	seqJumps       prometheus.Counter
 	publishFailure prometheus.Counter
+	appendBatch    prometheus.Histogram
 }
 
 // NewMetrics creates the IM metrics and registers them with reg (if not nil).
@@ -40,9 +41,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		publishFailure: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "hubuim_im_publish_failures_total", Help: "Stored messages whose live fan-out could not be published.",
 		}),
+		appendBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "hubuim_im_append_batch_messages", Help: "Messages per group commit of the send path.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.sends, m.sendSeconds, m.dups, m.seqConflicts, m.seqJumps, m.publishFailure} {
+		for _, c := range []prometheus.Collector{m.sends, m.sendSeconds, m.dups, m.seqConflicts, m.seqJumps, m.publishFailure, m.appendBatch} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -84,5 +89,11 @@ func (m *Metrics) seqConflict() {
 func (m *Metrics) publishFailed() {
 	if m != nil {
 		m.publishFailure.Inc()
+	}
+}
+
+func (m *Metrics) observeAppendBatch(n int) {
+	if m != nil {
+		m.appendBatch.Observe(float64(n))
 	}
 }

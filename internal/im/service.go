@@ -38,6 +38,8 @@ const (
 	// DefaultSyncMaxBytes bounds the messages' payloads in one sync reply;
 	// the rest is left for the next page ("more").
 	DefaultSyncMaxBytes = 256 << 10
+	// maxTouchedPerMsg is the most users one sent message touches (1:1).
+	maxTouchedPerMsg = 2
 	// storeShare is the part of the settle time one store attempt may use;
 	// the rest is margin for clock skew.
 	storeShare = 2
@@ -77,6 +79,17 @@ type Config struct {
 	// SyncMaxBytes bounds the payload bytes of one sync reply. Default
 	// DefaultSyncMaxBytes.
 	SyncMaxBytes int `yaml:"sync_max_bytes"`
+	// AppendWindow is how long a group commit of sent messages waits for
+	// more messages before it starts. Default 0: no wait (concurrent sends
+	// queue up behind the commits in flight and go in the next one).
+	AppendWindow time.Duration `yaml:"append_window"`
+	// AppendMaxBatch bounds the messages of one group commit. Default
+	// DefaultAppendMaxBatch; capped at store.MaxBatch/2 (1:1 messages touch
+	// two users each).
+	AppendMaxBatch int `yaml:"append_max_batch"`
+	// AppendConcurrency bounds the group commits in flight (keep it below
+	// the store's connection pool). Default DefaultAppendConcurrency.
+	AppendConcurrency int `yaml:"append_concurrency"`
 }
 
 // Deps are the IM service's collaborators.
@@ -96,6 +109,7 @@ type Service struct {
 	cfg  Config
 	deps Deps
 	log  *slog.Logger
+	app  *appender
 }
 
 // NewService validates cfg and deps.
@@ -112,11 +126,22 @@ func NewService(cfg Config, deps Deps) (*Service, error) {
 	case deps.Producer == nil:
 		return nil, errors.New("im: service needs a producer")
 	}
-	if cfg.MaxPayload < 0 || cfg.SyncLimit < 0 || cfg.SettleTime < 0 || cfg.SyncMaxBytes < 0 {
-		return nil, errors.New("im: max_payload, sync_limit, settle_time and sync_max_bytes must not be negative")
+	if cfg.MaxPayload < 0 || cfg.SyncLimit < 0 || cfg.SettleTime < 0 || cfg.SyncMaxBytes < 0 ||
+		cfg.AppendWindow < 0 || cfg.AppendMaxBatch < 0 || cfg.AppendConcurrency < 0 {
+		return nil, errors.New("im: max_payload, sync_limit, settle_time, sync_max_bytes, append_window, append_max_batch and append_concurrency must not be negative")
+	}
+	if cfg.AppendMaxBatch == 0 {
+		cfg.AppendMaxBatch = DefaultAppendMaxBatch
+	}
+	cfg.AppendMaxBatch = min(cfg.AppendMaxBatch, store.MaxBatch/maxTouchedPerMsg)
+	if cfg.AppendConcurrency == 0 {
+		cfg.AppendConcurrency = DefaultAppendConcurrency
 	}
 	if cfg.SettleTime == 0 {
 		cfg.SettleTime = DefaultSettleTime
+	}
+	if cfg.AppendWindow >= cfg.SettleTime/storeShare {
+		return nil, errors.New("im: append_window must be below settle_time/2")
 	}
 	if cfg.SyncMaxBytes == 0 {
 		cfg.SyncMaxBytes = DefaultSyncMaxBytes
@@ -137,7 +162,8 @@ func NewService(cfg Config, deps Deps) (*Service, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	return &Service{cfg: cfg, deps: deps, log: deps.Logger}, nil
+	app := newAppender(deps.Store, cfg.AppendWindow, cfg.AppendMaxBatch, cfg.AppendConcurrency, deps.Metrics)
+	return &Service{cfg: cfg, deps: deps, log: deps.Logger, app: app}, nil
 }
 
 // statusError is a client-visible failure of an IM operation.
@@ -197,7 +223,7 @@ func (s *Service) send(ctx context.Context, sender int64, originKey string, req 
 	case DedupInFlight:
 		return nil, errStatus(protocol.Status_STATUS_UNAVAILABLE, "the same client_msg_id is being processed, retry")
 	}
-	stored, dup, err := s.store(ctx, sender, convID, req)
+	stored, dup, err := s.store(ctx, sender, convID, users, req)
 	if err != nil {
 		if aerr := s.deps.Dedup.Abort(ctx, sender, req.ClientMsgId); aerr != nil {
 			s.log.Warn("im: release dedup claim", "err", aerr)
@@ -221,11 +247,6 @@ func (s *Service) send(ctx context.Context, sender int64, originKey string, req 
 	if dup {
 		s.deps.Metrics.dup()
 		return ack, nil
-	}
-	if len(users) > 0 {
-		if err := s.deps.Store.Touch(ctx, users, convID, stored.Seq); err != nil {
-			s.log.Warn("im: touch conversation index", "conv", convID, "err", err)
-		}
 	}
 	s.publish(ctx, &logicpb.MsgEvent{Kind: logicpb.MsgEvent_MESSAGE, Msg: stored, OriginKey: originKey, Users: users})
 	return ack, nil
@@ -276,14 +297,18 @@ func (s *Service) checkMember(ctx context.Context, groupID, user int64) error {
 	return errStatus(protocol.Status_STATUS_FORBIDDEN, "not a member of the group")
 }
 
-// store allocates a seq and message id and appends the message, retrying
-// with a fresh seq on a seq conflict.
-func (s *Service) store(ctx context.Context, sender int64, convID string, req *protocol.MsgSend) (*protocol.Msg, bool, error) {
+// store allocates a seq and message id and appends the message (touching
+// users' conversation index in the same commit when it is inserted),
+// retrying with a fresh seq on a seq conflict.
+func (s *Service) store(ctx context.Context, sender int64, convID string, users []int64, req *protocol.MsgSend) (*protocol.Msg, bool, error) {
 	for attempt := 0; ; attempt++ {
 		seq, err := s.deps.Seq.Next(ctx, convID)
 		if err != nil {
 			return nil, false, err
 		}
+		// The attempt must end well within the settle time: a message
+		// stored later could hide behind a settled_seq already reported.
+		deadline := time.Now().Add(s.cfg.SettleTime / storeShare)
 		id, err := s.deps.IDs.Next()
 		if err != nil {
 			return nil, false, fmt.Errorf("message id: %w", err)
@@ -300,11 +325,7 @@ func (s *Service) store(ctx context.Context, sender int64, convID string, req *p
 			ConvType:    req.ConvType,
 			To:          req.To,
 		}
-		// The attempt must end well within the settle time: a message
-		// stored later could hide behind a settled_seq already reported.
-		actx, cancel := context.WithTimeout(ctx, s.cfg.SettleTime/storeShare)
-		stored, dup, err := s.deps.Store.Append(actx, m)
-		cancel()
+		stored, dup, err := s.app.append(ctx, m, users, deadline)
 		if errors.Is(err, store.ErrSeqConflict) && attempt < seqConflictRetries {
 			s.deps.Metrics.seqConflict()
 			continue
