@@ -129,6 +129,96 @@ func (x *PushMsgReply) GetMissingKeys() []string {
 	return nil
 }
 
+type PushMsgsReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pushes        []*PushMsgReq          `protobuf:"bytes,1,rep,name=pushes,proto3" json:"pushes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushMsgsReq) Reset() {
+	*x = PushMsgsReq{}
+	mi := &file_comet_comet_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushMsgsReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushMsgsReq) ProtoMessage() {}
+
+func (x *PushMsgsReq) ProtoReflect() protoreflect.Message {
+	mi := &file_comet_comet_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushMsgsReq.ProtoReflect.Descriptor instead.
+func (*PushMsgsReq) Descriptor() ([]byte, []int) {
+	return file_comet_comet_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PushMsgsReq) GetPushes() []*PushMsgReq {
+	if x != nil {
+		return x.Pushes
+	}
+	return nil
+}
+
+type PushMsgsReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Indexes into pushes of the pushes that were rejected as invalid
+	// (e.g. no proto); the others were applied.
+	Invalid       []int32 `protobuf:"varint,1,rep,packed,name=invalid,proto3" json:"invalid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushMsgsReply) Reset() {
+	*x = PushMsgsReply{}
+	mi := &file_comet_comet_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushMsgsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushMsgsReply) ProtoMessage() {}
+
+func (x *PushMsgsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_comet_comet_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushMsgsReply.ProtoReflect.Descriptor instead.
+func (*PushMsgsReply) Descriptor() ([]byte, []int) {
+	return file_comet_comet_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PushMsgsReply) GetInvalid() []int32 {
+	if x != nil {
+		return x.Invalid
+	}
+	return nil
+}
+
 type BroadcastReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ProtoOp       int32                  `protobuf:"varint,1,opt,name=proto_op,json=protoOp,proto3" json:"proto_op,omitempty"`
@@ -140,7 +230,7 @@ type BroadcastReq struct {
 
 func (x *BroadcastReq) Reset() {
 	*x = BroadcastReq{}
-	mi := &file_comet_comet_proto_msgTypes[2]
+	mi := &file_comet_comet_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -152,7 +242,7 @@ func (x *BroadcastReq) String() string {
 func (*BroadcastReq) ProtoMessage() {}
 
 func (x *BroadcastReq) ProtoReflect() protoreflect.Message {
-	mi := &file_comet_comet_proto_msgTypes[2]
+	mi := &file_comet_comet_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -165,7 +255,7 @@ func (x *BroadcastReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastReq.ProtoReflect.Descriptor instead.
 func (*BroadcastReq) Descriptor() ([]byte, []int) {
-	return file_comet_comet_proto_rawDescGZIP(), []int{2}
+	return file_comet_comet_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BroadcastReq) GetProtoOp() int32 {
@@ -197,7 +287,7 @@ type BroadcastReply struct {
 
 func (x *BroadcastReply) Reset() {
 	*x = BroadcastReply{}
-	mi := &file_comet_comet_proto_msgTypes[3]
+	mi := &file_comet_comet_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -209,7 +299,7 @@ func (x *BroadcastReply) String() string {
 func (*BroadcastReply) ProtoMessage() {}
 
 func (x *BroadcastReply) ProtoReflect() protoreflect.Message {
-	mi := &file_comet_comet_proto_msgTypes[3]
+	mi := &file_comet_comet_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -222,7 +312,7 @@ func (x *BroadcastReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastReply.ProtoReflect.Descriptor instead.
 func (*BroadcastReply) Descriptor() ([]byte, []int) {
-	return file_comet_comet_proto_rawDescGZIP(), []int{3}
+	return file_comet_comet_proto_rawDescGZIP(), []int{5}
 }
 
 type BroadcastRoomReq struct {
@@ -235,7 +325,7 @@ type BroadcastRoomReq struct {
 
 func (x *BroadcastRoomReq) Reset() {
 	*x = BroadcastRoomReq{}
-	mi := &file_comet_comet_proto_msgTypes[4]
+	mi := &file_comet_comet_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -247,7 +337,7 @@ func (x *BroadcastRoomReq) String() string {
 func (*BroadcastRoomReq) ProtoMessage() {}
 
 func (x *BroadcastRoomReq) ProtoReflect() protoreflect.Message {
-	mi := &file_comet_comet_proto_msgTypes[4]
+	mi := &file_comet_comet_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -260,7 +350,7 @@ func (x *BroadcastRoomReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastRoomReq.ProtoReflect.Descriptor instead.
 func (*BroadcastRoomReq) Descriptor() ([]byte, []int) {
-	return file_comet_comet_proto_rawDescGZIP(), []int{4}
+	return file_comet_comet_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BroadcastRoomReq) GetRoomId() string {
@@ -285,7 +375,7 @@ type BroadcastRoomReply struct {
 
 func (x *BroadcastRoomReply) Reset() {
 	*x = BroadcastRoomReply{}
-	mi := &file_comet_comet_proto_msgTypes[5]
+	mi := &file_comet_comet_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -297,7 +387,7 @@ func (x *BroadcastRoomReply) String() string {
 func (*BroadcastRoomReply) ProtoMessage() {}
 
 func (x *BroadcastRoomReply) ProtoReflect() protoreflect.Message {
-	mi := &file_comet_comet_proto_msgTypes[5]
+	mi := &file_comet_comet_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -310,7 +400,7 @@ func (x *BroadcastRoomReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BroadcastRoomReply.ProtoReflect.Descriptor instead.
 func (*BroadcastRoomReply) Descriptor() ([]byte, []int) {
-	return file_comet_comet_proto_rawDescGZIP(), []int{5}
+	return file_comet_comet_proto_rawDescGZIP(), []int{7}
 }
 
 type RoomsReq struct {
@@ -321,7 +411,7 @@ type RoomsReq struct {
 
 func (x *RoomsReq) Reset() {
 	*x = RoomsReq{}
-	mi := &file_comet_comet_proto_msgTypes[6]
+	mi := &file_comet_comet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -333,7 +423,7 @@ func (x *RoomsReq) String() string {
 func (*RoomsReq) ProtoMessage() {}
 
 func (x *RoomsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_comet_comet_proto_msgTypes[6]
+	mi := &file_comet_comet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -346,7 +436,7 @@ func (x *RoomsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomsReq.ProtoReflect.Descriptor instead.
 func (*RoomsReq) Descriptor() ([]byte, []int) {
-	return file_comet_comet_proto_rawDescGZIP(), []int{6}
+	return file_comet_comet_proto_rawDescGZIP(), []int{8}
 }
 
 type RoomsReply struct {
@@ -358,7 +448,7 @@ type RoomsReply struct {
 
 func (x *RoomsReply) Reset() {
 	*x = RoomsReply{}
-	mi := &file_comet_comet_proto_msgTypes[7]
+	mi := &file_comet_comet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +460,7 @@ func (x *RoomsReply) String() string {
 func (*RoomsReply) ProtoMessage() {}
 
 func (x *RoomsReply) ProtoReflect() protoreflect.Message {
-	mi := &file_comet_comet_proto_msgTypes[7]
+	mi := &file_comet_comet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +473,7 @@ func (x *RoomsReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoomsReply.ProtoReflect.Descriptor instead.
 func (*RoomsReply) Descriptor() ([]byte, []int) {
-	return file_comet_comet_proto_rawDescGZIP(), []int{7}
+	return file_comet_comet_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RoomsReply) GetRooms() map[string]int32 {
@@ -404,7 +494,7 @@ type KickReq struct {
 
 func (x *KickReq) Reset() {
 	*x = KickReq{}
-	mi := &file_comet_comet_proto_msgTypes[8]
+	mi := &file_comet_comet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +506,7 @@ func (x *KickReq) String() string {
 func (*KickReq) ProtoMessage() {}
 
 func (x *KickReq) ProtoReflect() protoreflect.Message {
-	mi := &file_comet_comet_proto_msgTypes[8]
+	mi := &file_comet_comet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +519,7 @@ func (x *KickReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KickReq.ProtoReflect.Descriptor instead.
 func (*KickReq) Descriptor() ([]byte, []int) {
-	return file_comet_comet_proto_rawDescGZIP(), []int{8}
+	return file_comet_comet_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *KickReq) GetKeys() []string {
@@ -462,7 +552,7 @@ type KickReply struct {
 
 func (x *KickReply) Reset() {
 	*x = KickReply{}
-	mi := &file_comet_comet_proto_msgTypes[9]
+	mi := &file_comet_comet_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +564,7 @@ func (x *KickReply) String() string {
 func (*KickReply) ProtoMessage() {}
 
 func (x *KickReply) ProtoReflect() protoreflect.Message {
-	mi := &file_comet_comet_proto_msgTypes[9]
+	mi := &file_comet_comet_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +577,7 @@ func (x *KickReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KickReply.ProtoReflect.Descriptor instead.
 func (*KickReply) Descriptor() ([]byte, []int) {
-	return file_comet_comet_proto_rawDescGZIP(), []int{9}
+	return file_comet_comet_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KickReply) GetMissingKeys() []string {
@@ -508,7 +598,11 @@ const file_comet_comet_proto_rawDesc = "" +
 	"\bproto_op\x18\x02 \x01(\x05R\aprotoOp\x12,\n" +
 	"\x05proto\x18\x03 \x01(\v2\x16.hubuim.protocol.ProtoR\x05proto\"1\n" +
 	"\fPushMsgReply\x12!\n" +
-	"\fmissing_keys\x18\x01 \x03(\tR\vmissingKeys\"m\n" +
+	"\fmissing_keys\x18\x01 \x03(\tR\vmissingKeys\"?\n" +
+	"\vPushMsgsReq\x120\n" +
+	"\x06pushes\x18\x01 \x03(\v2\x18.hubuim.comet.PushMsgReqR\x06pushes\")\n" +
+	"\rPushMsgsReply\x12\x18\n" +
+	"\ainvalid\x18\x01 \x03(\x05R\ainvalid\"m\n" +
 	"\fBroadcastReq\x12\x19\n" +
 	"\bproto_op\x18\x01 \x01(\x05R\aprotoOp\x12,\n" +
 	"\x05proto\x18\x02 \x01(\v2\x16.hubuim.protocol.ProtoR\x05proto\x12\x14\n" +
@@ -532,9 +626,10 @@ const file_comet_comet_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\x0e2\x1b.hubuim.protocol.KickReasonR\x06reason\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\".\n" +
 	"\tKickReply\x12!\n" +
-	"\fmissing_keys\x18\x01 \x03(\tR\vmissingKeys2\xd5\x02\n" +
+	"\fmissing_keys\x18\x01 \x03(\tR\vmissingKeys2\x99\x03\n" +
 	"\x05Comet\x12?\n" +
-	"\aPushMsg\x12\x18.hubuim.comet.PushMsgReq\x1a\x1a.hubuim.comet.PushMsgReply\x12E\n" +
+	"\aPushMsg\x12\x18.hubuim.comet.PushMsgReq\x1a\x1a.hubuim.comet.PushMsgReply\x12B\n" +
+	"\bPushMsgs\x12\x19.hubuim.comet.PushMsgsReq\x1a\x1b.hubuim.comet.PushMsgsReply\x12E\n" +
 	"\tBroadcast\x12\x1a.hubuim.comet.BroadcastReq\x1a\x1c.hubuim.comet.BroadcastReply\x12Q\n" +
 	"\rBroadcastRoom\x12\x1e.hubuim.comet.BroadcastRoomReq\x1a .hubuim.comet.BroadcastRoomReply\x129\n" +
 	"\x05Rooms\x12\x16.hubuim.comet.RoomsReq\x1a\x18.hubuim.comet.RoomsReply\x126\n" +
@@ -552,43 +647,48 @@ func file_comet_comet_proto_rawDescGZIP() []byte {
 	return file_comet_comet_proto_rawDescData
 }
 
-var file_comet_comet_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_comet_comet_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_comet_comet_proto_goTypes = []any{
 	(*PushMsgReq)(nil),         // 0: hubuim.comet.PushMsgReq
 	(*PushMsgReply)(nil),       // 1: hubuim.comet.PushMsgReply
-	(*BroadcastReq)(nil),       // 2: hubuim.comet.BroadcastReq
-	(*BroadcastReply)(nil),     // 3: hubuim.comet.BroadcastReply
-	(*BroadcastRoomReq)(nil),   // 4: hubuim.comet.BroadcastRoomReq
-	(*BroadcastRoomReply)(nil), // 5: hubuim.comet.BroadcastRoomReply
-	(*RoomsReq)(nil),           // 6: hubuim.comet.RoomsReq
-	(*RoomsReply)(nil),         // 7: hubuim.comet.RoomsReply
-	(*KickReq)(nil),            // 8: hubuim.comet.KickReq
-	(*KickReply)(nil),          // 9: hubuim.comet.KickReply
-	nil,                        // 10: hubuim.comet.RoomsReply.RoomsEntry
-	(*protocol.Proto)(nil),     // 11: hubuim.protocol.Proto
-	(protocol.KickReason)(0),   // 12: hubuim.protocol.KickReason
+	(*PushMsgsReq)(nil),        // 2: hubuim.comet.PushMsgsReq
+	(*PushMsgsReply)(nil),      // 3: hubuim.comet.PushMsgsReply
+	(*BroadcastReq)(nil),       // 4: hubuim.comet.BroadcastReq
+	(*BroadcastReply)(nil),     // 5: hubuim.comet.BroadcastReply
+	(*BroadcastRoomReq)(nil),   // 6: hubuim.comet.BroadcastRoomReq
+	(*BroadcastRoomReply)(nil), // 7: hubuim.comet.BroadcastRoomReply
+	(*RoomsReq)(nil),           // 8: hubuim.comet.RoomsReq
+	(*RoomsReply)(nil),         // 9: hubuim.comet.RoomsReply
+	(*KickReq)(nil),            // 10: hubuim.comet.KickReq
+	(*KickReply)(nil),          // 11: hubuim.comet.KickReply
+	nil,                        // 12: hubuim.comet.RoomsReply.RoomsEntry
+	(*protocol.Proto)(nil),     // 13: hubuim.protocol.Proto
+	(protocol.KickReason)(0),   // 14: hubuim.protocol.KickReason
 }
 var file_comet_comet_proto_depIdxs = []int32{
-	11, // 0: hubuim.comet.PushMsgReq.proto:type_name -> hubuim.protocol.Proto
-	11, // 1: hubuim.comet.BroadcastReq.proto:type_name -> hubuim.protocol.Proto
-	11, // 2: hubuim.comet.BroadcastRoomReq.proto:type_name -> hubuim.protocol.Proto
-	10, // 3: hubuim.comet.RoomsReply.rooms:type_name -> hubuim.comet.RoomsReply.RoomsEntry
-	12, // 4: hubuim.comet.KickReq.reason:type_name -> hubuim.protocol.KickReason
-	0,  // 5: hubuim.comet.Comet.PushMsg:input_type -> hubuim.comet.PushMsgReq
-	2,  // 6: hubuim.comet.Comet.Broadcast:input_type -> hubuim.comet.BroadcastReq
-	4,  // 7: hubuim.comet.Comet.BroadcastRoom:input_type -> hubuim.comet.BroadcastRoomReq
-	6,  // 8: hubuim.comet.Comet.Rooms:input_type -> hubuim.comet.RoomsReq
-	8,  // 9: hubuim.comet.Comet.Kick:input_type -> hubuim.comet.KickReq
-	1,  // 10: hubuim.comet.Comet.PushMsg:output_type -> hubuim.comet.PushMsgReply
-	3,  // 11: hubuim.comet.Comet.Broadcast:output_type -> hubuim.comet.BroadcastReply
-	5,  // 12: hubuim.comet.Comet.BroadcastRoom:output_type -> hubuim.comet.BroadcastRoomReply
-	7,  // 13: hubuim.comet.Comet.Rooms:output_type -> hubuim.comet.RoomsReply
-	9,  // 14: hubuim.comet.Comet.Kick:output_type -> hubuim.comet.KickReply
-	10, // [10:15] is the sub-list for method output_type
-	5,  // [5:10] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	13, // 0: hubuim.comet.PushMsgReq.proto:type_name -> hubuim.protocol.Proto
+	0,  // 1: hubuim.comet.PushMsgsReq.pushes:type_name -> hubuim.comet.PushMsgReq
+	13, // 2: hubuim.comet.BroadcastReq.proto:type_name -> hubuim.protocol.Proto
+	13, // 3: hubuim.comet.BroadcastRoomReq.proto:type_name -> hubuim.protocol.Proto
+	12, // 4: hubuim.comet.RoomsReply.rooms:type_name -> hubuim.comet.RoomsReply.RoomsEntry
+	14, // 5: hubuim.comet.KickReq.reason:type_name -> hubuim.protocol.KickReason
+	0,  // 6: hubuim.comet.Comet.PushMsg:input_type -> hubuim.comet.PushMsgReq
+	2,  // 7: hubuim.comet.Comet.PushMsgs:input_type -> hubuim.comet.PushMsgsReq
+	4,  // 8: hubuim.comet.Comet.Broadcast:input_type -> hubuim.comet.BroadcastReq
+	6,  // 9: hubuim.comet.Comet.BroadcastRoom:input_type -> hubuim.comet.BroadcastRoomReq
+	8,  // 10: hubuim.comet.Comet.Rooms:input_type -> hubuim.comet.RoomsReq
+	10, // 11: hubuim.comet.Comet.Kick:input_type -> hubuim.comet.KickReq
+	1,  // 12: hubuim.comet.Comet.PushMsg:output_type -> hubuim.comet.PushMsgReply
+	3,  // 13: hubuim.comet.Comet.PushMsgs:output_type -> hubuim.comet.PushMsgsReply
+	5,  // 14: hubuim.comet.Comet.Broadcast:output_type -> hubuim.comet.BroadcastReply
+	7,  // 15: hubuim.comet.Comet.BroadcastRoom:output_type -> hubuim.comet.BroadcastRoomReply
+	9,  // 16: hubuim.comet.Comet.Rooms:output_type -> hubuim.comet.RoomsReply
+	11, // 17: hubuim.comet.Comet.Kick:output_type -> hubuim.comet.KickReply
+	12, // [12:18] is the sub-list for method output_type
+	6,  // [6:12] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_comet_comet_proto_init() }
@@ -602,7 +702,7 @@ func file_comet_comet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_comet_comet_proto_rawDesc), len(file_comet_comet_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	Comet_PushMsg_FullMethodName       = "/hubuim.comet.Comet/PushMsg"
+	Comet_PushMsgs_FullMethodName      = "/hubuim.comet.Comet/PushMsgs"
 	Comet_Broadcast_FullMethodName     = "/hubuim.comet.Comet/Broadcast"
 	Comet_BroadcastRoom_FullMethodName = "/hubuim.comet.Comet/BroadcastRoom"
 	Comet_Rooms_FullMethodName         = "/hubuim.comet.Comet/Rooms"
@@ -35,6 +36,10 @@ type CometClient interface {
 	// PushMsg delivers proto to the connections with the given device keys
 	// whose accepted ops include proto_op (ops below 1000 are always accepted).
 	PushMsg(ctx context.Context, in *PushMsgReq, opts ...grpc.CallOption) (*PushMsgReply, error)
+	// PushMsgs applies several PushMsg requests in order, as if each were
+	// sent in turn (pushes to one key keep their order). One invalid push
+	// fails only itself; its index is in the reply.
+	PushMsgs(ctx context.Context, in *PushMsgsReq, opts ...grpc.CallOption) (*PushMsgsReply, error)
 	// Broadcast delivers proto to every connection that accepts proto_op,
 	// spread so that at most speed connections per second are written
 	// (0 means as fast as possible).
@@ -59,6 +64,16 @@ func (c *cometClient) PushMsg(ctx context.Context, in *PushMsgReq, opts ...grpc.
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PushMsgReply)
 	err := c.cc.Invoke(ctx, Comet_PushMsg_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cometClient) PushMsgs(ctx context.Context, in *PushMsgsReq, opts ...grpc.CallOption) (*PushMsgsReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PushMsgsReply)
+	err := c.cc.Invoke(ctx, Comet_PushMsgs_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -112,6 +127,10 @@ type CometServer interface {
 	// PushMsg delivers proto to the connections with the given device keys
 	// whose accepted ops include proto_op (ops below 1000 are always accepted).
 	PushMsg(context.Context, *PushMsgReq) (*PushMsgReply, error)
+	// PushMsgs applies several PushMsg requests in order, as if each were
+	// sent in turn (pushes to one key keep their order). One invalid push
+	// fails only itself; its index is in the reply.
+	PushMsgs(context.Context, *PushMsgsReq) (*PushMsgsReply, error)
 	// Broadcast delivers proto to every connection that accepts proto_op,
 	// spread so that at most speed connections per second are written
 	// (0 means as fast as possible).
@@ -134,6 +153,9 @@ type UnimplementedCometServer struct{}
 
 func (UnimplementedCometServer) PushMsg(context.Context, *PushMsgReq) (*PushMsgReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method PushMsg not implemented")
+}
+func (UnimplementedCometServer) PushMsgs(context.Context, *PushMsgsReq) (*PushMsgsReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method PushMsgs not implemented")
 }
 func (UnimplementedCometServer) Broadcast(context.Context, *BroadcastReq) (*BroadcastReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Broadcast not implemented")
@@ -182,6 +204,24 @@ func _Comet_PushMsg_Handler(srv interface{}, ctx context.Context, dec func(inter
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(CometServer).PushMsg(ctx, req.(*PushMsgReq))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Comet_PushMsgs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PushMsgsReq)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CometServer).PushMsgs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Comet_PushMsgs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CometServer).PushMsgs(ctx, req.(*PushMsgsReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -268,6 +308,10 @@ var Comet_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PushMsg",
 			Handler:    _Comet_PushMsg_Handler,
+		},
+		{
+			MethodName: "PushMsgs",
+			Handler:    _Comet_PushMsgs_Handler,
 		},
 		{
 			MethodName: "Broadcast",

@@ -37,6 +37,7 @@ import (
 	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/internal/idgen"
 	"github.com/hubuim/hubuim/internal/im"
+	"github.com/hubuim/hubuim/internal/job"
 	"github.com/hubuim/hubuim/internal/logic/session"
 	"github.com/hubuim/hubuim/internal/mq"
 	"github.com/hubuim/hubuim/internal/store"
@@ -160,6 +161,8 @@ func start(cfg Config, log *slog.Logger) (_ *standalone, err error) {
 	s.closer = append(s.closer, consumer.Close)
 	s.job, err = app.NewJob(app.JobConfig{Config: cfg.Job, Fanout: cfg.Fanout}, app.JobDeps{
 		Consumer: consumer, Watcher: registry, Devices: sessions, Members: st,
+		// The comet is in this process: call its API directly, no gRPC.
+		Dial:   job.LocalDial(s.comet.Server().Config().ID, s.comet.Server().API(), nil),
 		Logger: log.With("service", "job"), Registerer: reg,
 	})
 	if err != nil {

@@ -30,17 +30,40 @@ func encodeProto(p *protocol.Proto) ([]byte, error) {
 }
 
 func (a *api) PushMsg(_ context.Context, req *cometapi.PushMsgReq) (*cometapi.PushMsgReply, error) {
-	frame, err := encodeProto(req.GetProto())
-	if err != nil {
+	reply := &cometapi.PushMsgReply{}
+	if err := a.push(req, &reply.MissingKeys); err != nil {
 		return nil, err
 	}
+	return reply, nil
+}
+
+// PushMsgs applies each push as PushMsg would, in order. An invalid push
+// is skipped and its index reported; missing keys are not reported.
+func (a *api) PushMsgs(_ context.Context, req *cometapi.PushMsgsReq) (*cometapi.PushMsgsReply, error) {
+	reply := &cometapi.PushMsgsReply{}
+	for i, p := range req.GetPushes() {
+		if a.push(p, nil) != nil {
+			reply.Invalid = append(reply.Invalid, int32(i))
+		}
+	}
+	return reply, nil
+}
+
+// push queues req's frame to its keys' connections; keys without a
+// connection are appended to *missing when missing is not nil.
+func (a *api) push(req *cometapi.PushMsgReq, missing *[]string) error {
+	frame, err := encodeProto(req.GetProto())
+	if err != nil {
+		return err
+	}
 	op := req.GetProtoOp()
-	reply := &cometapi.PushMsgReply{}
 	n := 0
 	for _, key := range req.GetKeys() {
 		c := a.s.bucketFor(key).get(key)
 		if c == nil {
-			reply.MissingKeys = append(reply.MissingKeys, key)
+			if missing != nil {
+				*missing = append(*missing, key)
+			}
 			continue
 		}
 		if c.accept(op) && c.enqueue(frame) == nil {
@@ -48,7 +71,7 @@ func (a *api) PushMsg(_ context.Context, req *cometapi.PushMsgReq) (*cometapi.Pu
 		}
 	}
 	a.s.m.pushed.Add(float64(n))
-	return reply, nil
+	return nil
 }
 
 func (a *api) Broadcast(_ context.Context, req *cometapi.BroadcastReq) (*cometapi.BroadcastReply, error) {

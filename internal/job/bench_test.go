@@ -24,6 +24,10 @@ func (nopComet) PushMsg(context.Context, *comet.PushMsgReq, ...grpc.CallOption) 
 	return &comet.PushMsgReply{}, nil
 }
 
+func (nopComet) PushMsgs(context.Context, *comet.PushMsgsReq, ...grpc.CallOption) (*comet.PushMsgsReply, error) {
+	return &comet.PushMsgsReply{}, nil
+}
+
 func (nopComet) BroadcastRoom(context.Context, *comet.BroadcastRoomReq, ...grpc.CallOption) (*comet.BroadcastRoomReply, error) {
 	return &comet.BroadcastRoomReply{}, nil
 }

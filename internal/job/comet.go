@@ -56,18 +56,45 @@ func DialGRPC(ins discovery.Instance) (comet.CometClient, io.Closer, error) {
 // task is one call for a comet worker. proto is shared between comets and
 // never modified after it is queued.
 type task struct {
-	kind  string // kindPush, kindRoom, kindBroadcast
+	kind  string // kindPush, kindRoom, kindBroadcast, kindPushBatch
 	keys  []string
 	room  string
 	op    int32
 	speed int32
 	proto *protocol.Proto
+	batch *comet.PushMsgsReq // kindPushBatch: the worker's reused request
+}
+
+// kindPushBatch is a task a worker builds from queued pushes; it is never
+// queued itself.
+const kindPushBatch = "push_batch"
+
+// size is what a push adds to a PushMsgs batch (bodies and keys).
+func (t *task) size() int {
+	n := len(t.proto.GetBody())
+	for _, k := range t.keys {
+		n += len(k)
+	}
+	return n
+}
+
+// count is the number of pushes t stands for (drops count them all).
+func (t *task) count() int {
+	if t.kind == kindPushBatch {
+		return len(t.batch.Pushes)
+	}
+	return 1
 }
 
 // worker is one queue of a comet client and the goroutine draining it.
 type worker struct {
 	ch        chan task
 	congested atomic.Bool // an enqueue timed out; don't wait until half drained
+
+	// Owned by the worker goroutine, reused between batches.
+	batch []task
+	reqs  []*comet.PushMsgReq
+	req   comet.PushMsgsReq
 }
 
 // cometClient pushes to one comet through its workers. Lock order:
@@ -86,6 +113,7 @@ type cometClient struct {
 	ctx        context.Context // cancelled: calls stop, pending pushes are dropped
 	cancel     context.CancelFunc
 	dropReason atomic.Value // string; set before ctx is cancelled or sealed is closed
+	noBatch    atomic.Bool  // the comet answered PushMsgs with Unimplemented
 
 	mu     sync.RWMutex // held (read) by enqueuers, (write) to set closed
 	closed bool
@@ -170,10 +198,7 @@ func (c *cometClient) run(w *worker) {
 	for {
 		select {
 		case t := <-w.ch:
-			if w.congested.Load() && len(w.ch) <= cap(w.ch)/2 {
-				w.congested.Store(false)
-			}
-			c.send(t)
+			c.process(w, t)
 		case <-c.sealed:
 			c.drain(w)
 			return
@@ -194,11 +219,90 @@ func (c *cometClient) drain(w *worker) {
 				c.metrics.drop(c.jobLog, c.dropReason.Load().(string), c.id, 1)
 				continue
 			}
-			c.send(t)
+			c.process(w, t)
 		default:
 			return
 		}
 	}
+}
+
+// process sends t. A push takes along the pushes queued behind it (up to
+// PushBatchMax / PushBatchBytes) as one PushMsgs; a room or broadcast task
+// met on the way is sent after that batch, so the queue's order is kept.
+func (c *cometClient) process(w *worker, t task) {
+	for {
+		if w.congested.Load() && len(w.ch) <= cap(w.ch)/2 {
+			w.congested.Store(false)
+		}
+		if t.kind != kindPush || c.cfg.PushBatchMax <= 1 {
+			c.send(t)
+			return
+		}
+		next, more := c.sendBatch(w, t)
+		if !more {
+			return
+		}
+		t = next
+	}
+}
+
+// sendBatch sends first and the pushes queued behind it that fit the
+// limits. It returns the task it took from the queue but did not send (a
+// non-push, or a push that would overflow PushBatchBytes), if any.
+func (c *cometClient) sendBatch(w *worker, first task) (next task, more bool) {
+	batch := append(w.batch[:0], first)
+	size := first.size()
+collect:
+	for len(batch) < c.cfg.PushBatchMax {
+		select {
+		case n := <-w.ch:
+			if n.kind != kindPush {
+				next, more = n, true
+				break collect
+			}
+			if s := n.size(); size+s <= c.cfg.PushBatchBytes {
+				batch = append(batch, n)
+				size += s
+				continue
+			}
+			next, more = n, true
+			break collect
+		default:
+			break collect
+		}
+	}
+	c.metrics.pushBatch.Observe(float64(len(batch)))
+	if len(batch) == 1 {
+		c.send(batch[0])
+	} else {
+		c.send(task{kind: kindPushBatch, batch: w.buildReq(batch)})
+		w.releaseReq(len(batch))
+	}
+	clear(batch) // don't keep protos alive until the next batch
+	w.batch = batch[:0]
+	return next, more
+}
+
+// buildReq fills the worker's reused PushMsgs request with batch.
+func (w *worker) buildReq(batch []task) *comet.PushMsgsReq {
+	for len(w.reqs) < len(batch) {
+		w.reqs = append(w.reqs, &comet.PushMsgReq{})
+	}
+	for i := range batch {
+		r := w.reqs[i]
+		r.Keys, r.ProtoOp, r.Proto = batch[i].keys, batch[i].op, batch[i].proto
+	}
+	w.req.Pushes = w.reqs[:len(batch)]
+	return &w.req
+}
+
+// releaseReq drops the references of the first n reused requests once
+// they were sent.
+func (w *worker) releaseReq(n int) {
+	for _, r := range w.reqs[:n] {
+		r.Keys, r.Proto = nil, nil
+	}
+	w.req.Pushes = nil
 }
 
 func retryable(err error) bool {
@@ -226,11 +330,11 @@ func (c *cometClient) send(t task) {
 		}
 		errs.Inc()
 		if c.ctx.Err() != nil {
-			c.metrics.drop(c.jobLog, c.dropReason.Load().(string), c.id, 1)
+			c.metrics.drop(c.jobLog, c.dropReason.Load().(string), c.id, t.count())
 			return
 		}
 		if !retryable(err) {
-			c.metrics.drop(c.jobLog, ReasonRejected, c.id, 1)
+			c.metrics.drop(c.jobLog, ReasonRejected, c.id, t.count())
 			c.log.Debug("comet rejected push", "method", method, "err", err)
 			return
 		}
@@ -239,7 +343,7 @@ func (c *cometClient) send(t task) {
 		case <-timer.C:
 		case <-c.ctx.Done():
 			timer.Stop()
-			c.metrics.drop(c.jobLog, c.dropReason.Load().(string), c.id, 1)
+			c.metrics.drop(c.jobLog, c.dropReason.Load().(string), c.id, t.count())
 			return
 		}
 		backoff = min(2*backoff, c.cfg.MaxRetryBackoff)
@@ -252,6 +356,8 @@ func (t *task) method() string {
 		return methodBroadcastRoom
 	case kindBroadcast:
 		return methodBroadcast
+	case kindPushBatch:
+		return methodPushMsgs
 	}
 	return methodPushMsg
 }
@@ -261,12 +367,42 @@ func (c *cometClient) call(ctx context.Context, t task) error {
 	switch t.kind {
 	case kindPush:
 		_, err = c.cli.PushMsg(ctx, &comet.PushMsgReq{Keys: t.keys, ProtoOp: t.op, Proto: t.proto})
+	case kindPushBatch:
+		return c.callBatch(ctx, t.batch)
 	case kindRoom:
 		_, err = c.cli.BroadcastRoom(ctx, &comet.BroadcastRoomReq{RoomId: t.room, Proto: t.proto})
 	case kindBroadcast:
 		_, err = c.cli.Broadcast(ctx, &comet.BroadcastReq{ProtoOp: t.op, Proto: t.proto, Speed: t.speed})
 	}
 	return err
+}
+
+// callBatch sends a PushMsgs. A comet without PushMsgs (older version,
+// codes.Unimplemented) gets the pushes one PushMsg at a time from then on.
+func (c *cometClient) callBatch(ctx context.Context, req *comet.PushMsgsReq) error {
+	if !c.noBatch.Load() {
+		reply, err := c.cli.PushMsgs(ctx, req)
+		if status.Code(err) != codes.Unimplemented {
+			if n := len(reply.GetInvalid()); n > 0 {
+				c.metrics.drop(c.jobLog, ReasonRejected, c.id, n)
+			}
+			return err
+		}
+		c.noBatch.Store(true)
+		c.log.Info("comet has no PushMsgs; pushing one by one")
+	}
+	for i, p := range req.Pushes {
+		if _, err := c.cli.PushMsg(ctx, p); err != nil {
+			if !retryable(err) {
+				c.metrics.drop(c.jobLog, ReasonRejected, c.id, 1)
+				continue
+			}
+			// Retry what has not been sent yet.
+			req.Pushes = req.Pushes[i:]
+			return err
+		}
+	}
+	return nil
 }
 
 // remove stops the client at once: pending and in-flight pushes are dropped

@@ -14,6 +14,8 @@ const (
 	DefaultRoomBatchWindow = 20 * time.Millisecond
 	DefaultRoomBatchMax    = 32
 	DefaultRoomBatchBytes  = 32 << 10
+	DefaultPushBatchMax    = 128
+	DefaultPushBatchBytes  = 256 << 10
 	DefaultRPCTimeout      = 5 * time.Second
 	DefaultRetryBackoff    = 100 * time.Millisecond
 	DefaultMaxRetryBackoff = 5 * time.Second
@@ -41,6 +43,13 @@ type Config struct {
 	// RoomBatchBytes flushes a room batch once its packed frames reach this
 	// size. Default 32 KiB.
 	RoomBatchBytes int `yaml:"room_batch_bytes"`
+	// PushBatchMax is the most pushes a comet worker sends in one PushMsgs
+	// call: it takes whatever is queued for it, up to this many, instead of
+	// one PushMsg per push. 1 disables batching. Default 128.
+	PushBatchMax int `yaml:"push_batch_max"`
+	// PushBatchBytes stops adding to a PushMsgs batch once its bodies and
+	// keys reach this size. Default 256 KiB.
+	PushBatchBytes int `yaml:"push_batch_bytes"`
 	// RPCTimeout bounds one gRPC call to a comet. Default 5s.
 	RPCTimeout time.Duration `yaml:"rpc_timeout"`
 	// RetryBackoff is the first wait before a failed call to a reachable-
@@ -70,6 +79,8 @@ func (c Config) withDefaults(prefix string) (Config, error) {
 	setDefault(&c.RoomBatchWindow, DefaultRoomBatchWindow)
 	setDefault(&c.RoomBatchMax, DefaultRoomBatchMax)
 	setDefault(&c.RoomBatchBytes, DefaultRoomBatchBytes)
+	setDefault(&c.PushBatchMax, DefaultPushBatchMax)
+	setDefault(&c.PushBatchBytes, DefaultPushBatchBytes)
 	setDefault(&c.RPCTimeout, DefaultRPCTimeout)
 	setDefault(&c.RetryBackoff, DefaultRetryBackoff)
 	setDefault(&c.MaxRetryBackoff, DefaultMaxRetryBackoff)
@@ -81,6 +92,7 @@ func (c Config) withDefaults(prefix string) (Config, error) {
 		{"workers", int64(c.Workers)}, {"queue_size", int64(c.QueueSize)},
 		{"enqueue_timeout", int64(c.EnqueueTimeout)}, {"room_batch_window", int64(c.RoomBatchWindow)},
 		{"room_batch_max", int64(c.RoomBatchMax)}, {"room_batch_bytes", int64(c.RoomBatchBytes)},
+		{"push_batch_max", int64(c.PushBatchMax)}, {"push_batch_bytes", int64(c.PushBatchBytes)},
 		{"rpc_timeout", int64(c.RPCTimeout)}, {"retry_backoff", int64(c.RetryBackoff)},
 		{"max_retry_backoff", int64(c.MaxRetryBackoff)}, {"drain_timeout", int64(c.DrainTimeout)},
 	} {

@@ -47,7 +47,7 @@ func TestQueueDepthMetric(t *testing.T) {
 	a.block = make(chan struct{})
 	defer close(a.block)
 	reg := prometheus.NewRegistry()
-	j, err := New(Config{Workers: 1, RPCTimeout: time.Hour, DrainTimeout: 50 * time.Millisecond}, Deps{Consumer: noConsumer{}, Watcher: discovery.NewStatic(), Registerer: reg})
+	j, err := New(Config{Workers: 1, PushBatchMax: 1, RPCTimeout: time.Hour, DrainTimeout: 50 * time.Millisecond}, Deps{Consumer: noConsumer{}, Watcher: discovery.NewStatic(), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,8 @@ type fakeComet struct {
 	block      chan struct{} // PushMsg waits for it (or the call's ctx) when set
 	failFirst  int           // PushMsg answers Unavailable this many times
 	calls      int
+	noBatch    bool  // PushMsgs answers Unimplemented (an older comet)
+	batches    []int // sizes of the PushMsgs calls received
 }
 
 func startFakeComet(tb testing.TB, id string) *fakeComet {
@@ -75,6 +77,42 @@ func (f *fakeComet) PushMsg(ctx context.Context, req *comet.PushMsgReq) (*comet.
 	f.pushes = append(f.pushes, req)
 	f.mu.Unlock()
 	return &comet.PushMsgReply{}, nil
+}
+
+// PushMsgs is one call (failFirst and block apply to it as a whole) that
+// records every push in order.
+func (f *fakeComet) PushMsgs(ctx context.Context, req *comet.PushMsgsReq) (*comet.PushMsgsReply, error) {
+	f.mu.Lock()
+	if f.noBatch {
+		f.mu.Unlock()
+		return nil, status.Error(codes.Unimplemented, "no PushMsgs")
+	}
+	f.calls++
+	block, fail := f.block, f.calls <= f.failFirst
+	f.mu.Unlock()
+	if fail {
+		return nil, status.Error(codes.Unavailable, "not yet")
+	}
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f.mu.Lock()
+	for _, p := range req.Pushes { // in-process callers reuse requests
+		f.pushes = append(f.pushes, proto.Clone(p).(*comet.PushMsgReq))
+	}
+	f.batches = append(f.batches, len(req.Pushes))
+	f.mu.Unlock()
+	return &comet.PushMsgsReply{}, nil
+}
+
+func (f *fakeComet) batchSizes() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]int(nil), f.batches...)
 }
 
 func (f *fakeComet) BroadcastRoom(_ context.Context, req *comet.BroadcastRoomReq) (*comet.BroadcastRoomReply, error) {

@@ -157,7 +157,7 @@ func TestSlowCometIsolation(t *testing.T) {
 	slow.block = make(chan struct{})
 	defer close(slow.block)
 	const enqueueTimeout = 200 * time.Millisecond
-	e := newTestEnv(t, Config{Workers: 1, QueueSize: 2, EnqueueTimeout: enqueueTimeout, RPCTimeout: time.Hour}, slow, fast)
+	e := newTestEnv(t, Config{Workers: 1, QueueSize: 2, EnqueueTimeout: enqueueTimeout, RPCTimeout: time.Hour, PushBatchMax: 1}, slow, fast)
 	const toSlow = 50 // without the congestion rule: 50 × 200ms = 10s
 	for i := range toSlow {
 		e.publish(t, "one-partition", &logic.PushMsg{Type: logic.PushMsg_PUSH, Operation: testOp, Server: "slow", Keys: []string{"s" + strconv.Itoa(i)}})
@@ -261,6 +261,8 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{Config{Workers: -1}, "job.workers"},
 		{Config{QueueSize: -5}, "job.queue_size"},
+		{Config{PushBatchMax: -1}, "job.push_batch_max"},
+		{Config{PushBatchBytes: -1}, "job.push_batch_bytes"},
 		{Config{RetryBackoff: time.Second, MaxRetryBackoff: time.Millisecond}, "job.max_retry_backoff"},
 	} {
 		_, err := New(tc.cfg, deps)

@@ -31,6 +31,7 @@ var dropReasons = []string{ReasonQueueFull, ReasonCometRemoved, ReasonUnknownCom
 // RPC methods (label "method").
 const (
 	methodPushMsg       = "PushMsg"
+	methodPushMsgs      = "PushMsgs"
 	methodBroadcastRoom = "BroadcastRoom"
 	methodBroadcast     = "Broadcast"
 )
@@ -44,6 +45,7 @@ type metrics struct {
 	dropped     map[string]prometheus.Counter
 	droppedVec  *prometheus.CounterVec
 	batchSize   prometheus.Histogram
+	pushBatch   prometheus.Histogram
 	rpcDuration *prometheus.HistogramVec
 	rpcErrors   *prometheus.CounterVec
 	comets      prometheus.Gauge
@@ -69,6 +71,10 @@ func newMetrics() *metrics {
 			Name: "hubuim_job_room_batch_messages", Help: "Pushes per room batch.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 8),
 		}),
+		pushBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "hubuim_job_push_batch_messages", Help: "Pushes per call to a comet (PushMsg is 1, PushMsgs more).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+		}),
 		rpcDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "hubuim_job_comet_rpc_duration_seconds", Help: "Latency of gRPC calls to comets.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 8),
@@ -90,7 +96,7 @@ func newMetrics() *metrics {
 	}
 	m.rpcObs = make(map[string]prometheus.Observer)
 	m.rpcErrs = make(map[string]prometheus.Counter)
-	for _, meth := range []string{methodPushMsg, methodBroadcastRoom, methodBroadcast} {
+	for _, meth := range []string{methodPushMsg, methodPushMsgs, methodBroadcastRoom, methodBroadcast} {
 		m.rpcObs[meth] = m.rpcDuration.WithLabelValues(meth)
 		m.rpcErrs[meth] = m.rpcErrors.WithLabelValues(meth)
 	}
@@ -110,7 +116,7 @@ func (m *metrics) register(reg prometheus.Registerer, extra prometheus.Collector
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.pushes, m.droppedVec, m.batchSize, m.rpcDuration, m.rpcErrors, m.comets, extra} {
+	for _, c := range []prometheus.Collector{m.pushes, m.droppedVec, m.batchSize, m.pushBatch, m.rpcDuration, m.rpcErrors, m.comets, extra} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
