@@ -26,6 +26,7 @@ import (
 	"github.com/hubuim/hubuim/api/protocol"
 	"github.com/hubuim/hubuim/internal/auth"
 	"github.com/hubuim/hubuim/internal/discovery"
+	"github.com/hubuim/hubuim/internal/grpcmetrics"
 	"github.com/hubuim/hubuim/internal/im"
 	"github.com/hubuim/hubuim/internal/logic"
 	"github.com/hubuim/hubuim/internal/logic/session"
@@ -168,7 +169,11 @@ func NewLogic(cfg LogicConfig, deps LogicDeps) (*LogicServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	var gopts []grpc.ServerOption
+	gm, err := grpcmetrics.NewServer(deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	gopts := []grpc.ServerOption{grpc.UnaryInterceptor(gm.UnaryServerInterceptor())}
 	if deps.TLS != nil {
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(deps.TLS)))
 	}

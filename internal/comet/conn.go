@@ -73,6 +73,20 @@ func (c *conn) transportName() string {
 	return transportTCP
 }
 
+// io returns the connection's per-transport metrics (no label lookup).
+func (c *conn) io() *ioMetrics {
+	t := tTCP
+	switch {
+	case c.ws != nil && c.nc != c.raw:
+		t = tWSS
+	case c.ws != nil:
+		t = tWS
+	case c.nc != c.raw:
+		t = tTCPTLS
+	}
+	return &c.srv.m.byTransport[t]
+}
+
 // Expire implements timer.Expirer: the handshake or heartbeat deadline
 // passed.
 func (c *conn) Expire() {
@@ -220,6 +234,9 @@ func (c *conn) flushLoop() {
 			timeout = c.srv.cfg.KickWriteTimeout
 		}
 		err := c.write(q, n, time.Now().Add(timeout))
+		if err == nil {
+			c.io().bytesWritten.Add(float64(n))
+		}
 		c.srv.m.writes.Inc()
 		c.srv.m.framesCoalesce.Add(float64(len(q)))
 		clear(q)

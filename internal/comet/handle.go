@@ -75,6 +75,7 @@ func (c *conn) readFrame() (protocol.Frame, *[]byte, error) {
 	}
 	f := protocol.Frame{Ver: h.Ver, Op: h.Op, Seq: h.Seq}
 	if h.BodyLen == 0 {
+		c.countRead(0)
 		return f, nil, nil
 	}
 	bp := c.srv.bodyPool.Get().(*[]byte)
@@ -83,7 +84,15 @@ func (c *conn) readFrame() (protocol.Frame, *[]byte, error) {
 		c.srv.bodyPool.Put(bp)
 		return protocol.Frame{}, nil, err
 	}
+	c.countRead(h.BodyLen)
 	return f, bp, nil
+}
+
+// countRead counts one frame of bodyLen bytes read from the client.
+func (c *conn) countRead(bodyLen int) {
+	m := c.io()
+	m.framesRead.Inc()
+	m.bytesRead.Add(float64(protocol.HeaderLen + bodyLen))
 }
 
 func (c *conn) readWS() (protocol.Frame, *[]byte, error) {
@@ -124,6 +133,7 @@ func (c *conn) readWS() (protocol.Frame, *[]byte, error) {
 		}
 		return protocol.Frame{}, nil, ErrExtraData
 	}
+	c.countRead(h.BodyLen)
 	return f, bp, nil
 }
 
@@ -238,7 +248,7 @@ func (s *Server) auth(c *conn) bool {
 		return s.refuse(c, "draining", err.Error())
 	}
 	s.conns.Add(1)
-	s.m.conns.Inc()
+	c.io().conns.Inc()
 	if old != nil {
 		old.kick(s.kickDup, protocol.KickReason_KICK_REASON_DUPLICATE_LOGIN, false)
 	}
@@ -410,7 +420,7 @@ func (c *conn) finish() {
 	c.closeWith(nil, false)
 	c.bucket.del(c)
 	s.conns.Add(-1)
-	s.m.conns.Dec()
+	c.io().conns.Dec()
 	s.disconnectLogic(c)
 	s.readers.Add(-1)
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hubuim/hubuim/internal/grpcmetrics"
 )
 
 // Label values. Counters for hot paths are bound once in newMetrics so that
@@ -15,8 +17,34 @@ const (
 	transportWSS    = "wss"
 )
 
+// transport indexes metrics.byTransport.
+type transport int
+
+const (
+	tTCP transport = iota
+	tTCPTLS
+	tWS
+	tWSS
+	numTransports
+)
+
+var transportLabels = [numTransports]string{tTCP: transportTCP, tTCPTLS: transportTCPTLS, tWS: transportWS, tWSS: transportWSS}
+
+// ioMetrics are one transport's label children, bound in newMetrics so that
+// the read and write paths pay one atomic add per update.
+type ioMetrics struct {
+	conns        prometheus.Gauge
+	framesRead   prometheus.Counter
+	bytesRead    prometheus.Counter
+	bytesWritten prometheus.Counter
+}
+
 type metrics struct {
-	conns          prometheus.Gauge
+	conns          *prometheus.GaugeVec
+	framesRead     *prometheus.CounterVec
+	bytesRead      *prometheus.CounterVec
+	bytesWritten   *prometheus.CounterVec
+	byTransport    [numTransports]ioMetrics
 	accepted       *prometheus.CounterVec
 	authFailures   *prometheus.CounterVec
 	protoErrors    *prometheus.CounterVec
@@ -30,13 +58,23 @@ type metrics struct {
 	writes         prometheus.Counter
 	framesCoalesce prometheus.Counter
 	logicErrors    *prometheus.CounterVec
+	grpc           *grpcmetrics.Metrics // the comet's gRPC server
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		conns: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "hubuim_comet_connections", Help: "Authenticated connections open on this comet.",
-		}),
+		conns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "hubuim_comet_connections", Help: "Authenticated connections open on this comet, by transport.",
+		}, []string{"transport"}),
+		framesRead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hubuim_comet_frames_read_total", Help: "Frames read from clients, by transport.",
+		}, []string{"transport"}),
+		bytesRead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hubuim_comet_read_bytes_total", Help: "Frame bytes (header and body) read from clients, by transport.",
+		}, []string{"transport"}),
+		bytesWritten: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hubuim_comet_written_bytes_total", Help: "Bytes of queued frames successfully written to clients, by transport.",
+		}, []string{"transport"}),
 		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hubuim_comet_connections_accepted_total", Help: "Connections accepted, by transport.",
 		}, []string{"transport"}),
@@ -77,10 +115,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "hubuim_comet_logic_errors_total", Help: "Failed calls to logic, by method.",
 		}, []string{"method"}),
 	}
+	for t, l := range transportLabels {
+		m.byTransport[t] = ioMetrics{
+			conns:        m.conns.WithLabelValues(l),
+			framesRead:   m.framesRead.WithLabelValues(l),
+			bytesRead:    m.bytesRead.WithLabelValues(l),
+			bytesWritten: m.bytesWritten.WithLabelValues(l),
+		}
+	}
+	var err error
+	if m.grpc, err = grpcmetrics.NewServer(reg); err != nil {
+		return nil, err
+	}
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.conns, m.accepted, m.authFailures, m.protoErrors, m.kicks,
+	cs := []prometheus.Collector{m.conns, m.framesRead, m.bytesRead, m.bytesWritten, m.accepted, m.authFailures, m.protoErrors, m.kicks,
 		m.slowConsumers, m.pushed, m.roomMsgs, m.broadcastMsgs, m.roomQueueFull, m.writeErrors,
 		m.writes, m.framesCoalesce, m.logicErrors}
 	var errs []error

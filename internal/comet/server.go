@@ -291,7 +291,7 @@ func (s *Server) Start() error {
 		s.serveHTTP(tls.NewListener(wssL, s.tlsConfig), transportWSS)
 	}
 	if grpcL != nil {
-		s.grpcSrv = grpc.NewServer()
+		s.grpcSrv = grpc.NewServer(grpc.UnaryInterceptor(s.m.grpc.UnaryServerInterceptor()))
 		cometapi.RegisterCometServer(s.grpcSrv, s.API())
 		s.wg.Add(1)
 		go func() {
