@@ -17,7 +17,22 @@ type Metrics struct {
 	seqJumps       prometheus.Counter
 	publishFailure prometheus.Counter
 	appendBatch    prometheus.Histogram
+	phases         [numPhases]prometheus.Observer
 }
+
+// phase is a step of Send, measured by hubuim_im_send_phase_seconds.
+type phase int
+
+const (
+	phaseDedup   phase = iota // dedup claim
+	phaseSeq                  // seq and message id allocation
+	phaseStore                // group commit: queue wait and AppendTouch
+	phaseFinish               // dedup finish
+	phasePublish              // publish of the message event
+	numPhases
+)
+
+var phaseNames = [numPhases]string{"dedup_claim", "seq", "store", "dedup_finish", "publish"}
 
 // NewMetrics creates the IM metrics and registers them with reg (if not nil).
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
@@ -46,8 +61,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 		}),
 	}
+	phases := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "hubuim_im_send_phase_seconds", Help: "Duration of the steps of a MsgSend.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9),
+	}, []string{"phase"})
+	for p := range m.phases {
+		m.phases[p] = phases.WithLabelValues(phaseNames[p])
+	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.sends, m.sendSeconds, m.dups, m.seqConflicts, m.seqJumps, m.publishFailure, m.appendBatch} {
+		for _, c := range []prometheus.Collector{m.sends, m.sendSeconds, m.dups, m.seqConflicts, m.seqJumps, m.publishFailure, m.appendBatch, phases} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -96,4 +118,14 @@ func (m *Metrics) observeAppendBatch(n int) {
 	if m != nil {
 		m.appendBatch.Observe(float64(n))
 	}
+}
+
+// observePhase records the time since start as phase p and returns now.
+func (m *Metrics) observePhase(p phase, start time.Time) time.Time {
+	if m == nil {
+		return start
+	}
+	now := time.Now()
+	m.phases[p].Observe(now.Sub(start).Seconds())
+	return now
 }

@@ -208,10 +208,12 @@ func (s *Service) send(ctx context.Context, sender int64, originKey string, req 
 	if err != nil {
 		return nil, err
 	}
+	t := time.Now()
 	raw, state, err := s.deps.Dedup.Claim(ctx, sender, req.ClientMsgId)
 	if err != nil {
 		return nil, fmt.Errorf("dedup claim: %w", err)
 	}
+	t = s.deps.Metrics.observePhase(phaseDedup, t)
 	switch state {
 	case DedupDone:
 		ack := &protocol.MsgSendAck{}
@@ -237,6 +239,7 @@ func (s *Service) send(ctx context.Context, sender int64, originKey string, req 
 		MsgId:       stored.MsgId,
 		ServerTime:  stored.ServerTime,
 	}
+	t = time.Now()
 	if raw, err := proto.Marshal(ack); err == nil {
 		if err := s.deps.Dedup.Finish(ctx, sender, req.ClientMsgId, raw); err != nil {
 			// The store's (sender, client_msg_id) uniqueness still catches
@@ -244,11 +247,13 @@ func (s *Service) send(ctx context.Context, sender int64, originKey string, req 
 			s.log.Warn("im: record dedup ack", "err", err)
 		}
 	}
+	t = s.deps.Metrics.observePhase(phaseFinish, t)
 	if dup {
 		s.deps.Metrics.dup()
 		return ack, nil
 	}
 	s.publish(ctx, &logicpb.MsgEvent{Kind: logicpb.MsgEvent_MESSAGE, Msg: stored, OriginKey: originKey, Users: users})
+	s.deps.Metrics.observePhase(phasePublish, t)
 	return ack, nil
 }
 
@@ -302,6 +307,7 @@ func (s *Service) checkMember(ctx context.Context, groupID, user int64) error {
 // retrying with a fresh seq on a seq conflict.
 func (s *Service) store(ctx context.Context, sender int64, convID string, users []int64, req *protocol.MsgSend) (*protocol.Msg, bool, error) {
 	for attempt := 0; ; attempt++ {
+		t := time.Now()
 		seq, err := s.deps.Seq.Next(ctx, convID)
 		if err != nil {
 			return nil, false, err
@@ -325,7 +331,9 @@ func (s *Service) store(ctx context.Context, sender int64, convID string, users 
 			ConvType:    req.ConvType,
 			To:          req.To,
 		}
+		t = s.deps.Metrics.observePhase(phaseSeq, t)
 		stored, dup, err := s.app.append(ctx, m, users, deadline)
+		s.deps.Metrics.observePhase(phaseStore, t)
 		if errors.Is(err, store.ErrSeqConflict) && attempt < seqConflictRetries {
 			s.deps.Metrics.seqConflict()
 			continue
