@@ -4,7 +4,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
+	"runtime"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -81,5 +84,78 @@ func BenchmarkRoomBatchPack(b *testing.B) {
 	r.close()
 	if frames != b.N {
 		b.Fatalf("%d frames delivered, want %d", frames, b.N)
+	}
+}
+
+// countingComet counts the pushes it receives, over gRPC or in-process.
+type countingComet struct {
+	comet.UnimplementedCometServer
+	n atomic.Int64
+}
+
+func (c *countingComet) PushMsg(context.Context, *comet.PushMsgReq) (*comet.PushMsgReply, error) {
+	c.n.Add(1)
+	return &comet.PushMsgReply{}, nil
+}
+
+func (c *countingComet) PushMsgs(_ context.Context, req *comet.PushMsgsReq) (*comet.PushMsgsReply, error) {
+	c.n.Add(int64(len(req.Pushes)))
+	return &comet.PushMsgsReply{}, nil
+}
+
+// BenchmarkPushToComet measures a push from the record to the comet
+// handler: route, queue, worker, call (gRPC over loopback or in-process),
+// with and without batching. It waits until every push was received.
+func BenchmarkPushToComet(b *testing.B) {
+	for _, bc := range []struct {
+		name   string
+		batch  int
+		inProc bool
+	}{
+		{"grpc/batch=1", 1, false},
+		{"grpc/batch=default", 0, false},
+		{"inprocess/batch=default", 0, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			cc := &countingComet{}
+			ins := discovery.Instance{ID: "a", Addrs: map[string]string{discovery.AddrGRPC: "in-process"}}
+			dial := LocalDial("a", cc, nil)
+			if !bc.inProc {
+				lis, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					b.Fatal(err)
+				}
+				srv := grpc.NewServer()
+				comet.RegisterCometServer(srv, cc)
+				go func() { _ = srv.Serve(lis) }()
+				defer srv.Stop()
+				ins.Addrs[discovery.AddrGRPC] = lis.Addr().String()
+				dial = DialGRPC
+			}
+			j, err := New(Config{PushBatchMax: bc.batch}, Deps{Consumer: noConsumer{}, Watcher: discovery.NewStatic(), Dial: dial,
+				Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer j.Close()
+			j.apply([]discovery.Instance{ins})
+			msgs := make([]*mq.Message, 256)
+			for i := range msgs {
+				v, _ := proto.Marshal(&logic.PushMsg{Type: logic.PushMsg_PUSH, Operation: 1001, Server: "a",
+					Keys: []string{"device-" + strconv.Itoa(i)}, Msg: make([]byte, 128)})
+				msgs[i] = &mq.Message{Topic: mq.TopicPush, Value: v}
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				if err := j.handle(ctx, msgs[i%len(msgs)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for cc.n.Load() < int64(b.N) {
+				runtime.Gosched()
+			}
+		})
 	}
 }
