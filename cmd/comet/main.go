@@ -39,6 +39,7 @@ import (
 	"github.com/hubuim/hubuim/internal/app/cometconf"
 	"github.com/hubuim/hubuim/internal/comet"
 	"github.com/hubuim/hubuim/internal/discovery"
+	"github.com/hubuim/hubuim/internal/grpcmetrics"
 )
 
 // roundRobin balances the calls to logic over every resolved logic.
@@ -99,6 +100,11 @@ func serve(ctx context.Context, fc cometconf.FileConfig, log *slog.Logger, reg p
 		// cometconf.Load guarantees discovery is configured here.
 		opts = append(opts, grpc.WithResolvers(discovery.NewResolverBuilder(registry, log)), grpc.WithDefaultServiceConfig(roundRobin))
 	}
+	gm, err := grpcmetrics.NewClient(reg)
+	if err != nil {
+		return err
+	}
+	opts = append(opts, grpc.WithUnaryInterceptor(gm.UnaryClientInterceptor()))
 	cc, err := grpc.NewClient(fc.LogicTarget, opts...)
 	if err != nil {
 		return fmt.Errorf("logic client %q: %w", fc.LogicTarget, err)

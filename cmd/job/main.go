@@ -64,6 +64,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Reg
 		return err
 	}
 	defer rdb.Close()
+	if err := app.InstrumentRedis(rdb, reg); err != nil {
+		return err
+	}
 	sessions, err := session.NewRedis(rdb, session.RedisConfig{Prefix: cfg.Redis.Prefix})
 	if err != nil {
 		return err

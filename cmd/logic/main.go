@@ -121,6 +121,9 @@ func serve(ctx context.Context, fc logicconf.FileConfig, log *slog.Logger, reg p
 		return err
 	}
 	d.onClose(rdb.Close)
+	if err := app.InstrumentRedis(rdb, reg); err != nil {
+		return err
+	}
 	sessions, err := session.NewRedis(rdb, session.RedisConfig{Prefix: fc.Redis.Prefix})
 	if err != nil {
 		return err

@@ -26,25 +26,25 @@ var labels = []string{"service", "method", "code"}
 // hubuim_grpc_server_handling_seconds and hubuim_grpc_server_handled_total,
 // registered on reg (nil: not registered; already registered: shared).
 func NewServer(reg prometheus.Registerer) (*Metrics, error) {
-	return newMetrics(reg, "server", "Unary RPCs served")
+	return newMetrics(reg, "hubuim_grpc_server_handling_seconds", "hubuim_grpc_server_handled_total", "Unary RPCs served")
 }
 
 // NewClient returns the client-side metrics
 // hubuim_grpc_client_handling_seconds and hubuim_grpc_client_handled_total,
 // registered on reg (nil: not registered; already registered: shared).
 func NewClient(reg prometheus.Registerer) (*Metrics, error) {
-	return newMetrics(reg, "client", "Unary RPCs made")
+	return newMetrics(reg, "hubuim_grpc_client_handling_seconds", "hubuim_grpc_client_handled_total", "Unary RPCs made")
 }
 
-func newMetrics(reg prometheus.Registerer, side, help string) (*Metrics, error) {
+func newMetrics(reg prometheus.Registerer, secondsName, totalName, help string) (*Metrics, error) {
 	m := &Metrics{
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "hubuim_grpc_" + side + "_handling_seconds",
+			Name:    secondsName,
 			Help:    help + ": latency by service, method and status code.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10), // 100µs .. 26s
 		}, labels),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "hubuim_grpc_" + side + "_handled_total",
+			Name: totalName,
 			Help: help + ", by service, method and status code.",
 		}, labels),
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -88,4 +89,42 @@ func (m *metrics) done(o op, start time.Time, err error) {
 		!errors.Is(err, ErrExists) && !errors.Is(err, ErrSeqConflict) {
 		m.errs[o].Inc()
 	}
+}
+
+// poolCollector exports a pgx pool's statistics at scrape time.
+type poolCollector struct {
+	pool                           *pgxpool.Pool
+	acquired, idle, total, max     *prometheus.Desc
+	emptyAcquires, acquireDuration *prometheus.Desc
+}
+
+func newPoolCollector(pool *pgxpool.Pool) *poolCollector {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, nil, nil)
+	}
+	return &poolCollector{
+		pool:            pool,
+		acquired:        d("hubuim_store_pool_acquired_connections", "PostgreSQL pool connections currently in use."),
+		idle:            d("hubuim_store_pool_idle_connections", "PostgreSQL pool connections currently idle."),
+		total:           d("hubuim_store_pool_connections", "PostgreSQL pool connections open (acquired, idle and being built)."),
+		max:             d("hubuim_store_pool_max_connections", "PostgreSQL pool size limit."),
+		emptyAcquires:   d("hubuim_store_pool_empty_acquires_total", "Acquires that waited because the PostgreSQL pool had no idle connection."),
+		acquireDuration: d("hubuim_store_pool_acquire_seconds_total", "Total time spent acquiring PostgreSQL pool connections."),
+	}
+}
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.acquired, c.idle, c.total, c.max, c.emptyAcquires, c.acquireDuration} {
+		ch <- d
+	}
+}
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.pool.Stat()
+	ch <- prometheus.MustNewConstMetric(c.acquired, prometheus.GaugeValue, float64(s.AcquiredConns()))
+	ch <- prometheus.MustNewConstMetric(c.idle, prometheus.GaugeValue, float64(s.IdleConns()))
+	ch <- prometheus.MustNewConstMetric(c.total, prometheus.GaugeValue, float64(s.TotalConns()))
+	ch <- prometheus.MustNewConstMetric(c.max, prometheus.GaugeValue, float64(s.MaxConns()))
+	ch <- prometheus.MustNewConstMetric(c.emptyAcquires, prometheus.CounterValue, float64(s.EmptyAcquireCount()))
+	ch <- prometheus.MustNewConstMetric(c.acquireDuration, prometheus.CounterValue, s.AcquireDuration().Seconds())
 }

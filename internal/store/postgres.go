@@ -188,7 +188,13 @@ func NewPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
 		}
 		s.ownPool = true
 	}
-	if err := s.init(ctx, cfg); err != nil {
+	err = s.init(ctx, cfg)
+	if err == nil && cfg.Registerer != nil {
+		if err = cfg.Registerer.Register(newPoolCollector(s.pool)); err != nil {
+			err = fmt.Errorf("store: postgres: pool metrics: %w", err)
+		}
+	}
+	if err != nil {
 		if s.ownPool {
 			s.pool.Close()
 		}
