@@ -325,3 +325,58 @@ func BenchmarkAppender(b *testing.B) {
 		}
 	})
 }
+
+func TestSendTouchesBothUsersConversation(t *testing.T) {
+	h := newHarness(t, Config{})
+	ctx := context.Background()
+	const senders, per = 8, 5
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range per {
+				ack := h.svc.Send(ctx, int64(10+s), "d", single(99, fmt.Sprintf("c-%d-%d", s, i)))
+				if ack.Status != protocol.Status_STATUS_OK {
+					t.Errorf("send %d/%d: %v %s", s, i, ack.Status, ack.Reason)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for s := range senders {
+		conv := store.SingleConvID(int64(10+s), 99)
+		for _, u := range []int64{int64(10 + s), 99} {
+			c, err := h.st.Conversation(ctx, u, conv)
+			if err != nil || c.LastSeq < per {
+				t.Fatalf("user %d %s: %+v, %v; want last seq >= %d", u, conv, c, err, per)
+			}
+		}
+	}
+	// A resend is answered from the dedup record and touches nothing new.
+	if ack := h.svc.Send(ctx, 10, "d", single(99, "c-0-0")); ack.Status != protocol.Status_STATUS_OK {
+		t.Fatalf("resend: %v", ack.Status)
+	}
+}
+
+func TestAppendConfigValidation(t *testing.T) {
+	for _, cfg := range []Config{
+		{AppendMaxBatch: -1},
+		{AppendConcurrency: -1},
+		{AppendWindow: -time.Millisecond},
+		{AppendWindow: DefaultSettleTime},
+		{SettleTime: time.Second, AppendWindow: 500 * time.Millisecond},
+	} {
+		_, err := NewService(cfg, Deps{Seq: &SeqAllocator{}, Dedup: NewMemoryDedup(0, 0), Store: &store.Bolt{}, IDs: &counterIDs{}, Producer: &recordingProducer{}})
+		if err == nil {
+			t.Errorf("NewService(%+v) accepted", cfg)
+		}
+	}
+	h := newHarness(t, Config{AppendMaxBatch: store.MaxBatch})
+	if got := h.svc.app.maxBatch; got != store.MaxBatch/maxTouchedPerMsg {
+		t.Errorf("append max batch %d, want capped at %d", got, store.MaxBatch/maxTouchedPerMsg)
+	}
+	if got := h.svc.app.concurrency; got != DefaultAppendConcurrency {
+		t.Errorf("append concurrency %d, want default %d", got, DefaultAppendConcurrency)
+	}
+}
