@@ -16,7 +16,7 @@ import (
 
 const (
 	testOp      = 1000
-	waitTimeout = 10 * time.Second
+	waitTimeout = 30 * time.Second // generous: CI runs packages in parallel with -race
 )
 
 type running struct {

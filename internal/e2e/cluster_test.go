@@ -328,7 +328,12 @@ func (c *cluster) dialWith(mid int64, room string, cursors map[string]int64, add
 
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(waitTimeout)
+	waitForWithin(tb, waitTimeout, what, cond)
+}
+
+func waitForWithin(tb testing.TB, d time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
 			tb.Fatalf("timed out waiting for %s", what)

@@ -102,7 +102,7 @@ func TestCometDrain(t *testing.T) {
 			t.Errorf("mid %d was not kicked with SERVER_DRAINING", r.cl.Mid())
 		}
 		conv := fmt.Sprintf("s:1:%d", r.cl.Mid())
-		if !eventually(func() bool { return r.got.count(conv) >= perReceiver }) {
+		if !eventuallyWithin(progressTimeout, func() bool { return r.got.count(conv) >= perReceiver }) {
 			t.Fatalf("mid %d holds %d of %d messages after the drain", r.cl.Mid(), r.got.count(conv), perReceiver)
 		}
 		r.got.mu.Lock()

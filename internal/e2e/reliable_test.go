@@ -145,10 +145,10 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 
 	// Restart comet a after a third, Redis after two thirds.
 	seqBeforeRedis := map[string]int64{}
-	waitFor(t, "a third of the messages acked", func() bool { return acked.Load() >= int64(total/3) })
+	waitForWithin(t, progressTimeout, "a third of the messages acked", func() bool { return acked.Load() >= int64(total/3) })
 	a.stop()
 	c.addComet("comet-a", aAddr) // restarted where its clients expect it
-	waitFor(t, "two thirds of the messages acked", func() bool { return acked.Load() >= int64(2*total/3) })
+	waitForWithin(t, progressTimeout, "two thirds of the messages acked", func() bool { return acked.Load() >= int64(2*total/3) })
 	acks.mu.Lock()
 	for conv, list := range acks.acks {
 		for _, ack := range list {
@@ -218,7 +218,7 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 			myConvs = []string{store.GroupConvID(group)}
 		}
 		for _, conv := range myConvs {
-			if !eventually(func() bool { return d.got.count(conv) >= len(want[conv]) }) {
+			if !eventuallyWithin(progressTimeout, func() bool { return d.got.count(conv) >= len(want[conv]) }) {
 				d.got.mu.Lock()
 				got := d.got.convs[conv]
 				have := map[int64]bool{}
@@ -270,9 +270,18 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 	}
 }
 
+// progressTimeout bounds waits for a load's progress (hundreds of sends on
+// a loaded 2-core CI machine with the race detector), not for one event.
+const progressTimeout = 2 * time.Minute
+
 // eventually polls cond until it holds or waitTimeout passes.
 func eventually(cond func() bool) bool {
-	deadline := time.Now().Add(waitTimeout)
+	return eventuallyWithin(waitTimeout, cond)
+}
+
+// eventuallyWithin polls cond until it holds or d passes.
+func eventuallyWithin(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
 			return false
