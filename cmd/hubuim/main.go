@@ -35,6 +35,7 @@ import (
 	"github.com/hubuim/hubuim/internal/app"
 	"github.com/hubuim/hubuim/internal/auth"
 	"github.com/hubuim/hubuim/internal/discovery"
+	"github.com/hubuim/hubuim/internal/grpcmetrics"
 	"github.com/hubuim/hubuim/internal/idgen"
 	"github.com/hubuim/hubuim/internal/im"
 	"github.com/hubuim/hubuim/internal/job"
@@ -143,7 +144,12 @@ func start(cfg Config, log *slog.Logger) (_ *standalone, err error) {
 	if err := s.logic.Start(); err != nil {
 		return nil, err
 	}
-	cc, err := grpc.NewClient(s.logic.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	grpcClientMetrics, err := grpcmetrics.NewClient(reg)
+	if err != nil {
+		return nil, err
+	}
+	cc, err := grpc.NewClient(s.logic.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithUnaryInterceptor(grpcClientMetrics.UnaryClientInterceptor()))
 	if err != nil {
 		return nil, err
 	}
