@@ -22,22 +22,14 @@ type received struct {
 	convs map[string][]*protocol.Msg
 }
 
-func collect(c *client.Client, into *received, stop <-chan struct{}) *sync.WaitGroup {
+func collect(c *client.Client, into *received) *sync.WaitGroup {
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		for {
-			select {
-			case ev, ok := <-c.Events():
-				if !ok {
-					return
-				}
-				if m, ok := ev.(client.Message); ok {
-					into.mu.Lock()
-					into.convs[m.Msg.ConvId] = append(into.convs[m.Msg.ConvId], m.Msg)
-					into.mu.Unlock()
-				}
-			case <-stop:
-				return
+		for ev := range c.Events() { // closed when the client stops
+			if m, ok := ev.(client.Message); ok {
+				into.mu.Lock()
+				into.convs[m.Msg.ConvId] = append(into.convs[m.Msg.ConvId], m.Msg)
+				into.mu.Unlock()
 			}
 		}
 	})
@@ -95,7 +87,6 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 		mid  int64
 		cl   *client.Client
 		got  *received
-		stop chan struct{}
 		wg   *sync.WaitGroup
 	}
 	devices := []*device{
@@ -105,8 +96,7 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 	for _, d := range devices {
 		d.cl = c.dialIM(d.mid, nil, addrsOf[d.name]...)
 		d.got = &received{convs: map[string][]*protocol.Msg{}}
-		d.stop = make(chan struct{})
-		d.wg = collect(d.cl, d.got, d.stop)
+		d.wg = collect(d.cl, d.got)
 	}
 
 	// Senders 1, 2, 3 each send perConv messages to user 10 and to the group.
@@ -202,13 +192,14 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 	// Reconnect every device with its cursors (the reconnect sync), then
 	// count what each holds.
 	for _, d := range devices {
-		cursors := d.cl.Cursors()
+		// Close first and drain Events to its end: every message the old
+		// client queued (and counted in its cursors) is recorded, and the
+		// cursors are final.
 		d.cl.Close()
-		close(d.stop)
 		d.wg.Wait()
+		cursors := d.cl.Cursors()
 		d.cl = c.dialIM(d.mid, cursors, addrsOf[d.name]...)
-		d.stop = make(chan struct{})
-		d.wg = collect(d.cl, d.got, d.stop)
+		d.wg = collect(d.cl, d.got)
 	}
 	for _, d := range devices {
 		var myConvs []string
@@ -273,11 +264,6 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 // progressTimeout bounds waits for a load's progress (hundreds of sends on
 // a loaded 2-core CI machine with the race detector), not for one event.
 const progressTimeout = 2 * time.Minute
-
-// eventually polls cond until it holds or waitTimeout passes.
-func eventually(cond func() bool) bool {
-	return eventuallyWithin(waitTimeout, cond)
-}
 
 // eventuallyWithin polls cond until it holds or d passes.
 func eventuallyWithin(d time.Duration, cond func() bool) bool {

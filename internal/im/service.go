@@ -213,7 +213,7 @@ func (s *Service) send(ctx context.Context, sender int64, originKey string, req 
 	if err != nil {
 		return nil, fmt.Errorf("dedup claim: %w", err)
 	}
-	t = s.deps.Metrics.observePhase(phaseDedup, t)
+	s.deps.Metrics.observePhase(phaseDedup, t)
 	switch state {
 	case DedupDone:
 		ack := &protocol.MsgSendAck{}
