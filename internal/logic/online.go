@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	pb "github.com/hubuim/hubuim/api/logic"
 )
@@ -48,8 +49,8 @@ func (l *Logic) roomCounts(ctx context.Context) (map[string]int32, error) {
 func roomKey(typ, room string) string { return typ + roomSep + room }
 
 func checkRoomType(typ string) error {
-	if typ == "" || strings.Contains(typ, roomSep) {
-		return fmt.Errorf("%w: type must be non-empty and must not contain %q", ErrInvalidArgument, roomSep)
+	if typ == "" || strings.Contains(typ, roomSep) || !utf8.ValidString(typ) {
+		return fmt.Errorf("%w: type must be non-empty UTF-8 and must not contain %q", ErrInvalidArgument, roomSep)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -194,8 +195,9 @@ func (l *Logic) pushKeys(ctx context.Context, op int32, keys []string, msg []byt
 		return err
 	}
 	for _, k := range keys {
-		if k == "" || len(k) > auth.MaxKeyLen {
-			return fmt.Errorf("%w: a key is empty or longer than %d bytes", ErrInvalidArgument, auth.MaxKeyLen)
+		// Keys travel in protobuf strings: they must be UTF-8.
+		if k == "" || len(k) > auth.MaxKeyLen || !utf8.ValidString(k) {
+			return fmt.Errorf("%w: a key is empty, not UTF-8 or longer than %d bytes", ErrInvalidArgument, auth.MaxKeyLen)
 		}
 	}
 	servers, err := l.store.Servers(ctx, keys)
@@ -332,8 +334,8 @@ func (l *Logic) pushRoom(ctx context.Context, op int32, typ, room string, msg []
 		return err
 	}
 	key := roomKey(typ, room)
-	if room == "" || len(key) > auth.MaxRoomIDLen {
-		return fmt.Errorf("%w: room must be non-empty and the room id at most %d bytes", ErrInvalidArgument, auth.MaxRoomIDLen)
+	if room == "" || len(key) > auth.MaxRoomIDLen || !utf8.ValidString(room) {
+		return fmt.Errorf("%w: room must be non-empty UTF-8 and the room id at most %d bytes", ErrInvalidArgument, auth.MaxRoomIDLen)
 	}
 	s := l.getScratch()
 	defer l.putScratch(s)
