@@ -211,7 +211,7 @@ func (c *cluster) addLogic(redisAddr string) *logicNode {
 	cfg.ShutdownTimeout = 5 * time.Second
 	cfg.Push.Secret = pushSecret
 	cfg.Conn.OnlineCache = 100 * time.Millisecond
-	cfg.IM.SettleTime = 2 * time.Second
+	cfg.IM.SettleTime = 5 * time.Second // a store attempt gets a third; the rest absorbs overrunning commits under -race
 	srv, err := app.NewLogic(cfg, app.LogicDeps{
 		Sessions: c.sessions(rdb), Verifier: verifier, Producer: producer, Store: c.store(),
 		Seq: seq, Dedup: dedup, IDs: ids, Presence: presence, Watcher: reg, Registrar: reg, Logger: c.log.With("node", cfg.ID),

@@ -224,6 +224,18 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 				}
 				d.got.mu.Unlock()
 				sort.Slice(missing, func(i, j int) bool { return missing[i] < missing[j] })
+				for _, seq := range missing {
+					stored, _, _ := st.Range(ctx, conv, seq-1, 1)
+					var ackID int64
+					for _, ack := range acks.acks[conv] {
+						if ack.Seq == seq {
+							ackID = ack.MsgId
+						}
+					}
+					for _, m := range stored {
+						t.Logf("seq %d: ack msg_id %d; store seq %d msg_id %d client id %s", seq, ackID, m.Seq, m.MsgId, m.ClientMsgId)
+					}
+				}
 				t.Fatalf("%s holds %d of %d messages of %s; missing seqs %v; cursor %d", d.name, len(got), len(want[conv]), conv, missing, d.cl.Cursors()[conv])
 			}
 		}

@@ -40,9 +40,11 @@ const (
 	DefaultSyncMaxBytes = 256 << 10
 	// maxTouchedPerMsg is the most users one sent message touches (1:1).
 	maxTouchedPerMsg = 2
-	// storeShare is the part of the settle time one store attempt may use;
-	// the rest is margin for clock skew.
-	storeShare = 2
+	// storeShare is the part of the settle time one store attempt may use
+	// (1/storeShare); the rest is margin for a commit that overruns its
+	// deadline under load (it cannot always be cancelled once sent) and for
+	// clock skew between replicas.
+	storeShare = 3
 )
 
 // Store is what the IM service needs from the message store.

@@ -14,10 +14,6 @@ import (
 // syncCursorsField is the field number of Sync.cursors.
 const syncCursorsField = 4
 
-// maxNoProgress is how many pulls in a row may bring a conversation no
-// further before the client stops chasing the missing seqs.
-const maxNoProgress = 3
-
 // A missing seq above the server's settled_seq may still be in flight
 // (allocated by a concurrent send, not stored yet): the client waits
 // unsettledRetry and pulls again, and only gives up on it after
@@ -28,17 +24,16 @@ const unsettledRetry = 500 * time.Millisecond
 // seq such that every seq up to it was delivered or skipped; buf holds
 // messages above contig+1 until the gap below them is filled.
 type convState struct {
-	contig     int64
-	acked      int64 // contig last sent in a delivered ack
-	target     int64 // highest seq known to exist
-	buf        map[int64]*protocol.Msg
-	pulling    bool
-	pullSeq    int32
-	pullAt     time.Time
-	noProgress int
-	retries    int    // pulls resent for lack of a reply
-	limit      int32  // page size; halved when a page is too big (0: SyncLimit)
-	active     uint64 // Client.activity when contig last moved
+	contig  int64
+	acked   int64 // contig last sent in a delivered ack
+	target  int64 // highest seq known to exist
+	buf     map[int64]*protocol.Msg
+	pulling bool
+	pullSeq int32
+	pullAt  time.Time
+	retries int    // pulls resent for lack of a reply
+	limit   int32  // page size; halved when a page is too big (0: SyncLimit)
+	active  uint64 // Client.activity when contig last moved
 	// repullAt is when to pull an unsettled gap again (zero: not waiting);
 	// unsettledSince is when the client started waiting for it.
 	repullAt       time.Time
@@ -286,41 +281,36 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 		var n int64
 		msgs, n = st.jumpTo(min(cm.SettledSeq, max(cm.MaxSeq, last)), msgs)
 		skipped += n
-		if st.contig > before {
-			st.noProgress = 0
+		progressed := st.contig > before
+		if progressed {
 			st.unsettledSince = time.Time{}
-		} else {
-			st.noProgress++
 		}
 		if !cm.More && st.contig >= st.target {
 			st.unsettledSince, st.repullAt = time.Time{}, time.Time{}
 			continue
 		}
-		if !cm.More {
-			// The server has nothing more yet: wait for the missing seqs
-			// (a push may bring them) and pull again later.
-			now := time.Now()
-			if st.unsettledSince.IsZero() {
-				st.unsettledSince = now
-			}
-			if now.Sub(st.unsettledSince) < c.cfg.GapWait {
-				st.repullAt = now.Add(unsettledRetry)
-				st.noProgress = 0
-				continue
-			}
-			st.noProgress = maxNoProgress
-		}
-		if st.noProgress >= maxNoProgress {
-			errs = append(errs, fmt.Errorf("%w: conversation %q: seqs %d..%d", ErrGapUnfilled, cm.ConvId, st.contig+1, st.target))
-			var n int64
-			msgs, n = st.jumpTo(st.maxBuffered(), msgs)
-			skipped += n
-			st.target = st.contig
-			st.noProgress = 0
-			st.unsettledSince, st.repullAt = time.Time{}, time.Time{}
+		if cm.More && progressed {
+			out = append(out, c.startPullLocked(cm.ConvId, st)) // next page
 			continue
 		}
-		out = append(out, c.startPullLocked(cm.ConvId, st))
+		// Stuck below an unsettled seq (it may be in flight: a push may
+		// bring it), or nothing more yet: pull again later. Only GapWait
+		// without progress gives the seq up — never a count of quick
+		// replies, which would skip a message that is still being stored.
+		now := time.Now()
+		if st.unsettledSince.IsZero() {
+			st.unsettledSince = now
+		}
+		if now.Sub(st.unsettledSince) < c.cfg.GapWait {
+			st.repullAt = now.Add(unsettledRetry)
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%w: conversation %q: seqs %d..%d", ErrGapUnfilled, cm.ConvId, st.contig+1, st.target))
+		var gone int64
+		msgs, gone = st.jumpTo(st.maxBuffered(), msgs)
+		skipped += gone
+		st.target = st.contig
+		st.unsettledSince, st.repullAt = time.Time{}, time.Time{}
 	}
 	for _, mv := range moved {
 		c.touchLocked(mv.st, mv.before)
@@ -394,7 +384,6 @@ func (c *Client) resetPulls() {
 	defer c.convMu.Unlock()
 	for _, st := range c.convs {
 		st.pulling = false
-		st.noProgress = 0
 		st.retries = 0
 		st.repullAt = time.Time{}
 	}
