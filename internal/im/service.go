@@ -76,7 +76,7 @@ type Config struct {
 	// mq.TopicMessage.
 	MessageTopic string `yaml:"message_topic"`
 	// SettleTime bounds seq allocation to stored message (a store attempt
-	// gets half of it) plus clock skew; see DefaultSettleTime.
+	// gets a third of it) plus overrun and clock skew; see DefaultSettleTime.
 	SettleTime time.Duration `yaml:"settle_time"`
 	// SyncMaxBytes bounds the payload bytes of one sync reply. Default
 	// DefaultSyncMaxBytes.
@@ -143,7 +143,7 @@ func NewService(cfg Config, deps Deps) (*Service, error) {
 		cfg.SettleTime = DefaultSettleTime
 	}
 	if cfg.AppendWindow >= cfg.SettleTime/storeShare {
-		return nil, errors.New("im: append_window must be below settle_time/2")
+		return nil, errors.New("im: append_window must be below a third of settle_time")
 	}
 	if cfg.SyncMaxBytes == 0 {
 		cfg.SyncMaxBytes = DefaultSyncMaxBytes
