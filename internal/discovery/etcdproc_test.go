@@ -12,6 +12,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/hubuim/hubuim/internal/testenv"
 )
 
 // etcdProc is a throwaway etcd server of one test, restartable on the same
@@ -36,13 +38,7 @@ func freeAddr(tb testing.TB) string {
 // no etcd binary (failing in CI).
 func startEtcdProc(tb testing.TB) *etcdProc {
 	tb.Helper()
-	if _, err := exec.LookPath("etcd"); err != nil {
-		msg := "etcd binary not found (apt-get install etcd-server): " + err.Error()
-		if os.Getenv("CI") != "" {
-			tb.Fatal(msg)
-		}
-		tb.Skip(msg)
-	}
+	testenv.NeedBinary(tb, "etcd", "apt-get install etcd-server")
 	p := &etcdProc{dir: tb.TempDir(), client: freeAddr(tb), peer: freeAddr(tb)}
 	p.start(tb)
 	tb.Cleanup(p.kill)

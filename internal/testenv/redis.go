@@ -3,7 +3,6 @@ package testenv
 import (
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
 	"testing"
@@ -27,13 +26,7 @@ type RedisServer struct {
 // needs the redis-server binary: skipped locally without it, failed in CI.
 func StartRedis(tb testing.TB) *RedisServer {
 	tb.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		msg := "redis-server not installed (apt-get install redis-server)"
-		if os.Getenv("CI") != "" {
-			tb.Fatal(msg)
-		}
-		tb.Skip(msg)
-	}
+	NeedBinary(tb, "redis-server", "apt-get install redis-server")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)

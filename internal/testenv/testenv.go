@@ -9,6 +9,7 @@ package testenv
 
 import (
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -50,4 +51,19 @@ func EtcdEndpoints(tb testing.TB) []string {
 func PostgresDSN(tb testing.TB) string {
 	tb.Helper()
 	return need(tb, EnvPostgres, "postgresql")
+}
+
+// NeedBinary skips the test when the program name is not installed, or
+// fails it in CI (CI=true), where every service's binary must be there.
+// hint says how to install it.
+func NeedBinary(tb testing.TB, name, hint string) {
+	tb.Helper()
+	if _, err := exec.LookPath(name); err == nil {
+		return
+	}
+	msg := name + " not installed (" + hint + ")"
+	if os.Getenv("CI") != "" {
+		tb.Fatal(msg)
+	}
+	tb.Skip(msg)
 }

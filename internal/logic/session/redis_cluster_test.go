@@ -16,6 +16,7 @@ import (
 
 	"github.com/hubuim/hubuim/internal/logic/session"
 	"github.com/hubuim/hubuim/internal/logic/session/sessiontest"
+	"github.com/hubuim/hubuim/internal/testenv"
 )
 
 // clusterNodes is the number of masters of the throwaway cluster.
@@ -26,9 +27,7 @@ const clusterNodes = 3
 func startRedisCluster(t *testing.T) []string {
 	t.Helper()
 	for _, bin := range []string{"redis-server", "redis-cli"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skip(bin + " not installed")
-		}
+		testenv.NeedBinary(t, bin, "apt-get install redis-server")
 	}
 	var addrs []string
 	for i := range clusterNodes {
