@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/hubuim/hubuim/internal/promreg"
 )
 
 // Command label values that are not Redis commands.
@@ -36,27 +38,14 @@ func InstrumentRedis(rdb redis.UniversalClient, reg prometheus.Registerer) error
 		}, []string{"command"}),
 	}
 	var err error
-	if h.dur, err = registerShared(reg, h.dur); err != nil {
+	if h.dur, err = promreg.Shared(reg, h.dur); err != nil {
 		return err
 	}
-	if h.errs, err = registerShared(reg, h.errs); err != nil {
+	if h.errs, err = promreg.Shared(reg, h.errs); err != nil {
 		return err
 	}
 	rdb.AddHook(h)
 	return nil
-}
-
-// registerShared registers c or returns the collector already registered
-// under its name.
-func registerShared[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, err
 }
 
 type redisHook struct {

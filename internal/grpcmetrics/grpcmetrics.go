@@ -5,13 +5,14 @@ package grpcmetrics
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
+
+	"github.com/hubuim/hubuim/internal/promreg"
 )
 
 // Metrics holds one side's (server or client) histogram and counter.
@@ -52,29 +53,15 @@ func newMetrics(reg prometheus.Registerer, secondsName, totalName, help string) 
 		return m, nil
 	}
 	var err error
-	m.seconds, err = register(reg, m.seconds)
+	m.seconds, err = promreg.Shared(reg, m.seconds)
 	if err != nil {
 		return nil, err
 	}
-	m.calls, err = register(reg, m.calls)
+	m.calls, err = promreg.Shared(reg, m.calls)
 	if err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered under
-// its name: a process serving several gRPC servers (standalone: logic and
-// comet) shares one set, told apart by the service label.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, err
 }
 
 // UnaryServerInterceptor observes every unary call the server handles.
