@@ -357,7 +357,6 @@ func (s *Service) publish(ctx context.Context, ev *logicpb.MsgEvent) {
 
 // publishKeyed publishes ev with record key key (one key stays in order).
 func (s *Service) publishKeyed(ctx context.Context, key string, ev *logicpb.MsgEvent) {
-	convID := key
 	value, err := proto.Marshal(ev)
 	if err == nil {
 		err = s.deps.Producer.Publish(ctx, s.cfg.MessageTopic, []byte(key), value)
@@ -366,7 +365,7 @@ func (s *Service) publishKeyed(ctx context.Context, key string, ev *logicpb.MsgE
 		// The message is stored: recipients get it by sync on their next
 		// reconnect or pull. Only the live push is lost.
 		s.deps.Metrics.publishFailed()
-		s.log.Warn("im: publish event", "conv", convID, "err", err)
+		s.log.Warn("im: publish event", "key", key, "err", err)
 	}
 }
 
