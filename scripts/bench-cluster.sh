@@ -39,7 +39,7 @@ id: bench-logic
 http_addr: "127.0.0.1:5111"
 grpc_addr: "127.0.0.1:5119"
 advertise_host: "127.0.0.1"
-admin: {addr: "127.0.0.1:5911"}
+admin: {addr: "127.0.0.1:5911", pprof: true}
 redis: {addrs: ["$redis"], prefix: "$tag:"}
 postgres: {dsn: "$dsn", schema: "$tag", max_conns: $pg_conns}
 auth: {mode: insecure}
@@ -56,7 +56,7 @@ grpc_addr: "127.0.0.1:5109"
 advertise_host: "127.0.0.1"
 logic_target: "127.0.0.1:5119"
 discovery: {endpoints: ["$etcd"], prefix: "/$tag/discovery"}
-admin: {addr: "127.0.0.1:5901"}
+admin: {addr: "127.0.0.1:5901", pprof: true}
 YAML
 cat >"$dir/job.yaml" <<YAML
 group: "$tag-job"
@@ -64,7 +64,7 @@ kafka: {brokers: ["127.0.0.1:$kafka_port"]}
 discovery: {type: etcd, etcd: {endpoints: ["$etcd"], prefix: "/$tag/discovery"}}
 redis: {addrs: ["$redis"], prefix: "$tag:"}
 postgres: {dsn: "$dsn", schema: "$tag"}
-admin: {addr: "127.0.0.1:5921"}
+admin: {addr: "127.0.0.1:5921", pprof: true}
 YAML
 
 "$dir/imbench" kafka -port "$kafka_port" -for "${life}s" >"$dir/kafka.log" 2>&1 &
