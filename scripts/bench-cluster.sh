@@ -8,10 +8,12 @@
 # benchmarks only.
 #
 # Usage: scripts/bench-cluster.sh [seconds]   (default 600; Ctrl-C stops)
-# Env: BENCH_KAFKA_PORT (19092), BENCH_PG_MAX_CONNS (logic's pool size).
-# Listens on: comet TCP 127.0.0.1:5101, WS :5102/sub, logic HTTP
-# 127.0.0.1:5111, gRPC :5119; admin/metrics comet :5901, logic :5911,
-# job :5921. Only the processes this script started are stopped.
+# Env: BENCH_KAFKA_PORT (19092), BENCH_PG_MAX_CONNS (logic's pool size),
+# BENCH_PORT_BASE (5100: several clusters can run side by side).
+# Listens on (with the default base): comet TCP 127.0.0.1:5101, WS
+# :5102/sub, logic HTTP 127.0.0.1:5111, gRPC :5119; admin/metrics (with
+# pprof) comet :5901, logic :5911, job :5921. Only the processes this
+# script started are stopped.
 set -euo pipefail
 
 life=${1:-600}
@@ -19,6 +21,7 @@ redis=${HUBUIM_TEST_REDIS_ADDR:?set HUBUIM_TEST_REDIS_ADDR}
 etcd=${HUBUIM_TEST_ETCD_ENDPOINTS:?set HUBUIM_TEST_ETCD_ENDPOINTS}
 dsn=${HUBUIM_TEST_POSTGRES_DSN:?set HUBUIM_TEST_POSTGRES_DSN}
 kafka_port=${BENCH_KAFKA_PORT:-19092}
+b=${BENCH_PORT_BASE:-5100}
 pg_conns=${BENCH_PG_MAX_CONNS:-0} # logic's postgres.max_conns (0: pgxpool's default)
 tag="imbench$$$RANDOM"
 dir=$(mktemp -d)
@@ -36,10 +39,10 @@ trap cleanup EXIT INT TERM
 
 cat >"$dir/logic.yaml" <<YAML
 id: bench-logic
-http_addr: "127.0.0.1:5111"
-grpc_addr: "127.0.0.1:5119"
+http_addr: "127.0.0.1:$((b + 11))"
+grpc_addr: "127.0.0.1:$((b + 19))"
 advertise_host: "127.0.0.1"
-admin: {addr: "127.0.0.1:5911", pprof: true}
+admin: {addr: "127.0.0.1:$((b + 811))", pprof: true}
 redis: {addrs: ["$redis"], prefix: "$tag:"}
 postgres: {dsn: "$dsn", schema: "$tag", max_conns: $pg_conns}
 auth: {mode: insecure}
@@ -50,13 +53,13 @@ push: {unauthenticated: true}
 YAML
 cat >"$dir/comet.yaml" <<YAML
 id: bench-comet
-tcp_addr: "127.0.0.1:5101"
-ws_addr: "127.0.0.1:5102"
-grpc_addr: "127.0.0.1:5109"
+tcp_addr: "127.0.0.1:$((b + 1))"
+ws_addr: "127.0.0.1:$((b + 2))"
+grpc_addr: "127.0.0.1:$((b + 9))"
 advertise_host: "127.0.0.1"
-logic_target: "127.0.0.1:5119"
+logic_target: "127.0.0.1:$((b + 19))"
 discovery: {endpoints: ["$etcd"], prefix: "/$tag/discovery"}
-admin: {addr: "127.0.0.1:5901", pprof: true}
+admin: {addr: "127.0.0.1:$((b + 801))", pprof: true}
 YAML
 cat >"$dir/job.yaml" <<YAML
 group: "$tag-job"
@@ -64,7 +67,7 @@ kafka: {brokers: ["127.0.0.1:$kafka_port"]}
 discovery: {type: etcd, etcd: {endpoints: ["$etcd"], prefix: "/$tag/discovery"}}
 redis: {addrs: ["$redis"], prefix: "$tag:"}
 postgres: {dsn: "$dsn", schema: "$tag"}
-admin: {addr: "127.0.0.1:5921", pprof: true}
+admin: {addr: "127.0.0.1:$((b + 821))", pprof: true}
 YAML
 
 "$dir/imbench" kafka -port "$kafka_port" -for "${life}s" >"$dir/kafka.log" 2>&1 &
@@ -78,7 +81,7 @@ pids+=($!)
 "$dir/comet" -config "$dir/comet.yaml" >"$dir/comet.log" 2>&1 &
 pids+=($!)
 echo "kafka=${pids[0]} logic=${pids[1]} job=${pids[2]} comet=${pids[3]} dir=$dir tag=$tag"
-echo "imbench flags: -addr 127.0.0.1:5101 -ws-addr 127.0.0.1:5102 -http http://127.0.0.1:5111 -grpc 127.0.0.1:5119"
+echo "imbench flags: -addr 127.0.0.1:$((b + 1)) -ws-addr 127.0.0.1:$((b + 2)) -http http://127.0.0.1:$((b + 11)) -grpc 127.0.0.1:$((b + 19))"
 sleep "$life" &
 pids+=($!)
 wait "${pids[-1]}"
