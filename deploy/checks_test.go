@@ -3,11 +3,13 @@ package deploy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -37,6 +39,9 @@ func check(o *objects, p policy) error {
 	}
 	for _, s := range o.Services {
 		checkService(o, s, add)
+	}
+	for _, np := range o.NetPolicies {
+		checkNetworkPolicy(o, np, add)
 	}
 	for _, pdb := range o.PDBs {
 		if pdb.Spec.Selector == nil {
@@ -334,4 +339,94 @@ func checkService(o *objects, s *corev1.Service, add func(string, ...any)) {
 	if s.Spec.ExternalTrafficPolicy != "" && s.Spec.Type != corev1.ServiceTypeNodePort && s.Spec.Type != corev1.ServiceTypeLoadBalancer {
 		add("%s: externalTrafficPolicy on a %s Service", what, s.Spec.Type)
 	}
+}
+
+// checkNetworkPolicy: the policy selects rendered pods, names only ports
+// those pods declare, and its pod peers select rendered pods; and no
+// Service port leads to a port the policies of its pods do not admit (a
+// Service that silently times out).
+func checkNetworkPolicy(o *objects, np *networkingv1.NetworkPolicy, add func(string, ...any)) {
+	what := "NetworkPolicy " + np.Name
+	deps := o.selected(&np.Spec.PodSelector, add, what)
+	if len(deps) == 0 {
+		add("%s: podSelector %v matches no Deployment's pods", what, metav1.FormatLabelSelector(&np.Spec.PodSelector))
+	}
+	for i, rule := range np.Spec.Ingress {
+		for _, p := range rule.Ports {
+			if p.Port == nil {
+				continue
+			}
+			for _, d := range deps {
+				found := false
+				for _, c := range d.Spec.Template.Spec.Containers {
+					found = found || containerHasPort(c, *p.Port)
+				}
+				if !found {
+					add("%s: ingress rule %d admits port %s, which Deployment %s's containers do not declare", what, i, p.Port.String(), d.Name)
+				}
+			}
+		}
+		for _, peer := range rule.From {
+			if peer.PodSelector == nil || peer.NamespaceSelector != nil {
+				continue // other namespaces or address blocks: not checkable here
+			}
+			if len(o.selected(peer.PodSelector, add, what+" peer")) == 0 {
+				add("%s: ingress rule %d peer %v matches no Deployment's pods", what, i, metav1.FormatLabelSelector(peer.PodSelector))
+			}
+		}
+	}
+	for _, s := range o.Services {
+		sel := &metav1.LabelSelector{MatchLabels: s.Spec.Selector}
+		if len(s.Spec.Selector) == 0 {
+			continue
+		}
+		for _, d := range o.selected(sel, func(string, ...any) {}, "") {
+			if !slices.Contains(deps, d) {
+				continue
+			}
+			for _, sp := range s.Spec.Ports {
+				if !o.admitted(d, sp) {
+					add("Service %s: port %s reaches Deployment %s, whose NetworkPolicies admit no traffic to it", s.Name, sp.Name, d.Name)
+				}
+			}
+		}
+	}
+}
+
+// admitted reports whether some NetworkPolicy selecting d's pods has an
+// ingress rule for the port Service port sp targets.
+func (o *objects) admitted(d *appsv1.Deployment, sp corev1.ServicePort) bool {
+	target := sp.TargetPort
+	if target.Type == intstr.Int && target.IntVal == 0 {
+		target = intstr.FromInt32(sp.Port)
+	}
+	// The target as both a name and a number, whichever the policy uses.
+	var name string
+	var number int32
+	for _, c := range d.Spec.Template.Spec.Containers {
+		for _, p := range c.Ports {
+			if (target.Type == intstr.String && p.Name == target.StrVal) || (target.Type == intstr.Int && p.ContainerPort == target.IntVal) {
+				name, number = p.Name, p.ContainerPort
+			}
+		}
+	}
+	for _, np := range o.NetPolicies {
+		s, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+		if err != nil || !s.Matches(labels.Set(d.Spec.Template.Labels)) {
+			continue
+		}
+		for _, rule := range np.Spec.Ingress {
+			if len(rule.Ports) == 0 {
+				return true
+			}
+			for _, p := range rule.Ports {
+				if p.Port == nil ||
+					(p.Port.Type == intstr.String && name != "" && p.Port.StrVal == name) ||
+					(p.Port.Type == intstr.Int && number != 0 && p.Port.IntVal == number) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

@@ -50,6 +50,15 @@ func TestOverlays(t *testing.T) {
 			}
 			for _, name := range []string{"comet", "logic", "job"} {
 				found := false
+				for _, np := range o.NetPolicies {
+					found = found || np.Name == name && len(o.selected(&np.Spec.PodSelector, t.Errorf, "")) == 1 && o.selected(&np.Spec.PodSelector, t.Errorf, "")[0].Name == name
+				}
+				if !found {
+					t.Errorf("no NetworkPolicy %s selecting Deployment %s", name, name)
+				}
+			}
+			for _, name := range []string{"comet", "logic", "job"} {
+				found := false
 				for _, p := range o.PDBs {
 					found = found || p.Name == name
 				}
@@ -126,7 +135,7 @@ spec:
     matchLabels: {app: app}
   template:
     metadata:
-      labels: {app: app}
+      labels: {app: app, peer: app}
     spec:
       containers:
         - name: app
@@ -177,6 +186,21 @@ spec:
       resource:
         name: cpu
         target: {type: Utilization, averageUtilization: 70}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: app
+spec:
+  podSelector:
+    matchLabels: {app: app}
+  policyTypes: [Ingress]
+  ingress:
+    - from:
+        - podSelector:
+            matchLabels: {peer: app}
+      ports:
+        - port: http
 `
 )
 
@@ -227,6 +251,11 @@ func TestChecksCatchMistakes(t *testing.T) {
 		{name: "latest image", old: "example/app:v1", new: "example/app:latest", policy: policy{pinnedImages: true}, want: "not pinned"},
 		{name: "untagged image", old: "example/app:v1", new: "registry:5000/app", policy: policy{pinnedImages: true}, want: "not pinned"},
 		{name: "nested mounts", old: "          volumeMounts:\n            - {name: config, mountPath: /etc/app}", new: "          volumeMounts:\n            - {name: config, mountPath: /etc/app}\n            - {name: config, mountPath: /etc/app/sub}", want: "are nested"},
+		{name: "policy port", old: "        - port: http", new: "        - port: web", want: "admits port web, which Deployment app's containers do not declare"},
+		{name: "policy blocks a service port", old: "        - port: http", new: "        - port: 9090", want: "Service app: port http reaches Deployment app, whose NetworkPolicies admit no traffic"},
+		{name: "policy by port number", old: "        - port: http", new: "        - port: 8080"},
+		{name: "policy peer", old: "matchLabels: {peer: app}", new: "matchLabels: {peer: gone}", want: "peer peer=gone matches no Deployment"},
+		{name: "policy selector", old: "  podSelector:\n    matchLabels: {app: app}", new: "  podSelector:\n    matchLabels: {app: none}", want: "NetworkPolicy app: podSelector app=none matches no Deployment"},
 		{name: "mount without volume", old: "{name: config, mountPath", new: "{name: cfg, mountPath", want: `volumeMount "cfg"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -22,6 +23,7 @@ type objects struct {
 	Secrets      []*corev1.Secret
 	PDBs         []*policyv1.PodDisruptionBudget
 	HPAs         []*autoscalingv2.HorizontalPodAutoscaler
+	NetPolicies  []*networkingv1.NetworkPolicy
 	count        int
 	deploymentBy map[string]*appsv1.Deployment
 }
@@ -82,6 +84,9 @@ func (o *objects) add(apiVersion, kind string, data []byte) error {
 	case "autoscaling/v2 HorizontalPodAutoscaler":
 		v := &autoscalingv2.HorizontalPodAutoscaler{}
 		o.HPAs, dst = append(o.HPAs, v), v
+	case "networking.k8s.io/v1 NetworkPolicy":
+		v := &networkingv1.NetworkPolicy{}
+		o.NetPolicies, dst = append(o.NetPolicies, v), v
 	default:
 		return fmt.Errorf("unexpected apiVersion/kind %q %q (add it to objects.add and its checks)", apiVersion, kind)
 	}
