@@ -173,22 +173,34 @@ func (c KafkaConfig) saramaConfig(v sarama.KafkaVersion) *sarama.Config {
 	return sc
 }
 
-// KafkaProducer publishes to Kafka with an idempotent synchronous producer.
+// KafkaProducer publishes to Kafka with one shared idempotent asynchronous
+// producer: concurrent Publish calls put their records in the same produce
+// requests (sarama sends what is buffered as soon as the request in flight
+// is answered), and each caller waits for its own record's acknowledgement.
 // Records with the same key land in the same partition, in publish order.
 type KafkaProducer struct {
-	p       sarama.SyncProducer
+	p       sarama.AsyncProducer
 	log     *slog.Logger
 	metrics *metrics
 
 	mu       sync.Mutex
 	closed   bool
-	inflight sync.WaitGroup
+	inflight sync.WaitGroup // records sent to the producer, not yet answered
+	results  sync.WaitGroup // the success and error loops
+	pending  sync.Pool      // *produceResult whose answer was received
 }
 
 var _ Producer = (*KafkaProducer)(nil)
 
+// produceResult carries one record's outcome from the producer's result
+// loops to the waiting Publish (the record's Metadata).
+type produceResult struct {
+	done chan error // buffered, one answer
+}
+
 // NewKafkaProducer connects to the brokers. logger nil means slog.Default();
-// reg nil means the metrics are not registered.
+// reg nil means the metrics are not registered. The producer's result loops
+// run until Close.
 func NewKafkaProducer(cfg KafkaConfig, logger *slog.Logger, reg prometheus.Registerer) (*KafkaProducer, error) {
 	cfg, v, err := cfg.withDefaults("kafka")
 	if err != nil {
@@ -197,14 +209,42 @@ func NewKafkaProducer(cfg KafkaConfig, logger *slog.Logger, reg prometheus.Regis
 	if logger == nil {
 		logger = slog.Default()
 	}
-	p, err := sarama.NewSyncProducer(cfg.Brokers, cfg.saramaConfig(v))
+	ap, err := sarama.NewAsyncProducer(cfg.Brokers, cfg.saramaConfig(v))
 	if err != nil {
 		return nil, fmt.Errorf("mq: kafka producer: %w", err)
 	}
-	return &KafkaProducer{p: p, log: logger.With("component", "mq.kafka.producer"), metrics: newMetrics("kafka", reg)}, nil
+	p := &KafkaProducer{p: ap, log: logger.With("component", "mq.kafka.producer"), metrics: newMetrics("kafka", reg)}
+	p.results.Go(func() {
+		for m := range ap.Successes() {
+			p.answer(m, nil)
+		}
+	})
+	p.results.Go(func() {
+		for pe := range ap.Errors() {
+			p.answer(pe.Msg, pe.Err)
+		}
+	})
+	return p, nil
+}
+
+// answer hands a record's outcome to its Publish (which may have stopped
+// waiting: the channel is buffered).
+func (p *KafkaProducer) answer(m *sarama.ProducerMessage, err error) {
+	if r, ok := m.Metadata.(*produceResult); ok {
+		r.done <- err
+	}
+	p.inflight.Done()
+}
+
+func (p *KafkaProducer) getResult() *produceResult {
+	if r, ok := p.pending.Get().(*produceResult); ok {
+		return r
+	}
+	return &produceResult{done: make(chan error, 1)}
 }
 
 // Publish sends one record and returns when all in-sync replicas have it.
+// key and value are copied: the caller may reuse them once Publish returns.
 // If ctx ends first Publish returns ctx's error, but the record may still
 // be written (the send itself is bounded by ProduceRetries and
 // ProduceTimeout).
@@ -220,27 +260,36 @@ func (p *KafkaProducer) Publish(ctx context.Context, topic string, key, value []
 	p.inflight.Add(1)
 	p.mu.Unlock()
 
-	msg := &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(value)}
+	// One copy of key and value: sarama encodes the record later, possibly
+	// after a canceled Publish returned and its caller reused the buffers.
+	buf := make([]byte, len(key)+len(value))
+	copy(buf, value)
+	copy(buf[len(value):], key)
+	msg := &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(buf[:len(value):len(value)])}
 	if key != nil {
-		msg.Key = sarama.ByteEncoder(key)
+		msg.Key = sarama.ByteEncoder(buf[len(value):])
+	}
+	r := p.getResult()
+	msg.Metadata = r
+	// Input is buffered; the send blocks only when the producer is far
+	// behind. Every record sent is answered on Successes or Errors
+	// (Return.Successes and Return.Errors are set).
+	select {
+	case p.p.Input() <- msg:
+	case <-ctx.Done():
+		p.inflight.Done()
+		p.pending.Put(r)
+		p.metrics.produceErrors.WithLabelValues(topic).Inc()
+		return ctx.Err()
 	}
 	var err error
-	if ctx.Done() == nil {
-		_, _, err = p.p.SendMessage(msg)
-		p.inflight.Done()
-	} else {
-		res := make(chan error, 1)
-		go func() {
-			defer p.inflight.Done()
-			_, _, err := p.p.SendMessage(msg)
-			res <- err
-		}()
-		select {
-		case err = <-res:
-		case <-ctx.Done():
-			p.metrics.produceErrors.WithLabelValues(topic).Inc()
-			return ctx.Err()
-		}
+	select {
+	case err = <-r.done:
+		p.pending.Put(r)
+	case <-ctx.Done():
+		// The answer arrives later into r.done, which is dropped.
+		p.metrics.produceErrors.WithLabelValues(topic).Inc()
+		return ctx.Err()
 	}
 	if err != nil {
 		p.metrics.produceErrors.WithLabelValues(topic).Inc()
@@ -250,8 +299,8 @@ func (p *KafkaProducer) Publish(ctx context.Context, topic string, key, value []
 	return nil
 }
 
-// Close waits for sends in flight and closes the producer. Publish after
-// Close returns ErrClosed.
+// Close waits for the records in flight to be answered and closes the
+// producer. Publish after Close returns ErrClosed.
 func (p *KafkaProducer) Close() error {
 	p.mu.Lock()
 	if p.closed {
@@ -261,8 +310,9 @@ func (p *KafkaProducer) Close() error {
 	p.closed = true
 	p.mu.Unlock()
 	p.inflight.Wait()
-	if err := p.p.Close(); err != nil {
-		return fmt.Errorf("mq: kafka producer close: %w", err)
-	}
+	// Every record was answered: shut the producer down and let the result
+	// loops see its Successes and Errors channels close.
+	p.p.AsyncClose()
+	p.results.Wait()
 	return nil
 }
