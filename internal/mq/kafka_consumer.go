@@ -21,12 +21,18 @@ var ErrRunning = errors.New("mq: consumer already running")
 // KafkaConsumer consumes topics in a Kafka consumer group.
 //
 // Delivery is at least once. A record's offset is marked only after the
-// handler returned nil for it; marked offsets are committed every
-// AutoCommitInterval and when a session ends. When the handler fails, the
-// claim stops without marking, the session ends (which commits what was
-// handled), and after a backoff the consumer rejoins and the failed record
-// is delivered again. A crash re-delivers the records handled since the last
-// commit; it never loses one.
+// handler returned nil for it, or, if the handler deferred it
+// (Message.Defer), after it was acknowledged; a partition is marked only
+// up to its first record not handled and acknowledged yet (a per-claim
+// tracker, at most MaxUnacked records, follows out-of-order
+// acknowledgements). Marked offsets are committed every AutoCommitInterval
+// and when a session ends. When the handler fails, the claim stops without
+// marking, the session ends (which commits what was handled), and after a
+// backoff the consumer rejoins and the failed record is delivered again
+// (with any record after the last marked one). Acknowledgements that come
+// after their claim ended (rebalance, Close, ctx) are void: those records
+// are delivered again. A crash re-delivers the records handled since the
+// last commit; it never loses one.
 type KafkaConsumer struct {
 	cfg     KafkaConfig
 	topics  []string
@@ -189,14 +195,20 @@ func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 	lag := g.c.metrics.lag.WithLabelValues(topic, partition, group)
 	defer g.c.metrics.lag.DeleteLabelValues(topic, partition, group)
 	ctx := sess.Context()
+	tr := newTracker(MaxUnacked, func(next int64) { sess.MarkOffset(topic, claim.Partition(), next, "") })
+	defer tr.close() // before the session's final commit: later acks are void
 	var m Message
 	for {
+		if !tr.waitSpace(ctx) {
+			return nil
+		}
 		select {
 		case rec, ok := <-claim.Messages():
 			if !ok {
 				return nil
 			}
-			m = Message{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Key: rec.Key, Value: rec.Value}
+			m = Message{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Key: rec.Key, Value: rec.Value,
+				tracker: tr, seq: tr.add(rec.Offset)}
 			if err := g.h(ctx, &m); err != nil {
 				g.failed.Store(true)
 				g.c.metrics.handlerErrors.WithLabelValues(topic, group).Inc()
@@ -206,7 +218,9 @@ func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 				}
 				return fmt.Errorf("mq: handler at %s/%d@%d: %w", topic, rec.Partition, rec.Offset, err)
 			}
-			sess.MarkMessage(rec, "")
+			if !m.deferred {
+				tr.done(m.seq)
+			}
 			g.handled.Store(true)
 			consumed.Inc()
 			lag.Set(float64(max(claim.HighWaterMarkOffset()-rec.Offset-1, 0)))

@@ -43,6 +43,10 @@ type MemoryConfig struct {
 	RetryBackoff time.Duration `yaml:"retry_backoff"`
 	// MaxRetryBackoff caps RetryBackoff. Default 5s.
 	MaxRetryBackoff time.Duration `yaml:"max_retry_backoff"`
+	// MaxUnacked is how many deferred records (Message.Defer) a partition
+	// may have unacknowledged before its delivery waits. Default
+	// MaxUnacked (4096).
+	MaxUnacked int `yaml:"max_unacked"`
 
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger `yaml:"-"`
@@ -53,8 +57,9 @@ type MemoryConfig struct {
 // Memory is an in-process queue with Kafka's semantics: topics split in
 // partitions by key hash, consumer groups that share partitions among their
 // running consumers, per-group committed offsets, at-least-once delivery
-// (a record whose handler failed is delivered again, after a backoff).
-// Nothing survives the process.
+// (a record whose handler failed is delivered again, after a backoff, with
+// every record after the last committed one), deferred acknowledgements
+// (Message.Defer). Nothing survives the process.
 //
 // Lock order: Memory.mu only; handlers run without it.
 type Memory struct {
@@ -94,7 +99,7 @@ type tp struct {
 
 type memGroup struct {
 	name      string
-	committed map[tp]int64         // next offset to handle
+	committed map[tp]int64         // next offset to handle after a restart: all below are acknowledged
 	owner     map[tp]chan struct{} // one token per partition: held by the consumer handling it
 	members   []*MemoryConsumer
 	gen       uint64
@@ -107,11 +112,14 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 	setDefault(&cfg.MaxRecords, DefaultMemoryMaxRecords)
 	setDefault(&cfg.RetryBackoff, DefaultMemoryRetryBackoff)
 	setDefault(&cfg.MaxRetryBackoff, DefaultMemoryMaxBackoff)
+	setDefault(&cfg.MaxUnacked, MaxUnacked)
 	switch {
 	case cfg.Partitions < 0:
 		return nil, config.Errorf("partitions", "must be positive")
 	case cfg.MaxRecords < 0:
 		return nil, config.Errorf("max_records", "must be positive")
+	case cfg.MaxUnacked < 0:
+		return nil, config.Errorf("max_unacked", "must be positive")
 	case cfg.RetryBackoff < 0:
 		return nil, config.Errorf("retry_backoff", "must not be negative")
 	case cfg.MaxRetryBackoff < cfg.RetryBackoff:
@@ -401,10 +409,52 @@ func (c *MemoryConsumer) consume(ctx context.Context, k tp, h Handler) {
 	lag := m.metrics.lag.WithLabelValues(k.topic, partition, g.name)
 	defer m.metrics.lag.DeleteLabelValues(k.topic, partition, g.name)
 	backoff := m.cfg.RetryBackoff
+	for {
+		off, handled, err := c.claim(ctx, k, p, h, consumed, lag)
+		if err == nil {
+			return
+		}
+		if handled {
+			backoff = m.cfg.RetryBackoff
+		}
+		m.log.Warn("handler failed; records from the last committed one will be redelivered", "group", g.name,
+			"topic", k.topic, "partition", k.partition, "offset", off, "retry_in", backoff, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+		backoff = min(2*backoff, m.cfg.MaxRetryBackoff)
+	}
+}
+
+// claim delivers partition k from its committed offset until ctx ends
+// (nil) or the handler fails at off (its error; handled tells whether a
+// record was handled before). Records are committed through a tracker,
+// which claim closes before it returns: an acknowledgement that comes
+// later is void, and the records it covers are delivered again.
+func (c *MemoryConsumer) claim(ctx context.Context, k tp, p *memPartition, h Handler,
+	consumed prometheus.Counter, lag prometheus.Gauge) (off int64, handled bool, err error) {
+	m, g := c.m, c.g
+	tr := newTracker(m.cfg.MaxUnacked, func(next int64) {
+		m.mu.Lock()
+		g.committed[k] = next
+		lag.Set(float64(p.base + int64(len(p.recs)) - next))
+		p.signal() // a blocked publisher may now trim
+		m.mu.Unlock()
+	})
+	defer tr.close()
+	m.mu.Lock()
+	off = g.committed[k]
+	m.mu.Unlock()
 	var msg Message
 	for {
+		if !tr.waitSpace(ctx) {
+			return off, handled, nil
+		}
 		m.mu.Lock()
-		off := g.committed[k]
 		if off < p.base { // cannot happen: trim keeps what any group needs
 			off = p.base
 		}
@@ -417,37 +467,27 @@ func (c *MemoryConsumer) consume(ctx context.Context, k tp, h Handler) {
 			case <-changed:
 				continue
 			case <-ctx.Done():
-				return
+				return off, handled, nil
 			}
 		}
 		rec := p.recs[off-p.base]
 		m.mu.Unlock()
 
-		msg = Message{Topic: k.topic, Partition: k.partition, Offset: off, Key: rec.key, Value: rec.value}
+		msg = Message{Topic: k.topic, Partition: k.partition, Offset: off, Key: rec.key, Value: rec.value,
+			tracker: tr, seq: tr.add(off)}
 		if err := h(ctx, &msg); err != nil {
 			m.metrics.handlerErrors.WithLabelValues(k.topic, g.name).Inc()
 			if ctx.Err() != nil {
-				return
+				return off, handled, nil
 			}
-			m.log.Warn("handler failed; record will be redelivered", "group", g.name,
-				"topic", k.topic, "partition", k.partition, "offset", off, "retry_in", backoff, "err", err)
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return
-			}
-			backoff = min(2*backoff, m.cfg.MaxRetryBackoff)
-			continue
+			return off, handled, err
 		}
-		backoff = m.cfg.RetryBackoff
+		handled = true
 		consumed.Inc()
-		m.mu.Lock()
-		g.committed[k] = off + 1
-		lag.Set(float64(end - off - 1))
-		p.signal() // a blocked publisher may now trim
-		m.mu.Unlock()
+		if !msg.deferred {
+			tr.done(msg.seq)
+		}
+		off++
 	}
 }
 

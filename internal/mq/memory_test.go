@@ -86,7 +86,7 @@ func TestMemoryFullBlocksThenTrims(t *testing.T) {
 }
 
 func TestMemoryConfigErrors(t *testing.T) {
-	for _, cfg := range []mq.MemoryConfig{{Partitions: -1}, {MaxRecords: -1}, {RetryBackoff: time.Second, MaxRetryBackoff: time.Millisecond}} {
+	for _, cfg := range []mq.MemoryConfig{{Partitions: -1}, {MaxRecords: -1}, {MaxUnacked: -1}, {RetryBackoff: time.Second, MaxRetryBackoff: time.Millisecond}} {
 		var fe *config.FieldError
 		if _, err := mq.NewMemory(cfg); !errors.As(err, &fe) {
 			t.Errorf("NewMemory(%+v) = %v, want a FieldError", cfg, err)
@@ -152,4 +152,61 @@ func TestMetricsShareOneRegistry(t *testing.T) {
 		}
 	}
 	t.Fatal("hubuim_mq_produced_records_total not registered")
+}
+
+// TestMemoryMaxUnacked: a partition with MaxUnacked deferred records
+// waits for an acknowledgement before delivering more.
+func TestMemoryMaxUnacked(t *testing.T) {
+	const maxUnacked, n = 2, 5
+	m, err := mq.NewMemory(mq.MemoryConfig{Partitions: 1, MaxUnacked: maxUnacked})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	c := m.Consumer("g", "t")
+	defer c.Close()
+	for i := range n {
+		if err := m.Publish(context.Background(), "t", []byte("k"), []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acks := make(chan mq.Ack, n)
+	ctx, stop := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() {
+		runDone <- c.Run(ctx, func(_ context.Context, msg *mq.Message) error {
+			acks <- msg.Defer()
+			return nil
+		})
+	}()
+	defer func() { stop(); <-runDone }()
+	var held []mq.Ack
+	for range maxUnacked {
+		select {
+		case a := <-acks:
+			held = append(held, a)
+		case <-time.After(memTestTimeout):
+			t.Fatalf("only %d records delivered, want %d", len(held), maxUnacked)
+		}
+	}
+	select {
+	case <-acks:
+		t.Fatalf("record %d delivered with %d unacknowledged (MaxUnacked %d)", maxUnacked, maxUnacked, maxUnacked)
+	case <-time.After(50 * time.Millisecond):
+	}
+	held[1].Done() // out of order: frees no slot, record 0 is still pending
+	select {
+	case <-acks:
+		t.Fatal("an ack after the first unacknowledged record freed a slot")
+	case <-time.After(50 * time.Millisecond):
+	}
+	held[0].Done()
+	for i := maxUnacked; i < n; i++ {
+		select {
+		case a := <-acks:
+			a.Done()
+		case <-time.After(memTestTimeout):
+			t.Fatalf("record %d not delivered after the acks", i)
+		}
+	}
 }

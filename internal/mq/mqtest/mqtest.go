@@ -1,7 +1,9 @@
 // Package mqtest is the conformance suite every mq implementation passes:
 // per-key order, at-least-once redelivery on handler errors, commit after
-// handle, partitions split inside a group, clear errors after close, and a
-// prompt stop on context cancellation.
+// handle, deferred acknowledgements (out of order acks commit only the
+// acknowledged prefix; unacknowledged records are redelivered to the next
+// consumer), partitions split inside a group, clear errors after close, and
+// a prompt stop on context cancellation.
 package mqtest
 
 import (
@@ -37,6 +39,8 @@ func Run(t *testing.T, newBackend func(t *testing.T) *Backend) {
 	t.Run("PerKeyOrder", func(t *testing.T) { testPerKeyOrder(t, newBackend(t)) })
 	t.Run("RedeliverOnError", func(t *testing.T) { testRedeliver(t, newBackend(t)) })
 	t.Run("CommitAfterHandle", func(t *testing.T) { testCommitAfterHandle(t, newBackend(t)) })
+	t.Run("DeferredAckOutOfOrder", func(t *testing.T) { testAckOutOfOrder(t, newBackend(t)) })
+	t.Run("UnackedRedelivered", func(t *testing.T) { testUnackedRedelivered(t, newBackend(t)) })
 	t.Run("GroupSplitsPartitions", func(t *testing.T) { testGroupSplit(t, newBackend(t)) })
 	t.Run("ClosedErrors", func(t *testing.T) { testClosed(t, newBackend(t)) })
 	t.Run("CancelStopsRun", func(t *testing.T) { testCancel(t, newBackend(t)) })
@@ -348,4 +352,127 @@ func testCancel(t *testing.T, b *Backend) {
 	case <-time.After(b.Timeout):
 		t.Fatal("Run did not return after cancel")
 	}
+}
+
+// acks keeps the Acks of deferred records by sequence number.
+type acks struct {
+	mu sync.Mutex
+	m  map[int]mq.Ack
+}
+
+// handler defers every record and keeps its Ack.
+func (a *acks) handler(col *collector) func(context.Context, *mq.Message) error {
+	return func(_ context.Context, m *mq.Message) error {
+		r := col.add(m)
+		ack := m.Defer()
+		a.mu.Lock()
+		if a.m == nil {
+			a.m = make(map[int]mq.Ack)
+		}
+		a.m[r.seq] = ack
+		a.mu.Unlock()
+		return nil
+	}
+}
+
+func (a *acks) done(seqs ...int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, s := range seqs {
+		a.m[s].Done()
+	}
+}
+
+// stop closes c and waits for its Run to return.
+func stop(tb testing.TB, b *Backend, c mq.Consumer, done <-chan error) {
+	tb.Helper()
+	if err := c.Close(); err != nil {
+		tb.Fatalf("close: %v", err)
+	}
+	select {
+	case <-done:
+	case <-time.After(b.Timeout):
+		tb.Fatal("Run did not return after Close")
+	}
+}
+
+func testAckOutOfOrder(t *testing.T, b *Backend) {
+	const n = 6
+	// A defers everything and acknowledges 0, 1, 3 and 5, out of order and
+	// some twice: only 0 and 1 form an acknowledged prefix.
+	var colA collector
+	var acksA acks
+	ca := b.NewConsumer(t, "ackorder")
+	_, doneA := run(t, ca, acksA.handler(&colA))
+	for i := range n {
+		publish(t, b, "k", i)
+	}
+	Eventually(t, b.Timeout, func() bool { return len(colA.seqs("k")) >= n }, "consumer A: want %d records, got %v", n, colA.seqs("k"))
+	wantSeq(t, "k", colA.seqs("k"), 0, n)
+	acksA.done(3, 1, 5, 0, 1, 3)
+	stop(t, b, ca, doneA)
+	acksA.done(2, 4) // after the claim ended: void
+
+	// B starts after the prefix: 2..5 again. It acknowledges them in
+	// reverse order, which commits everything.
+	var colB collector
+	var acksB acks
+	cb := b.NewConsumer(t, "ackorder")
+	_, doneB := run(t, cb, acksB.handler(&colB))
+	Eventually(t, b.Timeout, func() bool { return len(colB.seqs("k")) >= n-2 }, "consumer B: want seq 2..%d, got %v", n-1, colB.seqs("k"))
+	wantSeq(t, "k", colB.seqs("k"), 2, n)
+	acksB.done(5, 4, 3, 2)
+	stop(t, b, cb, doneB)
+
+	// C gets only what is new.
+	var colC collector
+	run(t, b.NewConsumer(t, "ackorder"), func(_ context.Context, m *mq.Message) error { return colC.handler(m) })
+	publish(t, b, "k", n)
+	Eventually(t, b.Timeout, func() bool { return len(colC.seqs("k")) >= 1 }, "consumer C got nothing")
+	wantSeq(t, "k", colC.seqs("k"), n, n+1)
+
+	// An Ack of a Message no consumer delivered does nothing.
+	m := &mq.Message{Topic: b.Topic}
+	m.Defer().Done()
+	var zero mq.Ack
+	zero.Done()
+}
+
+func testUnackedRedelivered(t *testing.T, b *Backend) {
+	const n = 3
+	// A defers record 0 and never acknowledges it in time; 1 and 2 are
+	// handled synchronously, which must not commit past 0.
+	var colA collector
+	var late mq.Ack
+	var mu sync.Mutex
+	ca := b.NewConsumer(t, "unacked")
+	cancelA, doneA := run(t, ca, func(_ context.Context, m *mq.Message) error {
+		if r := colA.add(m); r.seq == 0 {
+			mu.Lock()
+			late = m.Defer()
+			mu.Unlock()
+		}
+		return nil
+	})
+	for i := range n {
+		publish(t, b, "k", i)
+	}
+	Eventually(t, b.Timeout, func() bool { return len(colA.seqs("k")) >= n }, "consumer A: want %d records, got %v", n, colA.seqs("k"))
+	cancelA() // a crash, as far as the queue can tell
+	select {
+	case err := <-doneA:
+		if err != nil {
+			t.Fatalf("Run after cancel = %v, want nil", err)
+		}
+	case <-time.After(b.Timeout):
+		t.Fatal("Run did not return after cancel")
+	}
+	mu.Lock()
+	late.Done() // too late: void
+	mu.Unlock()
+
+	var colB collector
+	run(t, b.NewConsumer(t, "unacked"), func(_ context.Context, m *mq.Message) error { return colB.handler(m) })
+	Eventually(t, b.Timeout, func() bool { return len(colB.seqs("k")) >= n }, "consumer B: want seq 0..%d, got %v", n-1, colB.seqs("k"))
+	wantSeq(t, "k", colB.seqs("k"), 0, n)
 }
