@@ -78,7 +78,7 @@ func BenchmarkRoomBatchPack(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		r.add("live://1", 1001, msg)
+		r.add("live://1", 1001, msg, mq.Ack{})
 	}
 	b.StopTimer()
 	r.close()

@@ -54,7 +54,7 @@ func TestQueueDepthMetric(t *testing.T) {
 	defer j.Close()
 	j.apply([]discovery.Instance{a.instance()})
 	for range 3 {
-		if err := j.route(context.Background(), &logic.PushMsg{Type: logic.PushMsg_PUSH, Server: "a", Keys: []string{"k"}}); err != nil {
+		if err := j.Dispatch(context.Background(), &logic.PushMsg{Type: logic.PushMsg_PUSH, Server: "a", Keys: []string{"k"}}); err != nil {
 			t.Fatal(err)
 		}
 	}

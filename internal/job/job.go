@@ -10,8 +10,10 @@
 // comets' queues, so the record is committed after the handoff, never
 // before it; a crash re-delivers instead of losing. Room pushes are handed
 // to the room batcher, which hands them to the queues within
-// Config.RoomBatchWindow: a crash inside that window (after a commit) can
-// lose those room pushes; Close flushes them.
+// Config.RoomBatchWindow: their records are deferred (mq.Message.Defer) and
+// acknowledged when their batch is handed over, so a crash inside the
+// window re-delivers them too. Close flushes the open batches before it
+// stops the consumer, so their records are committed, not redelivered.
 package job
 
 import (
@@ -121,7 +123,7 @@ func (j *Job) Handle(topic string, h mq.Handler) {
 // Dispatch routes one push as if it had been consumed from the push topic:
 // it returns once the push is queued for its comets, not delivered.
 func (j *Job) Dispatch(ctx context.Context, pm *logic.PushMsg) error {
-	return j.route(ctx, pm)
+	return j.route(ctx, pm, nil)
 }
 
 // Topics are the topics Job has handlers for; its consumer should consume
@@ -203,8 +205,11 @@ func (j *Job) isClosed() bool {
 	return j.closed
 }
 
-// Close stops Run, flushes the room batches, lets the comet workers deliver
-// what is queued for up to DrainTimeout, and stops every goroutine.
+// Close flushes the room batches (pushes consumed from now on are not
+// batched), stops Run, lets the comet workers deliver what is queued for
+// up to DrainTimeout, and stops every goroutine. Flushing first
+// acknowledges the batched records while the consumer still runs, so they
+// are committed rather than redelivered.
 func (j *Job) Close() error {
 	j.mu.Lock()
 	if j.closed {
@@ -214,11 +219,11 @@ func (j *Job) Close() error {
 	j.closed = true
 	stop, done := j.stopRun, j.runDone
 	j.mu.Unlock()
+	j.rooms.close()
 	if stop != nil {
 		stop()
 		<-done
 	}
-	j.rooms.close()
 	j.removals.Wait()
 
 	j.mu.Lock()
@@ -299,17 +304,24 @@ func (j *Job) handlePush(ctx context.Context, m *mq.Message) error {
 		j.metrics.drop(j.log, ReasonBadRecord, "", 1)
 		return nil
 	}
-	return j.route(ctx, &pm)
+	return j.route(ctx, &pm, m)
 }
 
-func (j *Job) route(ctx context.Context, pm *logic.PushMsg) error {
+// route queues pm for its comets. m is its record, nil for Dispatch: a
+// room push defers m, which the room batcher acknowledges once its batch
+// is handed to the comets.
+func (j *Job) route(ctx context.Context, pm *logic.PushMsg, m *mq.Message) error {
 	switch pm.Type {
 	case logic.PushMsg_PUSH:
 		j.metrics.pushByKind[kindPush].Inc()
 		return j.pushKeys(ctx, pm)
 	case logic.PushMsg_ROOM:
 		j.metrics.pushByKind[kindRoom].Inc()
-		j.rooms.add(pm.Room, pm.Operation, pm.Msg)
+		var ack mq.Ack
+		if m != nil {
+			ack = m.Defer()
+		}
+		j.rooms.add(pm.Room, pm.Operation, pm.Msg, ack)
 		return nil
 	case logic.PushMsg_BROADCAST:
 		j.metrics.pushByKind[kindBroadcast].Inc()
@@ -376,8 +388,10 @@ func (j *Job) broadcast(ctx context.Context, pm *logic.PushMsg) error {
 }
 
 // deliverRoom hands a room batch to every comet (a comet ignores rooms it
-// does not host). It does not stop on a context: the records of the batch
-// may be committed already.
+// does not host); the batcher acknowledges its records afterwards. A comet
+// that left discovery drops it with a metric, which counts as handled. It
+// does not stop on a context: it runs on the batch's timer, and a batch
+// whose consumer stopped is still worth delivering.
 func (j *Job) deliverRoom(room string, p *protocol.Proto, n int) {
 	j.metrics.batchSize.Observe(float64(n))
 	t := task{kind: kindRoom, room: room, op: p.Op, proto: p}
