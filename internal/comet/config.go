@@ -37,6 +37,7 @@ const (
 	DefaultWSWriteBufferSize    = 4096
 	DefaultMaxAccepts           = 64
 	DefaultBroadcastBatchPeriod = 10 * time.Millisecond
+	DefaultTCPPollers           = 1
 )
 
 // Config configures a comet. The zero value of every field means its
@@ -77,6 +78,15 @@ type Config struct {
 	// RoomQueue is each room worker's queue length; a full queue makes
 	// BroadcastRoom fail (never a silent drop). Default 1024.
 	RoomQueue int `yaml:"room_queue"`
+
+	// TCPPollers is the number of epoll poller goroutines watching idle
+	// plain-TCP connections, which then have no goroutine of their own
+	// (Linux only; elsewhere, and for TLS and WebSocket, every connection
+	// keeps a reader goroutine). Default 1.
+	TCPPollers int `yaml:"tcp_pollers"`
+	// DisableTCPPoller keeps a reader goroutine per plain-TCP connection
+	// (the other platforms' behaviour). Default false.
+	DisableTCPPoller bool `yaml:"disable_tcp_poller"`
 
 	// TimerWheels is the number of timing wheels holding handshake and
 	// heartbeat deadlines (one goroutine each). Default 8.
@@ -183,6 +193,7 @@ func (c *Config) withDefaults() error {
 	defInt(&c.RoomWorkers, DefaultRoomWorkers)
 	defInt(&c.RoomQueue, DefaultRoomQueue)
 	defInt(&c.TimerWheels, DefaultTimerWheels)
+	defInt(&c.TCPPollers, DefaultTCPPollers)
 	defDur(&c.TimerTick, DefaultTimerTick)
 	defDur(&c.HandshakeTimeout, DefaultHandshakeTimeout)
 	defDur(&c.HeartbeatInterval, DefaultHeartbeatInterval)
@@ -216,6 +227,7 @@ func (c *Config) withDefaults() error {
 		{"room_workers", int64(c.RoomWorkers)},
 		{"room_queue", int64(c.RoomQueue)},
 		{"timer_wheels", int64(c.TimerWheels)},
+		{"tcp_pollers", int64(c.TCPPollers)},
 		{"timer_tick", int64(c.TimerTick)},
 		{"logic_timeout", int64(c.LogicTimeout)},
 		{"handshake_timeout", int64(c.HandshakeTimeout)},

@@ -19,7 +19,8 @@ import (
 // size (bounded by MaxQueueBytes).
 const keepQueueCap = 2
 
-// conn is one client connection. It has exactly one goroutine while idle
+// conn is one client connection. While idle, a plain-TCP connection
+// served by the poller (Linux) has no goroutine at all, any other has one
 // (the reader); a flusher goroutine exists only while its queue is not
 // empty.
 //
@@ -27,6 +28,7 @@ const keepQueueCap = 2
 // nothing that takes a bucket lock is called with conn.mu held.
 type conn struct {
 	srv    *Server
+	seq    uint64 // unique on this comet (conn_id and poller token)
 	id     string // conn_id, unique on this comet
 	nc     net.Conn
 	raw    net.Conn        // the TCP socket under nc; closing it never blocks
@@ -42,7 +44,8 @@ type conn struct {
 	platform    string
 	bucket      *bucket
 	hbTimeout   time.Duration
-	lastLogicHB int64 // unix nanos; reader goroutine only
+	lastLogicHB int64 // unix nanos; the goroutine owning the reads only
+	polled      bool  // served by the TCP poller (pollconn.go)
 
 	// Guarded by bucket.mu.
 	room         *room
@@ -55,8 +58,9 @@ type conn struct {
 	flushing bool // a flusher goroutine owns the socket's write side
 	closing  bool // no more frames accepted; close once the queue is written
 
-	closed   atomic.Bool
-	gotFrame atomic.Bool // a frame was read: any TLS handshake is done
+	closed    atomic.Bool
+	gotFrame  atomic.Bool  // a frame was read: any TLS handshake is done
+	pollState atomic.Int32 // pollRunning or pollParked
 }
 
 // transportName derives the transport label (not stored: idle connections
@@ -197,6 +201,8 @@ func (c *conn) closeWith(frame []byte, replace bool) bool {
 func (c *conn) closeSocket() {
 	if c.closed.CompareAndSwap(false, true) {
 		_ = c.raw.Close()
+		// A parked connection has no reader to see the close: start one.
+		c.wake()
 	}
 }
 

@@ -73,6 +73,11 @@ func (c *conn) readFrame() (protocol.Frame, *[]byte, error) {
 	if err != nil {
 		return protocol.Frame{}, nil, err
 	}
+	return c.readBody(h)
+}
+
+// readBody reads the body of the TCP frame whose header is h.
+func (c *conn) readBody(h protocol.Header) (protocol.Frame, *[]byte, error) {
 	f := protocol.Frame{Ver: h.Ver, Op: h.Op, Seq: h.Seq}
 	if h.BodyLen == 0 {
 		c.countRead(0)
@@ -174,6 +179,14 @@ func (s *Server) handshake(c *conn, inline bool) {
 		c.wheel.Remove(&c.tm)
 		c.closeWith(nil, false)
 		s.readers.Add(-1)
+		return
+	}
+	if c.pollable() {
+		// Serve what the client already sent, then park: no goroutine
+		// while idle.
+		c.polled = true
+		c.poller().add(c)
+		c.pollLoop()
 		return
 	}
 	s.wg.Add(1)
@@ -301,9 +314,7 @@ func parseOps(body []byte, fn func(int32)) {
 // readLoop serves an authenticated connection until it closes.
 func (c *conn) readLoop() {
 	defer c.srv.wg.Done()
-	for c.serveOne() {
-	}
-	c.finish()
+	c.blockingLoop()
 }
 
 // serveOne reads and handles one frame. For plain WebSocket the reader
@@ -416,6 +427,9 @@ func (c *conn) receive(f protocol.Frame) {
 // finish unregisters a closed connection and tells logic.
 func (c *conn) finish() {
 	s := c.srv
+	if c.polled {
+		c.unpoll()
+	}
 	c.wheel.Remove(&c.tm)
 	c.closeWith(nil, false)
 	c.bucket.del(c)

@@ -80,6 +80,7 @@ type Server struct {
 	buckets []*bucket
 	mask    uint32
 	wheels  []*timer.Wheel
+	pollers []*poller // idle plain-TCP connections (Linux); set by Start
 
 	bodyPool  sync.Pool // *[]byte of MaxBody
 	writePool sync.Pool // *[]byte coalescing buffers
@@ -263,6 +264,11 @@ func (s *Server) Start() error {
 		*x.out = (*x.l).Addr().String()
 	}
 
+	if tcpL != nil && !s.cfg.DisableTCPPoller {
+		if err := s.startPollers(); err != nil {
+			return fail(err)
+		}
+	}
 	for _, w := range s.wheels {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); w.Run(s.runCtx) }()
@@ -315,6 +321,31 @@ func (s *Server) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 	defer cancel()
 	return s.Shutdown(sctx)
+}
+
+// startPollers starts the TCP pollers (none where unsupported). They stop
+// when runCtx ends; Shutdown releases them once every goroutine is gone.
+func (s *Server) startPollers() error {
+	for range s.cfg.TCPPollers {
+		p, err := newPoller()
+		if errors.Is(err, errPollUnsupported) {
+			break
+		}
+		if err != nil {
+			for _, p := range s.pollers {
+				p.close()
+			}
+			s.pollers = nil
+			return err
+		}
+		s.pollers = append(s.pollers, p)
+	}
+	for _, p := range s.pollers {
+		s.wg.Add(1)
+		go func() { defer s.wg.Done(); p.run() }()
+		context.AfterFunc(s.runCtx, p.stop)
+	}
+	return nil
 }
 
 func (s *Server) serveHTTP(l net.Listener, transport string) {
@@ -400,6 +431,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	seq := s.connSeq.Add(1)
 	c := &conn{
 		srv:   s,
+		seq:   seq,
 		id:    s.nonce + "-" + strconv.FormatUint(seq, 36),
 		nc:    nc,
 		raw:   nc,
@@ -589,6 +621,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.cancelRun()
 	s.wg.Wait()
+	// Every connection has finished: none is parked or can be armed.
+	for _, p := range s.pollers {
+		p.close()
+	}
 	s.cancelBase()
 	s.log.Info("comet stopped", "forced", err != nil)
 	return err
