@@ -30,10 +30,17 @@ type envelope struct {
 }
 
 // HTTPHandler returns the goim-compatible HTTP API (docs/push-api.md).
+// Concurrent pushes by keys or mids share their store lookups (see
+// coalescer).
 func (l *Logic) HTTPHandler() http.Handler {
+	lk := l.newPushLookups()
 	mux := http.NewServeMux()
-	mux.HandleFunc("/goim/push/keys", l.authed(http.MethodPost, kindKeys, l.httpPushKeys))
-	mux.HandleFunc("/goim/push/mids", l.authed(http.MethodPost, kindMids, l.httpPushMids))
+	mux.HandleFunc("/goim/push/keys", l.authed(http.MethodPost, kindKeys, func(w http.ResponseWriter, r *http.Request) {
+		l.httpPushKeys(w, r, lk)
+	}))
+	mux.HandleFunc("/goim/push/mids", l.authed(http.MethodPost, kindMids, func(w http.ResponseWriter, r *http.Request) {
+		l.httpPushMids(w, r, lk)
+	}))
 	mux.HandleFunc("/goim/push/room", l.authed(http.MethodPost, kindRoom, l.httpPushRoom))
 	mux.HandleFunc("/goim/push/all", l.authed(http.MethodPost, kindAll, l.httpPushAll))
 	mux.HandleFunc("/goim/online/top", l.authed(http.MethodGet, "online", l.httpOnlineTop))
@@ -138,7 +145,7 @@ func intParam(r *http.Request, name string, bits int, required bool) (int64, err
 	return n, nil
 }
 
-func (l *Logic) httpPushKeys(w http.ResponseWriter, r *http.Request) {
+func (l *Logic) httpPushKeys(w http.ResponseWriter, r *http.Request, lk *pushLookups) {
 	op, err := intParam(r, "operation", 32, true)
 	if err != nil {
 		writeErr(w, l.count(kindKeys, err))
@@ -150,14 +157,14 @@ func (l *Logic) httpPushKeys(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, l.count(kindKeys, err))
 		return
 	}
-	if err := l.PushKeys(r.Context(), int32(op), keys, body); err != nil {
+	if err := l.count(kindKeys, l.pushKeys(r.Context(), lk, int32(op), keys, body)); err != nil {
 		writeErr(w, err)
 		return
 	}
 	writeOK(w, nil)
 }
 
-func (l *Logic) httpPushMids(w http.ResponseWriter, r *http.Request) {
+func (l *Logic) httpPushMids(w http.ResponseWriter, r *http.Request, lk *pushLookups) {
 	op, err := intParam(r, "operation", 32, true)
 	if err != nil {
 		writeErr(w, l.count(kindMids, err))
@@ -176,7 +183,7 @@ func (l *Logic) httpPushMids(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, l.count(kindMids, err))
 		return
 	}
-	if err := l.PushMids(r.Context(), int32(op), mids, body); err != nil {
+	if err := l.count(kindMids, l.pushMids(r.Context(), lk, int32(op), mids, body)); err != nil {
 		writeErr(w, err)
 		return
 	}

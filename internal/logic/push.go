@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
@@ -13,6 +14,7 @@ import (
 	pb "github.com/hubuim/hubuim/api/logic"
 	"github.com/hubuim/hubuim/api/protocol"
 	"github.com/hubuim/hubuim/internal/auth"
+	"github.com/hubuim/hubuim/internal/logic/session"
 )
 
 // Push kinds (metric label).
@@ -39,6 +41,112 @@ const maxParallelPublish = 8
 
 // maxPooledScratch bounds the buffer a pooled scratch keeps.
 const maxPooledScratch = 1 << 20
+
+// Lookup coalescing of the push APIs, see coalescer.
+const (
+	// maxLookupsInFlight bounds the store lookups (one Redis round trip
+	// each) a push API runs at once; pushes arriving while that many are
+	// in flight wait and share the next one.
+	maxLookupsInFlight = 4
+	// maxLookupBatch bounds the targets of one shared lookup (a push with
+	// more targets still gets a lookup of its own).
+	maxLookupBatch = 512
+	// sharedLookupTimeout bounds a shared lookup: it answers several
+	// requests, so none of their contexts may cancel it.
+	sharedLookupTimeout = 5 * time.Second
+)
+
+// coalescer shares store lookups between concurrent pushes: while
+// maxLookupsInFlight lookups are in flight, the targets of the pushes that
+// arrive are queued into one batch (up to maxLookupBatch targets), looked
+// up in one call (one pipelined round trip) when a lookup finishes. A lone
+// push is looked up at once, without waiting. The first push of a batch
+// runs it; the others wait for its answer or their context.
+type coalescer[In, Out any] struct {
+	lookup func(context.Context, []In) (Out, error)
+
+	mu       sync.Mutex
+	inflight int
+	queue    []*lookupBatch[In, Out]
+}
+
+type lookupBatch[In, Out any] struct {
+	in    []In
+	ready chan struct{} // closed when the batch may run
+	done  chan struct{} // closed when out and err are set
+	out   Out
+	err   error
+}
+
+// do looks in up, possibly together with other pushes: out is the answer
+// for a batch in which in starts at off. out is shared: read it only.
+func (c *coalescer[In, Out]) do(ctx context.Context, in []In) (out Out, off int, err error) {
+	c.mu.Lock()
+	if c.inflight < maxLookupsInFlight && len(c.queue) == 0 {
+		c.inflight++
+		c.mu.Unlock()
+		out, err = c.lookup(ctx, in)
+		c.release()
+		return out, 0, err
+	}
+	var b *lookupBatch[In, Out]
+	leader := false
+	if n := len(c.queue); n > 0 && len(c.queue[n-1].in)+len(in) <= maxLookupBatch {
+		b = c.queue[n-1]
+	} else {
+		b = &lookupBatch[In, Out]{ready: make(chan struct{}), done: make(chan struct{})}
+		c.queue = append(c.queue, b)
+		leader = true
+	}
+	off = len(b.in)
+	b.in = append(b.in, in...)
+	c.mu.Unlock()
+
+	if leader {
+		// The leader runs the batch even if its own context ends: the
+		// others wait for it. The wait is bounded by the lookups in flight.
+		<-b.ready
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sharedLookupTimeout)
+		b.out, b.err = c.lookup(lctx, b.in)
+		cancel()
+		close(b.done)
+		c.release()
+	}
+	select {
+	case <-b.done:
+		return b.out, off, b.err
+	case <-ctx.Done():
+		return out, 0, ctx.Err()
+	}
+}
+
+// release ends a lookup: its slot goes to the oldest queued batch.
+func (c *coalescer[In, Out]) release() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queue) == 0 {
+		c.inflight--
+		return
+	}
+	next := c.queue[0]
+	c.queue[0] = nil
+	c.queue = c.queue[1:]
+	close(next.ready)
+}
+
+// pushLookups are the coalesced store lookups of one push API (HTTP or
+// gRPC).
+type pushLookups struct {
+	devices coalescer[int64, map[int64][]session.Device]
+	servers coalescer[string, []string]
+}
+
+func (l *Logic) newPushLookups() *pushLookups {
+	return &pushLookups{
+		devices: coalescer[int64, map[int64][]session.Device]{lookup: l.store.Devices},
+		servers: coalescer[string, []string]{lookup: l.store.Servers},
+	}
+}
 
 type pushGroup struct {
 	server string
@@ -184,10 +292,11 @@ func (l *Logic) count(kind string, err error) error {
 // PushKeys pushes msg with op to device keys: one PUSH record per comet
 // holding some of them. Offline keys are skipped.
 func (l *Logic) PushKeys(ctx context.Context, op int32, keys []string, msg []byte) error {
-	return l.count(kindKeys, l.pushKeys(ctx, op, keys, msg))
+	return l.count(kindKeys, l.pushKeys(ctx, nil, op, keys, msg))
 }
 
-func (l *Logic) pushKeys(ctx context.Context, op int32, keys []string, msg []byte) error {
+// pushKeys looks the keys up through lk (nil: straight in the store).
+func (l *Logic) pushKeys(ctx context.Context, lk *pushLookups, op int32, keys []string, msg []byte) error {
 	if err := l.checkPush(op, msg); err != nil {
 		return err
 	}
@@ -200,7 +309,18 @@ func (l *Logic) pushKeys(ctx context.Context, op int32, keys []string, msg []byt
 			return fmt.Errorf("%w: a key is empty, not UTF-8 or longer than %d bytes", ErrInvalidArgument, auth.MaxKeyLen)
 		}
 	}
-	servers, err := l.store.Servers(ctx, keys)
+	var (
+		servers []string
+		err     error
+	)
+	if lk == nil {
+		servers, err = l.store.Servers(ctx, keys)
+	} else {
+		var off int
+		if servers, off, err = lk.servers.do(ctx, keys); err == nil {
+			servers = servers[off : off+len(keys)]
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
@@ -211,10 +331,11 @@ func (l *Logic) pushKeys(ctx context.Context, op int32, keys []string, msg []byt
 
 // PushMids pushes msg with op to every online device of the users.
 func (l *Logic) PushMids(ctx context.Context, op int32, mids []int64, msg []byte) error {
-	return l.count(kindMids, l.pushMids(ctx, op, mids, msg))
+	return l.count(kindMids, l.pushMids(ctx, nil, op, mids, msg))
 }
 
-func (l *Logic) pushMids(ctx context.Context, op int32, mids []int64, msg []byte) error {
+// pushMids looks the mids up through lk (nil: straight in the store).
+func (l *Logic) pushMids(ctx context.Context, lk *pushLookups, op int32, mids []int64, msg []byte) error {
 	if err := l.checkPush(op, msg); err != nil {
 		return err
 	}
@@ -226,15 +347,27 @@ func (l *Logic) pushMids(ctx context.Context, op int32, mids []int64, msg []byte
 			return fmt.Errorf("%w: negative mid", ErrInvalidArgument)
 		}
 	}
-	devs, err := l.store.Devices(ctx, mids)
+	var (
+		devs map[int64][]session.Device
+		err  error
+	)
+	if lk == nil {
+		devs, err = l.store.Devices(ctx, mids)
+	} else {
+		// A shared answer: read only. It may hold other pushes' mids, and
+		// a mid asked by two of them twice (duplicate keys are dropped by
+		// the grouping).
+		devs, _, err = lk.devices.do(ctx, mids)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	s := l.getScratch()
 	defer l.putScratch(s)
 	s.keys, s.servers = s.keys[:0], s.servers[:0]
-	for _, ds := range devs {
-		for _, d := range ds {
+	// A mid given twice yields its keys twice: the grouping drops them.
+	for _, m := range mids {
+		for _, d := range devs[m] {
 			s.keys = append(s.keys, d.Key)
 			s.servers = append(s.servers, d.Server)
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"strings"
+	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -20,9 +21,19 @@ const bearerPrefix = "Bearer "
 
 // PushService is the gRPC business push API (api/logic.PushServer). Every
 // call needs "authorization: Bearer <push.secret>" in its metadata.
+// Concurrent pushes by keys or mids share their store lookups (see
+// coalescer).
 type PushService struct {
 	pb.UnimplementedPushServer
 	l *Logic
+
+	lkOnce sync.Once
+	lk     *pushLookups
+}
+
+func (p *PushService) lookups() *pushLookups {
+	p.lkOnce.Do(func() { p.lk = p.l.newPushLookups() })
+	return p.lk
 }
 
 // checkBearer checks an Authorization value against the push secret.
@@ -72,7 +83,7 @@ func (p *PushService) PushKeys(ctx context.Context, req *pb.PushKeysReq) (*pb.Pu
 	if err := p.authorize(ctx, kindKeys); err != nil {
 		return nil, err
 	}
-	if err := p.l.PushKeys(ctx, req.GetOp(), req.GetKeys(), req.GetMsg()); err != nil {
+	if err := p.l.count(kindKeys, p.l.pushKeys(ctx, p.lookups(), req.GetOp(), req.GetKeys(), req.GetMsg())); err != nil {
 		return nil, grpcError(err)
 	}
 	return &pb.PushReply{}, nil
@@ -83,7 +94,7 @@ func (p *PushService) PushMids(ctx context.Context, req *pb.PushMidsReq) (*pb.Pu
 	if err := p.authorize(ctx, kindMids); err != nil {
 		return nil, err
 	}
-	if err := p.l.PushMids(ctx, req.GetOp(), req.GetMids(), req.GetMsg()); err != nil {
+	if err := p.l.count(kindMids, p.l.pushMids(ctx, p.lookups(), req.GetOp(), req.GetMids(), req.GetMsg())); err != nil {
 		return nil, grpcError(err)
 	}
 	return &pb.PushReply{}, nil

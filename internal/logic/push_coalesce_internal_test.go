@@ -1,0 +1,220 @@
+package logic
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// gatedLookup answers with each input doubled, once released; it records
+// the batches it was called with.
+type gatedLookup struct {
+	mu      sync.Mutex
+	calls   [][]int
+	started chan struct{}
+	gate    chan struct{}
+	err     error
+}
+
+func newGatedLookup() *gatedLookup {
+	return &gatedLookup{started: make(chan struct{}, 64), gate: make(chan struct{})}
+}
+
+func (g *gatedLookup) lookup(_ context.Context, in []int) ([]int, error) {
+	g.mu.Lock()
+	g.calls = append(g.calls, slices.Clone(in))
+	g.mu.Unlock()
+	g.started <- struct{}{}
+	<-g.gate
+	out := make([]int, len(in))
+	for i, v := range in {
+		out[i] = 2 * v
+	}
+	return out, g.err
+}
+
+func (g *gatedLookup) nCalls() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.calls)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (c *coalescer[In, Out]) queued() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, b := range c.queue {
+		n += len(b.in)
+	}
+	return n
+}
+
+// TestCoalescerBatchesWhileBusy: with maxLookupsInFlight lookups in flight,
+// the pushes that arrive share one lookup, and each gets its own answer.
+func TestCoalescerBatchesWhileBusy(t *testing.T) {
+	g := newGatedLookup()
+	c := &coalescer[int, []int]{lookup: g.lookup}
+	ctx := context.Background()
+
+	type result struct {
+		in  []int
+		out []int
+		err error
+	}
+	results := make(chan result, 2*maxLookupsInFlight+8)
+	call := func(in []int) {
+		out, off, err := c.do(ctx, in)
+		if err == nil {
+			out = out[off : off+len(in)]
+		}
+		results <- result{in, out, err}
+	}
+	var wg sync.WaitGroup
+	for i := range maxLookupsInFlight {
+		wg.Go(func() { call([]int{i}) })
+	}
+	for range maxLookupsInFlight {
+		<-g.started // every slot is busy
+	}
+	const waiting = 8
+	for i := range waiting {
+		wg.Go(func() { call([]int{100 + 2*i, 101 + 2*i}) })
+	}
+	waitFor(t, "the waiting pushes to queue", func() bool { return c.queued() == 2*waiting })
+	close(g.gate)
+	wg.Wait()
+	close(results)
+	n := 0
+	for r := range results {
+		n++
+		if r.err != nil {
+			t.Fatalf("%v: %v", r.in, r.err)
+		}
+		for i, v := range r.in {
+			if r.out[i] != 2*v {
+				t.Fatalf("%v: answer %v", r.in, r.out)
+			}
+		}
+	}
+	if n != maxLookupsInFlight+waiting {
+		t.Fatalf("%d answers", n)
+	}
+	if got := g.nCalls(); got != maxLookupsInFlight+1 {
+		t.Fatalf("%d lookups, want %d (the waiting pushes share one)", got, maxLookupsInFlight+1)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inflight != 0 || len(c.queue) != 0 {
+		t.Fatalf("after: %d in flight, %d queued", c.inflight, len(c.queue))
+	}
+}
+
+// TestCoalescerBatchLimit: a batch takes at most maxLookupBatch targets;
+// more wait for the next one.
+func TestCoalescerBatchLimit(t *testing.T) {
+	g := newGatedLookup()
+	c := &coalescer[int, []int]{lookup: g.lookup}
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := range maxLookupsInFlight {
+		wg.Go(func() { _, _, _ = c.do(ctx, []int{i}) })
+	}
+	for range maxLookupsInFlight {
+		<-g.started
+	}
+	big := make([]int, maxLookupBatch-1)
+	wg.Go(func() { _, _, _ = c.do(ctx, big) })
+	waitFor(t, "the big push to queue", func() bool { return c.queued() == len(big) })
+	wg.Go(func() { _, _, _ = c.do(ctx, []int{1, 2}) })
+	waitFor(t, "the second batch", func() bool { return c.queued() == len(big)+2 })
+	c.mu.Lock()
+	batches := len(c.queue)
+	c.mu.Unlock()
+	if batches != 2 {
+		t.Fatalf("%d queued batches, want 2", batches)
+	}
+	close(g.gate)
+	wg.Wait()
+	if got := g.nCalls(); got != maxLookupsInFlight+2 {
+		t.Fatalf("%d lookups, want %d", got, maxLookupsInFlight+2)
+	}
+}
+
+// TestCoalescerContextAndErrors: a waiting push whose context ends returns
+// its error at once; the batch still runs for the others; a lookup error
+// reaches every push of the batch.
+func TestCoalescerContextAndErrors(t *testing.T) {
+	g := newGatedLookup()
+	g.err = errors.New("store down")
+	c := &coalescer[int, []int]{lookup: g.lookup}
+	var wg sync.WaitGroup
+	for i := range maxLookupsInFlight {
+		wg.Go(func() { _, _, _ = c.do(context.Background(), []int{i}) })
+	}
+	for range maxLookupsInFlight {
+		<-g.started
+	}
+	// The leader of the next batch gives up: it still runs the batch.
+	leaderCtx, cancelLeader := context.WithCancel(context.Background())
+	leaderErr := make(chan error, 1)
+	go func() {
+		_, _, err := c.do(leaderCtx, []int{7})
+		leaderErr <- err
+	}()
+	waitFor(t, "the leader to queue", func() bool { return c.queued() == 1 })
+	followerErr := make(chan error, 1)
+	go func() {
+		_, _, err := c.do(context.Background(), []int{8})
+		followerErr <- err
+	}()
+	waitFor(t, "the follower to queue", func() bool { return c.queued() == 2 })
+	cancelLeader()
+	close(g.gate)
+	if err := <-leaderErr; !errors.Is(err, context.Canceled) && !errors.Is(err, g.err) {
+		t.Fatalf("leader: %v", err)
+	}
+	if err := <-followerErr; !errors.Is(err, g.err) {
+		t.Fatalf("follower: %v, want the lookup's error", err)
+	}
+	wg.Wait()
+
+	// A canceled waiter returns without its batch having run.
+	g2 := newGatedLookup()
+	c2 := &coalescer[int, []int]{lookup: g2.lookup}
+	for i := range maxLookupsInFlight {
+		wg.Go(func() { _, _, _ = c2.do(context.Background(), []int{i}) })
+	}
+	for range maxLookupsInFlight {
+		<-g2.started
+	}
+	wg.Go(func() { _, _, _ = c2.do(context.Background(), []int{1}) })
+	waitFor(t, "a leader to queue", func() bool { return c2.queued() == 1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, _, err := c2.do(ctx, []int{2})
+		errc <- err
+	}()
+	waitFor(t, "the waiter to queue", func() bool { return c2.queued() == 2 })
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled waiter: %v", err)
+	}
+	close(g2.gate)
+	wg.Wait()
+}
