@@ -24,10 +24,10 @@ type Metrics struct {
 type phase int
 
 const (
-	phaseDedup   phase = iota // dedup claim
-	phaseSeq                  // seq and message id allocation
+	phaseDedup   phase = iota // dedup claim and seq allocation (one step)
+	phaseSeq                  // message id (and a seq conflict retry's seq)
 	phaseStore                // group commit: queue wait and AppendTouch
-	phaseFinish               // dedup finish
+	phaseFinish               // dedup finish (queued, not awaited, on Redis)
 	phasePublish              // publish of the message event
 	numPhases
 )

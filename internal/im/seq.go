@@ -74,12 +74,18 @@ func (a *SeqAllocator) Next(ctx context.Context, convID string) (int64, error) {
 	if ok {
 		return seq, nil
 	}
+	return a.recreate(ctx, convID)
+}
+
+// recreate re-creates the missing counter of convID past the stored maximum
+// (see jumpFloor) and returns its next seq.
+func (a *SeqAllocator) recreate(ctx context.Context, convID string) (int64, error) {
 	max, err := a.store.MaxSeq(ctx, convID)
 	if err != nil {
 		return 0, fmt.Errorf("im: stored max seq: %w", err)
 	}
 	floor := a.jumpFloor(max)
-	seq, err = a.counter.InitIncr(ctx, convID, floor)
+	seq, err := a.counter.InitIncr(ctx, convID, floor)
 	if err != nil {
 		return 0, fmt.Errorf("im: re-create seq counter: %w", err)
 	}

@@ -92,6 +92,12 @@ type Config struct {
 	// AppendConcurrency bounds the group commits in flight (keep it below
 	// the store's connection pool). Default DefaultAppendConcurrency.
 	AppendConcurrency int `yaml:"append_concurrency"`
+	// ClaimPipelines bounds the Redis pipelines of send claims (dedup claim
+	// and seq allocation, one script per send) and dedup finishes in
+	// flight; concurrent sends share the next pipeline. Default
+	// DefaultClaimPipelines. Used when the dedup store and the seq counter
+	// are a RedisDedup and a RedisSeqCounter on the same client.
+	ClaimPipelines int `yaml:"claim_pipelines"`
 }
 
 // Deps are the IM service's collaborators.
@@ -108,10 +114,11 @@ type Deps struct {
 
 // Service implements the IM operations logic serves to clients.
 type Service struct {
-	cfg  Config
-	deps Deps
-	log  *slog.Logger
-	app  *appender
+	cfg    Config
+	deps   Deps
+	log    *slog.Logger
+	app    *appender
+	claims sendClaimer
 }
 
 // NewService validates cfg and deps.
@@ -129,8 +136,11 @@ func NewService(cfg Config, deps Deps) (*Service, error) {
 		return nil, errors.New("im: service needs a producer")
 	}
 	if cfg.MaxPayload < 0 || cfg.SyncLimit < 0 || cfg.SettleTime < 0 || cfg.SyncMaxBytes < 0 ||
-		cfg.AppendWindow < 0 || cfg.AppendMaxBatch < 0 || cfg.AppendConcurrency < 0 {
-		return nil, errors.New("im: max_payload, sync_limit, settle_time, sync_max_bytes, append_window, append_max_batch and append_concurrency must not be negative")
+		cfg.AppendWindow < 0 || cfg.AppendMaxBatch < 0 || cfg.AppendConcurrency < 0 || cfg.ClaimPipelines < 0 {
+		return nil, errors.New("im: max_payload, sync_limit, settle_time, sync_max_bytes, append_window, append_max_batch, append_concurrency and claim_pipelines must not be negative")
+	}
+	if cfg.ClaimPipelines == 0 {
+		cfg.ClaimPipelines = DefaultClaimPipelines
 	}
 	if cfg.AppendMaxBatch == 0 {
 		cfg.AppendMaxBatch = DefaultAppendMaxBatch
@@ -165,7 +175,8 @@ func NewService(cfg Config, deps Deps) (*Service, error) {
 		deps.Now = time.Now
 	}
 	app := newAppender(deps.Store, cfg.AppendWindow, cfg.AppendMaxBatch, cfg.AppendConcurrency, deps.Metrics)
-	return &Service{cfg: cfg, deps: deps, log: deps.Logger, app: app}, nil
+	claims := newSendClaimer(deps.Dedup, deps.Seq, cfg.ClaimPipelines, claimMaxBatch, deps.Logger)
+	return &Service{cfg: cfg, deps: deps, log: deps.Logger, app: app, claims: claims}, nil
 }
 
 // statusError is a client-visible failure of an IM operation.
@@ -211,15 +222,15 @@ func (s *Service) send(ctx context.Context, sender int64, originKey string, req 
 		return nil, err
 	}
 	t := time.Now()
-	raw, state, err := s.deps.Dedup.Claim(ctx, sender, req.ClientMsgId)
+	claim, err := s.claims.claimNext(ctx, sender, req.ClientMsgId, convID)
 	if err != nil {
-		return nil, fmt.Errorf("dedup claim: %w", err)
+		return nil, err
 	}
 	s.deps.Metrics.observePhase(phaseDedup, t)
-	switch state {
+	switch claim.state {
 	case DedupDone:
 		ack := &protocol.MsgSendAck{}
-		if err := proto.Unmarshal(raw, ack); err != nil {
+		if err := proto.Unmarshal(claim.ack, ack); err != nil {
 			return nil, fmt.Errorf("dedup: stored ack: %w", err)
 		}
 		s.deps.Metrics.dup()
@@ -227,9 +238,9 @@ func (s *Service) send(ctx context.Context, sender int64, originKey string, req 
 	case DedupInFlight:
 		return nil, errStatus(protocol.Status_STATUS_UNAVAILABLE, "the same client_msg_id is being processed, retry")
 	}
-	stored, dup, err := s.store(ctx, sender, convID, users, req)
+	stored, dup, err := s.store(ctx, sender, convID, users, req, claim.seq)
 	if err != nil {
-		if aerr := s.deps.Dedup.Abort(ctx, sender, req.ClientMsgId); aerr != nil {
+		if aerr := s.claims.abort(ctx, sender, req.ClientMsgId, convID); aerr != nil {
 			s.log.Warn("im: release dedup claim", "err", aerr)
 		}
 		return nil, err
@@ -243,11 +254,7 @@ func (s *Service) send(ctx context.Context, sender int64, originKey string, req 
 	}
 	t = time.Now()
 	if raw, err := proto.Marshal(ack); err == nil {
-		if err := s.deps.Dedup.Finish(ctx, sender, req.ClientMsgId, raw); err != nil {
-			// The store's (sender, client_msg_id) uniqueness still catches
-			// a resend; only the fast path is lost.
-			s.log.Warn("im: record dedup ack", "err", err)
-		}
+		s.claims.finish(ctx, sender, req.ClientMsgId, convID, raw)
 	}
 	t = s.deps.Metrics.observePhase(phaseFinish, t)
 	if dup {
@@ -307,12 +314,17 @@ func (s *Service) checkMember(ctx context.Context, groupID, user int64) error {
 // store allocates a seq and message id and appends the message (touching
 // users' conversation index in the same commit when it is inserted),
 // retrying with a fresh seq on a seq conflict.
-func (s *Service) store(ctx context.Context, sender int64, convID string, users []int64, req *protocol.MsgSend) (*protocol.Msg, bool, error) {
+//
+// seq is the first attempt's seq (allocated with the dedup claim); a retry
+// allocates its own.
+func (s *Service) store(ctx context.Context, sender int64, convID string, users []int64, req *protocol.MsgSend, seq int64) (*protocol.Msg, bool, error) {
 	for attempt := 0; ; attempt++ {
 		t := time.Now()
-		seq, err := s.deps.Seq.Next(ctx, convID)
-		if err != nil {
-			return nil, false, err
+		if attempt > 0 {
+			var err error
+			if seq, err = s.deps.Seq.Next(ctx, convID); err != nil {
+				return nil, false, err
+			}
 		}
 		// The attempt must end well within the settle time: a message
 		// stored later could hide behind a settled_seq already reported.

@@ -109,7 +109,8 @@ func TestSendDedupSurvivesLostDedupEntry(t *testing.T) {
 	h := newHarness(t, Config{})
 	ctx := context.Background()
 	first := h.svc.Send(ctx, 1, "dev-a", single(2, "cm-1"))
-	h.svc.deps.Dedup = NewMemoryDedup(0, 0) // the Redis entry is gone
+	// The Redis entry is gone.
+	h.svc.claims = newSendClaimer(NewMemoryDedup(0, 0), h.svc.deps.Seq, DefaultClaimPipelines, claimMaxBatch, h.svc.log)
 	again := h.svc.Send(ctx, 1, "dev-a", single(2, "cm-1"))
 	if again.Status != protocol.Status_STATUS_OK || again.Seq != first.Seq || again.MsgId != first.MsgId {
 		t.Fatalf("resend after dedup loss = %v, want original %v", again, first)
