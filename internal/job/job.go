@@ -121,7 +121,10 @@ func (j *Job) Handle(topic string, h mq.Handler) {
 }
 
 // Dispatch routes one push as if it had been consumed from the push topic:
-// it returns once the push is queued for its comets, not delivered.
+// it returns once the push is queued for its comets, not delivered. A ROOM
+// push is only added to its room's batch (there is no record to
+// acknowledge later): a caller that commits a record after Dispatch could
+// lose it in a crash inside the batch window.
 func (j *Job) Dispatch(ctx context.Context, pm *logic.PushMsg) error {
 	return j.route(ctx, pm, nil)
 }

@@ -194,8 +194,10 @@ func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 	consumed := g.c.metrics.consumed.WithLabelValues(topic, group)
 	lag := g.c.metrics.lag.WithLabelValues(topic, partition, group)
 	defer g.c.metrics.lag.DeleteLabelValues(topic, partition, group)
+	unacked := g.c.metrics.unacked.WithLabelValues(topic, partition, group)
+	defer g.c.metrics.unacked.DeleteLabelValues(topic, partition, group)
 	ctx := sess.Context()
-	tr := newTracker(MaxUnacked, func(next int64) { sess.MarkOffset(topic, claim.Partition(), next, "") })
+	tr := newTracker(MaxUnacked, unacked, func(next int64) { sess.MarkOffset(topic, claim.Partition(), next, "") })
 	defer tr.close() // before the session's final commit: later acks are void
 	var m Message
 	for {

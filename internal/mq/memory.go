@@ -408,9 +408,11 @@ func (c *MemoryConsumer) consume(ctx context.Context, k tp, h Handler) {
 	consumed := m.metrics.consumed.WithLabelValues(k.topic, g.name)
 	lag := m.metrics.lag.WithLabelValues(k.topic, partition, g.name)
 	defer m.metrics.lag.DeleteLabelValues(k.topic, partition, g.name)
+	unacked := m.metrics.unacked.WithLabelValues(k.topic, partition, g.name)
+	defer m.metrics.unacked.DeleteLabelValues(k.topic, partition, g.name)
 	backoff := m.cfg.RetryBackoff
 	for {
-		off, handled, err := c.claim(ctx, k, p, h, consumed, lag)
+		off, handled, err := c.claim(ctx, k, p, h, consumed, lag, unacked)
 		if err == nil {
 			return
 		}
@@ -436,9 +438,9 @@ func (c *MemoryConsumer) consume(ctx context.Context, k tp, h Handler) {
 // which claim closes before it returns: an acknowledgement that comes
 // later is void, and the records it covers are delivered again.
 func (c *MemoryConsumer) claim(ctx context.Context, k tp, p *memPartition, h Handler,
-	consumed prometheus.Counter, lag prometheus.Gauge) (off int64, handled bool, err error) {
+	consumed prometheus.Counter, lag, unacked prometheus.Gauge) (off int64, handled bool, err error) {
 	m, g := c.m, c.g
-	tr := newTracker(m.cfg.MaxUnacked, func(next int64) {
+	tr := newTracker(m.cfg.MaxUnacked, unacked, func(next int64) {
 		m.mu.Lock()
 		g.committed[k] = next
 		lag.Set(float64(p.base + int64(len(p.recs)) - next))

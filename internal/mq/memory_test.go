@@ -158,7 +158,8 @@ func TestMetricsShareOneRegistry(t *testing.T) {
 // waits for an acknowledgement before delivering more.
 func TestMemoryMaxUnacked(t *testing.T) {
 	const maxUnacked, n = 2, 5
-	m, err := mq.NewMemory(mq.MemoryConfig{Partitions: 1, MaxUnacked: maxUnacked})
+	reg := prometheus.NewRegistry()
+	m, err := mq.NewMemory(mq.MemoryConfig{Partitions: 1, MaxUnacked: maxUnacked, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,6 +195,9 @@ func TestMemoryMaxUnacked(t *testing.T) {
 		t.Fatalf("record %d delivered with %d unacknowledged (MaxUnacked %d)", maxUnacked, maxUnacked, maxUnacked)
 	case <-time.After(50 * time.Millisecond):
 	}
+	if got := gaugeValue(t, reg, "hubuim_mq_consumer_unacked_records"); got != maxUnacked {
+		t.Fatalf("unacked gauge = %v, want %d", got, maxUnacked)
+	}
 	held[1].Done() // out of order: frees no slot, record 0 is still pending
 	select {
 	case <-acks:
@@ -209,4 +213,20 @@ func TestMemoryMaxUnacked(t *testing.T) {
 			t.Fatalf("record %d not delivered after the acks", i)
 		}
 	}
+}
+
+// gaugeValue is the value of the single series of a gauge in reg.
+func gaugeValue(tb testing.TB, reg *prometheus.Registry, name string) float64 {
+	tb.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	tb.Fatalf("no single series of %s", name)
+	return 0
 }

@@ -14,6 +14,7 @@ type metrics struct {
 	consumed      *prometheus.CounterVec // topic, group
 	handlerErrors *prometheus.CounterVec // topic, group
 	lag           *prometheus.GaugeVec   // topic, partition, group
+	unacked       *prometheus.GaugeVec   // topic, partition, group
 }
 
 func newMetrics(backend string, reg prometheus.Registerer) *metrics {
@@ -26,13 +27,16 @@ func newMetrics(backend string, reg prometheus.Registerer) *metrics {
 			Name: "hubuim_mq_produce_errors_total", Help: "Records the queue did not acknowledge.", ConstLabels: constLabels,
 		}, []string{"topic"}),
 		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "hubuim_mq_consumed_records_total", Help: "Records handled without error (and so committed).", ConstLabels: constLabels,
+			Name: "hubuim_mq_consumed_records_total", Help: "Records handled without error (committed once acknowledged, see Message.Defer).", ConstLabels: constLabels,
 		}, []string{"topic", "group"}),
 		handlerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hubuim_mq_handler_errors_total", Help: "Handler errors; each one causes a redelivery.", ConstLabels: constLabels,
 		}, []string{"topic", "group"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "hubuim_mq_consumer_lag_records", Help: "Records after the last handled one, per claimed partition.", ConstLabels: constLabels,
+		}, []string{"topic", "partition", "group"}),
+		unacked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "hubuim_mq_consumer_unacked_records", Help: "Records handed to the handler but not committable yet (deferred and not acknowledged, or after one that is), per claimed partition.", ConstLabels: constLabels,
 		}, []string{"topic", "partition", "group"}),
 	}
 	if reg == nil {
@@ -43,6 +47,7 @@ func newMetrics(backend string, reg prometheus.Registerer) *metrics {
 	m.consumed = register(reg, m.consumed)
 	m.handlerErrors = register(reg, m.handlerErrors)
 	m.lag = register(reg, m.lag)
+	m.unacked = register(reg, m.unacked)
 	return m
 }
 

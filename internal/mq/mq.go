@@ -11,6 +11,8 @@ import (
 	"context"
 	"errors"
 	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Default topic names.
@@ -89,9 +91,10 @@ const trackerInitialSlots = 16
 //
 // Lock order: tracker.mu, then whatever commit takes.
 type tracker struct {
-	max    int
-	commit func(next int64) // called with mu held
-	space  chan struct{}    // a token after a full ring frees a slot
+	max     int
+	commit  func(next int64) // called with mu held
+	unacked prometheus.Gauge // records in the ring; nil: not reported
+	space   chan struct{}    // a token after a full ring frees a slot
 
 	mu      sync.Mutex
 	ring    []trackSlot
@@ -106,9 +109,16 @@ type trackSlot struct {
 	done bool
 }
 
-func newTracker(maxUnacked int, commit func(next int64)) *tracker {
-	return &tracker{max: maxUnacked, commit: commit, space: make(chan struct{}, 1),
+func newTracker(maxUnacked int, unacked prometheus.Gauge, commit func(next int64)) *tracker {
+	return &tracker{max: maxUnacked, commit: commit, unacked: unacked, space: make(chan struct{}, 1),
 		ring: make([]trackSlot, min(trackerInitialSlots, maxUnacked))}
+}
+
+// report sets the unacked gauge; t.mu held.
+func (t *tracker) report() {
+	if t.unacked != nil {
+		t.unacked.Set(float64(t.n))
+	}
 }
 
 // waitSpace waits until the ring has room for one more record; false if
@@ -143,6 +153,7 @@ func (t *tracker) add(off int64) uint64 {
 	}
 	t.ring[(t.head+t.n)%len(t.ring)] = trackSlot{off: off}
 	t.n++
+	t.report()
 	return t.headSeq + uint64(t.n) - 1
 }
 
@@ -166,6 +177,7 @@ func (t *tracker) done(seq uint64) {
 	if next < 0 {
 		return
 	}
+	t.report()
 	t.commit(next)
 	if wasFull {
 		select {

@@ -14,7 +14,7 @@ func TestTrackerCommitsAcknowledgedPrefix(t *testing.T) {
 	const n, maxUnacked = 2000, 64
 	rng := rand.New(rand.NewPCG(1, 2))
 	var commits []int64
-	tr := newTracker(maxUnacked, func(next int64) { commits = append(commits, next) })
+	tr := newTracker(maxUnacked, nil, func(next int64) { commits = append(commits, next) })
 	offs := make([]int64, 0, n)
 	acked := make(map[uint64]bool)
 	var pending []uint64
@@ -77,7 +77,7 @@ func TestTrackerCommitsAcknowledgedPrefix(t *testing.T) {
 
 func TestTrackerClosedAndStaleAcks(t *testing.T) {
 	var commits []int64
-	tr := newTracker(4, func(next int64) { commits = append(commits, next) })
+	tr := newTracker(4, nil, func(next int64) { commits = append(commits, next) })
 	s0, s1 := tr.add(0), tr.add(1)
 	tr.done(s1 + 10) // never delivered
 	tr.done(s1)
@@ -92,7 +92,7 @@ func TestTrackerClosedAndStaleAcks(t *testing.T) {
 }
 
 func TestTrackerWaitSpace(t *testing.T) {
-	tr := newTracker(2, func(int64) {})
+	tr := newTracker(2, nil, func(int64) {})
 	s0 := tr.add(0)
 	tr.add(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
@@ -117,7 +117,7 @@ func TestTrackerWaitSpace(t *testing.T) {
 // that does not defer: add, then done at once.
 func BenchmarkTrackerSync(b *testing.B) {
 	var last int64
-	tr := newTracker(MaxUnacked, func(next int64) { last = next })
+	tr := newTracker(MaxUnacked, nil, func(next int64) { last = next })
 	b.ReportAllocs()
 	for i := range b.N {
 		tr.done(tr.add(int64(i)))
@@ -132,7 +132,7 @@ func BenchmarkTrackerSync(b *testing.B) {
 func BenchmarkTrackerDeferred(b *testing.B) {
 	const batch = 32
 	var last int64
-	tr := newTracker(MaxUnacked, func(next int64) { last = next })
+	tr := newTracker(MaxUnacked, nil, func(next int64) { last = next })
 	var seqs [batch]uint64
 	b.ReportAllocs()
 	for i := range b.N {
