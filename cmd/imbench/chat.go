@@ -18,6 +18,7 @@ import (
 
 	"github.com/hubuim/hubuim/api/protocol"
 	"github.com/hubuim/hubuim/pkg/client"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // chat defaults.
@@ -77,6 +78,58 @@ type chatResult struct {
 	Disconnects   int64          `json:"disconnects"`
 	Delivery      LatencySummary `json:"delivery_latency"`
 	FirstError    string         `json:"first_error,omitempty"`
+	// ClientOps are the SDK's frames to the server over the run (each one
+	// comet -> logic round trip): MsgSend (with resends), Sync pulls and
+	// delivered acks, in total and per ACKed message.
+	ClientOps clientOps `json:"client_ops"`
+}
+
+// clientOps counts the SDK's requests to the server during a run.
+type clientOps struct {
+	Sends       float64 `json:"sends"`
+	Resends     float64 `json:"resends"`
+	Pulls       float64 `json:"pulls"`
+	Acks        float64 `json:"delivered_acks"`
+	PerMessage  float64 `json:"per_acked_message"`
+	PullsPerMsg float64 `json:"pulls_per_acked_message"`
+	AcksPerMsg  float64 `json:"acks_per_acked_message"`
+}
+
+// gatherClientOps reads the SDK counters registered in reg.
+func gatherClientOps(reg *prometheus.Registry, acked int64) clientOps {
+	var ops clientOps
+	mfs, err := reg.Gather()
+	if err != nil {
+		return ops
+	}
+	for _, mf := range mfs {
+		if len(mf.GetMetric()) == 0 {
+			continue
+		}
+		v := mf.GetMetric()[0].GetCounter().GetValue()
+		switch mf.GetName() {
+		case "hubuim_client_sends_total":
+			ops.Sends = v
+		case "hubuim_client_resends_total":
+			ops.Resends = v
+		case "hubuim_client_pulls_total":
+			ops.Pulls = v
+		case "hubuim_client_delivered_acks_total":
+			ops.Acks = v
+		}
+	}
+	if acked > 0 {
+		n := float64(acked)
+		ops.PerMessage = (ops.Sends + ops.Resends + ops.Pulls + ops.Acks) / n
+		ops.PullsPerMsg = ops.Pulls / n
+		ops.AcksPerMsg = ops.Acks / n
+	}
+	return ops
+}
+
+func (o clientOps) String() string {
+	return fmt.Sprintf("client ops: %.0f sends + %.0f resends + %.0f pulls + %.0f delivered acks = %.2f per ACKed message (pulls %.3f, acks %.3f)",
+		o.Sends, o.Resends, o.Pulls, o.Acks, o.PerMessage, o.PullsPerMsg, o.AcksPerMsg)
 }
 
 // chatRun holds a run's shared counters.
@@ -104,6 +157,9 @@ func runChat(ctx context.Context, args []string, c *common) error {
 	dur := fs.Duration("duration", defaultChatDur, "send phase at most")
 	size := fs.Int("size", chatPayloadMin, "payload bytes (>= 24)")
 	quiet := fs.Duration("quiet", defaultChatQuiet, "after sending, wait this long without a delivery before counting losses")
+	var tune sdkTuning
+	fs.DurationVar(&tune.gapGrace, "gap-grace", 0, "SDK Config.GapGrace (0: the SDK default; negative: pull every gap at once)")
+	fs.DurationVar(&tune.ackInterval, "ack-interval", 0, "SDK Config.AckInterval (0: the SDK default)")
 	ctx, cancel, err := c.parse(ctx, fs, args)
 	if err != nil {
 		return err
@@ -113,7 +169,11 @@ func runChat(ctx context.Context, args []string, c *common) error {
 		return errors.New("need -pairs or -groups, -group-size >= 2, positive -count and -duration")
 	}
 	run := &chatRun{}
-	users, senders, err := chatSetup(ctx, c, *pairs, *groups, *gsize, run)
+	reg := prometheus.NewRegistry()
+	if tune.metrics, err = client.NewMetrics(reg); err != nil {
+		return err
+	}
+	users, senders, err := chatSetup(ctx, c, *pairs, *groups, *gsize, tune)
 	defer func() {
 		for _, u := range users {
 			u.cl.Close()
@@ -181,6 +241,7 @@ func runChat(ctx context.Context, args []string, c *common) error {
 		SendSeconds: sendElapsed.Seconds(), AckedPerSec: rate(run.acked.Load(), sendElapsed), AckLatency: run.ackLat.Summary(),
 		Expected: expected, Delivered: run.delivered.Load(), Lost: lost, Duplicated: run.dup.Load(), OutOfOrder: run.ooo.Load(),
 		Disconnects: run.disc.Load(), Delivery: run.delLat.Summary(),
+		ClientOps: gatherClientOps(reg, run.acked.Load()),
 	}
 	if last := run.lastDeliver.Load(); last > 0 {
 		res.DeliverPerSec = rate(res.Delivered, time.Unix(0, last).Sub(start))
@@ -193,6 +254,7 @@ func runChat(ctx context.Context, args []string, c *common) error {
 		fmt.Sprintf("delivered %d/%d (%.0f/s); lost %d, duplicated %d, out of order %d; disconnects %d",
 			res.Delivered, res.Expected, res.DeliverPerSec, res.Lost, res.Duplicated, res.OutOfOrder, res.Disconnects),
 		"send->delivered: " + res.Delivery.String(),
+		res.ClientOps.String(),
 	}
 	if res.FirstError != "" {
 		human = append(human, "first error: "+res.FirstError)
@@ -241,8 +303,14 @@ func lostCount(senders []*chatSender) int64 {
 	return lost
 }
 
+// sdkTuning are the SDK settings of every chat client.
+type sdkTuning struct {
+	gapGrace, ackInterval time.Duration
+	metrics               *client.Metrics
+}
+
 // chatSetup connects every user and creates the groups.
-func chatSetup(ctx context.Context, c *common, pairs, groups, gsize int, run *chatRun) ([]*chatUser, []*chatSender, error) {
+func chatSetup(ctx context.Context, c *common, pairs, groups, gsize int, tune sdkTuning) ([]*chatUser, []*chatSender, error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	n := 2*pairs + groups*gsize
 	users := make([]*chatUser, 0, n)
@@ -252,6 +320,7 @@ func chatSetup(ctx context.Context, c *common, pairs, groups, gsize int, run *ch
 		cl, err := client.New(client.Config{
 			Addrs: []string{c.addr()}, Transport: c.transport, WSPath: c.wsPath, Mid: mid, Platform: "imbench",
 			EventBuffer: chatEventBuffer, Logger: quiet,
+			GapGrace: tune.gapGrace, AckInterval: tune.ackInterval, Metrics: tune.metrics,
 		})
 		if err != nil {
 			return users, nil, err

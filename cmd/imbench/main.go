@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 )
@@ -54,6 +55,8 @@ type common struct {
 	localIPs  string
 	midBase   int64
 	dialConc  int
+	cpuProf   string
+	profFile  *os.File
 	out       io.Writer
 	log       *slog.Logger
 }
@@ -69,6 +72,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.localIPs, "local-ips", "", "comma-separated source addresses used round robin (e.g. 127.0.0.2,127.0.0.3)")
 	fs.Int64Var(&c.midBase, "mid-base", 0, "first user id (0: a random base, so runs do not collide)")
 	fs.IntVar(&c.dialConc, "dial-concurrency", defaultDialConcurrency, "concurrent dials")
+	fs.StringVar(&c.cpuProf, "cpuprofile", "", "write imbench's own CPU profile to this file (the load generator's cost)")
 }
 
 // addr is the comet address for the chosen transport.
@@ -120,6 +124,7 @@ func run(args []string, out io.Writer) error {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		c := &common{out: out, log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+		defer c.stopProfile()
 		return s.run(ctx, args[1:], c)
 	}
 	usage(os.Stderr)
@@ -145,8 +150,40 @@ func (c *common) parse(ctx context.Context, fs *flag.FlagSet, args []string) (co
 	if c.midBase == 0 {
 		c.midBase = randomMidBase()
 	}
+	if err := c.startProfile(); err != nil {
+		return nil, nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	return ctx, cancel, nil
+}
+
+// startProfile starts the -cpuprofile CPU profile; stopProfile (deferred by
+// run) writes it.
+func (c *common) startProfile() error {
+	if c.cpuProf == "" {
+		return nil
+	}
+	f, err := os.Create(c.cpuProf)
+	if err != nil {
+		return fmt.Errorf("-cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("-cpuprofile: %w", err)
+	}
+	c.profFile = f
+	return nil
+}
+
+func (c *common) stopProfile() {
+	if c.profFile == nil {
+		return
+	}
+	pprof.StopCPUProfile()
+	if err := c.profFile.Close(); err != nil {
+		c.log.Warn("imbench: write CPU profile", "err", err)
+	}
+	c.profFile = nil
 }
 
 // randomMidBase picks a user id base far from small hand-made ids, so that

@@ -51,6 +51,10 @@ type Client struct {
 	syncs      map[int32]syncReq // outstanding Sync requests by frame seq
 	cursorSync syncReq           // outstanding Sync with cursors (seq 0: none)
 	activity   uint64            // bumped whenever a conversation's contig moves
+	gapDue     time.Time         // when the gap timer fires (zero: not armed)
+
+	// gapWake tells the connection's maintainLoop that gapDue moved.
+	gapWake chan struct{}
 }
 
 // New checks cfg and returns a client that is not connected yet; call Run
@@ -81,6 +85,7 @@ func New(cfg Config) (*Client, error) {
 		sends:    make(map[string]*pendingSend),
 		convs:    make(map[string]*convState, len(cfg.Cursors)),
 		syncs:    make(map[int32]syncReq),
+		gapWake:  make(chan struct{}, 1),
 	}
 	for conv, seq := range cfg.Cursors {
 		c.convs[conv] = &convState{contig: seq, acked: seq, target: seq}

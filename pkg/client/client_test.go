@@ -1133,3 +1133,111 @@ func TestRequestFailsOnDisconnect(t *testing.T) {
 		t.Fatal("Request still waiting after the connection dropped")
 	}
 }
+
+// convSyncs returns the pulls of conv the server received and when.
+func convSyncs(srv *fakeServer, conv string) (reqs []*protocol.Sync, at []time.Time) {
+	srv.get(func(s *fakeServer) {
+		for i, q := range s.syncs {
+			if q.ConvId == conv {
+				reqs = append(reqs, q)
+				at = append(at, s.syncTimes[i])
+			}
+		}
+	})
+	return reqs, at
+}
+
+// A gap that fills by itself within GapGrace (the ACK of the device's own
+// message overtook the push of the message before it) costs no pull.
+func TestGapFilledWithinGraceIsNotPulled(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	cfg := testConfig(srv)
+	cfg.GapGrace = 300 * time.Millisecond
+	_, r := startClient(t, cfg)
+	waitFor(t, "cursor sync", func() bool {
+		n := 0
+		srv.get(func(s *fakeServer) { n = len(s.syncs) })
+		return n == 1
+	})
+	msgs := srv.addMsgs("g:1", 1, 2, 3)
+	srv.pushProto(protocol.OpMsgPush, msgs[1]) // 2 overtakes 1
+	srv.pushProto(protocol.OpMsgPush, msgs[0])
+	srv.pushProto(protocol.OpMsgPush, msgs[2])
+	waitFor(t, "1,2,3", func() bool { return slices.Equal(msgSeqs(r, "g:1"), []int64{1, 2, 3}) })
+	time.Sleep(2 * cfg.GapGrace) // a pull would be due by now
+	if reqs, _ := convSyncs(srv, "g:1"); len(reqs) != 0 {
+		t.Fatalf("%d pulls for a gap that filled within GapGrace", len(reqs))
+	}
+}
+
+// A gap that does not fill is pulled once GapGrace passed without
+// progress, and the pulled messages arrive in order.
+func TestStuckGapPulledAfterGrace(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	cfg := testConfig(srv)
+	cfg.GapGrace = 150 * time.Millisecond
+	_, r := startClient(t, cfg)
+	waitFor(t, "cursor sync", func() bool {
+		n := 0
+		srv.get(func(s *fakeServer) { n = len(s.syncs) })
+		return n == 1
+	})
+	msgs := srv.addMsgs("g:1", 1, 2, 3, 4)
+	pushed := time.Now()
+	srv.pushProto(protocol.OpMsgPush, msgs[2]) // 1 and 2 were never pushed
+	srv.pushProto(protocol.OpMsgPush, msgs[3])
+	waitFor(t, "1..4", func() bool { return slices.Equal(msgSeqs(r, "g:1"), []int64{1, 2, 3, 4}) })
+	reqs, at := convSyncs(srv, "g:1")
+	if len(reqs) != 1 || reqs[0].FromSeq != 0 {
+		t.Fatalf("pulls %v, want one from seq 0", reqs)
+	}
+	if waited := at[0].Sub(pushed); waited < cfg.GapGrace {
+		t.Fatalf("pulled %v after the gap appeared, before GapGrace %v", waited, cfg.GapGrace)
+	}
+}
+
+// With a negative GapGrace every gap is pulled at once (the behaviour
+// before the grace existed).
+func TestNoGapGracePullsAtOnce(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	cfg := testConfig(srv)
+	cfg.GapGrace = -1
+	_, r := startClient(t, cfg)
+	msgs := srv.addMsgs("g:1", 1, 2)
+	srv.pushProto(protocol.OpMsgPush, msgs[1])
+	waitFor(t, "a pull", func() bool { reqs, _ := convSyncs(srv, "g:1"); return len(reqs) == 1 })
+	waitFor(t, "1,2", func() bool { return slices.Equal(msgSeqs(r, "g:1"), []int64{1, 2}) })
+}
+
+// A delivered ack never covers a seq that is not contiguous yet, and once
+// the gap is filled an ack covers the highest contiguous seq.
+func TestDeliveredAckOnlyContiguous(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.set(func(s *fakeServer) { s.ignoreSync = true }) // hold the gap open
+	cfg := testConfig(srv)
+	cfg.GapGrace = 10 * time.Millisecond
+	_, r := startClient(t, cfg)
+	msgs := srv.addMsgs("g:1", 1, 2, 3)
+	srv.pushProto(protocol.OpMsgPush, msgs[0])
+	srv.pushProto(protocol.OpMsgPush, msgs[2])
+	acked := func() (last int64, n int, highest int64) {
+		srv.get(func(s *fakeServer) {
+			for _, a := range s.delivered {
+				if a.ConvId == "g:1" {
+					last, highest = a.Seq, max(highest, a.Seq)
+					n++
+				}
+			}
+		})
+		return last, n, highest
+	}
+	waitFor(t, "ack 1", func() bool { last, _, _ := acked(); return last == 1 })
+	waitFor(t, "the pull", func() bool { reqs, _ := convSyncs(srv, "g:1"); return len(reqs) >= 1 })
+	time.Sleep(5 * cfg.AckInterval) // several flushes while 2 is missing
+	if _, n, hi := acked(); hi != 1 || n != 1 {
+		t.Fatalf("%d acks up to %d while seq 2 is missing; want one ack of 1", n, hi)
+	}
+	srv.set(func(s *fakeServer) { s.ignoreSync = false }) // the retried pull is answered
+	waitFor(t, "1,2,3", func() bool { return slices.Equal(msgSeqs(r, "g:1"), []int64{1, 2, 3}) })
+	waitFor(t, "ack 3", func() bool { last, _, _ := acked(); return last == 3 })
+}

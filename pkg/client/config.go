@@ -43,6 +43,7 @@ const (
 	DefaultMaxInboundBody     = 1 << 20
 	DefaultReorderLimit       = 1024
 	DefaultGapWait            = time.Minute
+	DefaultGapGrace           = 250 * time.Millisecond
 )
 
 // Config configures a Client. The zero value of every field means its
@@ -143,6 +144,15 @@ type Config struct {
 	// conversation while a gap is being pulled; beyond it the newest are
 	// dropped (they are pulled again). Default: 1024.
 	ReorderLimit int
+	// GapGrace is how long a gap seen on a push or an ACK (a seq arrived
+	// above the contiguous one) may stay without progress before the
+	// missing range is pulled. Most gaps fill by themselves: the ACK of
+	// the device's own message travels faster than the push of a message
+	// the peer sent just before it (that one goes through the queue), so
+	// pulling at once costs a Sync round trip for a message already on its
+	// way. A MsgNotify is pulled at once. Default: 250ms; negative: pull at
+	// once.
+	GapGrace time.Duration
 	// GapWait bounds how long a missing seq the server has not settled
 	// (SyncReply settled_seq: it may still be in flight) is waited for and
 	// pulled again before the client moves past it with ErrGapUnfilled.
@@ -224,6 +234,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.GapWait == 0 {
 		cfg.GapWait = DefaultGapWait
+	}
+	switch {
+	case cfg.GapGrace == 0:
+		cfg.GapGrace = DefaultGapGrace
+	case cfg.GapGrace < 0:
+		cfg.GapGrace = 0
 	}
 	if cfg.EventBuffer == 0 {
 		cfg.EventBuffer = DefaultEventBuffer

@@ -34,6 +34,9 @@ type convState struct {
 	retries int    // pulls resent for lack of a reply
 	limit   int32  // page size; halved when a page is too big (0: SyncLimit)
 	active  uint64 // Client.activity when contig last moved
+	// gapSince is when the conversation was last seen with a gap and no
+	// pull, counting from its last progress (zero: no such gap).
+	gapSince time.Time
 	// repullAt is when to pull an unsettled gap again (zero: not waiting);
 	// unsettledSince is when the client started waiting for it.
 	repullAt       time.Time
@@ -158,6 +161,7 @@ func (c *Client) startPullLocked(conv string, st *convState) outFrame {
 	seq := c.nextSeq()
 	now := time.Now()
 	st.pulling, st.pullSeq, st.pullAt = true, seq, now
+	st.gapSince = time.Time{}
 	c.syncs[seq] = syncReq{conv: conv, seq: seq, at: now}
 	if st.limit <= 0 {
 		st.limit = c.cfg.SyncLimit
@@ -191,7 +195,7 @@ func (c *Client) handlePush(s *session, m *protocol.Msg) {
 	msgs, dup := st.accept(m, c.cfg.ReorderLimit, s.scratch[:0])
 	c.touchLocked(st, before)
 	var out []outFrame
-	if st.contig < st.target && !st.pulling && !time.Now().Before(st.repullAt) {
+	if c.gapDueLocked(st, before) {
 		out = append(out, c.startPullLocked(m.ConvId, st))
 	}
 	c.convMu.Unlock()
@@ -201,6 +205,78 @@ func (c *Client) handlePush(s *session, m *protocol.Msg) {
 	c.deliver(msgs)
 	clear(msgs)
 	s.scratch = msgs[:0]
+	c.sendAll(s, out)
+}
+
+// gapDueLocked reports whether st, just given a message (contig was
+// before), has a gap to pull now. A new gap, or one that made progress, is
+// given GapGrace to fill by itself; the gap timer (maintainLoop) pulls it
+// when it does not.
+func (c *Client) gapDueLocked(st *convState, before int64) bool {
+	if st.contig >= st.target || st.pulling {
+		st.gapSince = time.Time{}
+		return false
+	}
+	now := time.Now()
+	if now.Before(st.repullAt) {
+		return false // waiting for an unsettled seq; retryPulls pulls it
+	}
+	if c.cfg.GapGrace <= 0 {
+		return true
+	}
+	if st.gapSince.IsZero() || st.contig > before {
+		st.gapSince = now
+		c.armGapTimerLocked(now.Add(c.cfg.GapGrace))
+		return false
+	}
+	return now.Sub(st.gapSince) >= c.cfg.GapGrace
+}
+
+// armGapTimerLocked makes the gap timer fire at due at the latest.
+func (c *Client) armGapTimerLocked(due time.Time) {
+	if !c.gapDue.IsZero() && !due.Before(c.gapDue) {
+		return
+	}
+	c.gapDue = due
+	select {
+	case c.gapWake <- struct{}{}:
+	default: // a wake-up is already pending; it reads gapDue
+	}
+}
+
+// nextGapDue is when the gap timer should fire (zero: not armed).
+func (c *Client) nextGapDue() time.Time {
+	c.convMu.Lock()
+	defer c.convMu.Unlock()
+	return c.gapDue
+}
+
+// pullStuckGaps pulls every gap that made no progress for GapGrace and
+// re-arms the gap timer for the others.
+func (c *Client) pullStuckGaps(s *session) {
+	now := time.Now()
+	var out []outFrame
+	c.convMu.Lock()
+	c.gapDue = time.Time{}
+	for id, st := range c.convs {
+		if st.gapSince.IsZero() {
+			continue
+		}
+		if st.pulling || st.contig >= st.target {
+			st.gapSince = time.Time{}
+			continue
+		}
+		if due := st.gapSince.Add(c.cfg.GapGrace); now.Before(due) {
+			c.armGapTimerLocked(due)
+			continue
+		}
+		if now.Before(st.repullAt) {
+			st.gapSince = time.Time{} // retryPulls pulls it
+			continue
+		}
+		out = append(out, c.startPullLocked(id, st))
+	}
+	c.convMu.Unlock()
 	c.sendAll(s, out)
 }
 
@@ -386,7 +462,9 @@ func (c *Client) resetPulls() {
 		st.pulling = false
 		st.retries = 0
 		st.repullAt = time.Time{}
+		st.gapSince = time.Time{}
 	}
+	c.gapDue = time.Time{}
 	clear(c.syncs)
 	c.cursorSync = syncReq{}
 }

@@ -51,6 +51,7 @@ type fakeServer struct {
 	counters   map[string]int64
 	store      map[string][]*protocol.Msg
 	syncs      []*protocol.Sync
+	syncTimes  []time.Time // when each of syncs arrived
 	delivered  []*protocol.MsgDeliveredAck
 	readMarks  []*protocol.ReadMark
 	roomOps    []protocol.Frame
@@ -294,6 +295,7 @@ func (s *fakeServer) handle(fc *fakeConn, f protocol.Frame) bool {
 		}
 		s.mu.Lock()
 		s.syncs = append(s.syncs, &req)
+		s.syncTimes = append(s.syncTimes, time.Now())
 		reply := s.syncReplyLocked(&req)
 		ignore := s.ignoreSync
 		s.mu.Unlock()

@@ -18,6 +18,7 @@ type Metrics struct {
 	duplicates      prometheus.Counter
 	pulls           prometheus.Counter
 	skipped         prometheus.Counter
+	acks            prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -36,10 +37,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		duplicates:      c("messages_duplicate_total", "Inbound messages dropped as duplicates."),
 		pulls:           c("pulls_total", "Sync requests for one conversation (gaps, notices, more)."),
 		skipped:         c("seqs_skipped_total", "Seqs the server could not return and the client moved past."),
+		acks:            c("delivered_acks_total", "Delivered acks (op 23) sent, coalesced per conversation."),
 	}
 	if reg != nil {
 		for _, col := range []prometheus.Collector{m.connects, m.connectFailures, m.disconnects, m.sends,
-			m.resends, m.received, m.duplicates, m.pulls, m.skipped} {
+			m.resends, m.received, m.duplicates, m.pulls, m.skipped, m.acks} {
 			if err := reg.Register(col); err != nil {
 				return nil, fmt.Errorf("client: register metrics: %w", err)
 			}
@@ -69,3 +71,4 @@ func mReceived(m *Metrics) prometheus.Counter        { return m.received }
 func mDuplicates(m *Metrics) prometheus.Counter      { return m.duplicates }
 func mPulls(m *Metrics) prometheus.Counter           { return m.pulls }
 func mSkipped(m *Metrics) prometheus.Counter         { return m.skipped }
+func mAcks(m *Metrics) prometheus.Counter            { return m.acks }

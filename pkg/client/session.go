@@ -279,17 +279,32 @@ func (c *Client) heartbeatLoop(s *session) {
 	}
 }
 
-// maintainLoop flushes coalesced delivered acks and retries pulls whose
-// reply did not come.
+// maintainLoop flushes coalesced delivered acks, retries pulls whose
+// reply did not come and pulls gaps that did not fill within GapGrace.
 func (c *Client) maintainLoop(s *session) {
 	defer s.wg.Done()
 	period := min(c.cfg.AckInterval, c.cfg.SendTimeout)
 	ackEvery := max(1, int(c.cfg.AckInterval/period))
 	tick := time.NewTicker(period)
 	defer tick.Stop()
-	for n := 1; ; n++ {
+	gapTimer := time.NewTimer(0)
+	gapTimer.Stop()
+	defer gapTimer.Stop()
+	for n := 0; ; {
 		select {
 		case <-tick.C:
+			n++
+		case <-c.gapWake:
+			if due := c.nextGapDue(); !due.IsZero() {
+				gapTimer.Reset(time.Until(due))
+			}
+			continue
+		case <-gapTimer.C:
+			c.pullStuckGaps(s)
+			if due := c.nextGapDue(); !due.IsZero() {
+				gapTimer.Reset(time.Until(due))
+			}
+			continue
 		case <-s.done:
 			return
 		}
@@ -322,6 +337,7 @@ func (c *Client) flushAcks(s *session) error {
 		if err := s.write(protocol.OpMsgDeliveredAck, c.nextSeq(), body); err != nil {
 			return err
 		}
+		c.m.inc(mAcks)
 	}
 	return nil
 }
