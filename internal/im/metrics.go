@@ -11,6 +11,7 @@ import (
 // Metrics of the IM service. A nil *Metrics records nothing.
 type Metrics struct {
 	sends          *prometheus.CounterVec
+	sendsByStatus  []prometheus.Counter // sends' children, by protocol.Status value
 	sendSeconds    prometheus.Histogram
 	dups           prometheus.Counter
 	seqConflicts   prometheus.Counter
@@ -61,6 +62,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 		}),
 	}
+	m.sendsByStatus = make([]prometheus.Counter, len(protocol.Status_name))
+	for v, name := range protocol.Status_name {
+		if int(v) >= 0 && int(v) < len(m.sendsByStatus) {
+			m.sendsByStatus[v] = m.sends.WithLabelValues(name)
+		}
+	}
 	phases := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "hubuim_im_send_phase_seconds", Help: "Duration of the steps of a MsgSend.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9),
@@ -90,7 +97,11 @@ func (m *Metrics) observeSend(st protocol.Status, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.sends.WithLabelValues(st.String()).Inc()
+	if int(st) >= 0 && int(st) < len(m.sendsByStatus) && m.sendsByStatus[st] != nil {
+		m.sendsByStatus[st].Inc()
+	} else {
+		m.sends.WithLabelValues(st.String()).Inc()
+	}
 	if st == protocol.Status_STATUS_OK {
 		m.sendSeconds.Observe(d.Seconds())
 	}
