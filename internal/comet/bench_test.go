@@ -3,6 +3,7 @@ package comet
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"runtime"
 	"strconv"
@@ -252,5 +253,45 @@ func TestRoomQueueFullIsAnError(t *testing.T) {
 	}
 	if _, err := s.API().BroadcastRoom(context.Background(), &cometapi.BroadcastRoomReq{Proto: &protocol.Proto{}}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("no room id: %v", err)
+	}
+}
+
+// BenchmarkTCPRoundTrip is the client → comet read path over a real TCP
+// socket: heartbeats answered by the comet (no logic call), per frame.
+// pingpong waits for each reply, so that with the poller the connection
+// parks and wakes for every frame (its worst case); burst sends 16 frames
+// in one write. poller=off is the goroutine-per-connection reader.
+func BenchmarkTCPRoundTrip(b *testing.B) {
+	const burst = 16
+	const replyLen = protocol.HeaderLen + countBodyLen
+	for _, poll := range []bool{true, false} {
+		for _, n := range []int{1, burst} {
+			name := "pingpong"
+			if n > 1 {
+				name = "burst"
+			}
+			b.Run(name+"/poller="+map[bool]string{true: "on", false: "off"}[poll], func(b *testing.B) {
+				e := startServer(b, func(c *Config) {
+					c.DisableTCPPoller = !poll
+					c.LogicHeartbeat = time.Hour
+				})
+				c := e.tcpClient(b, "k", "")
+				var req []byte
+				for range n {
+					req = protocol.AppendFrame(req, protocol.Version, protocol.OpHeartbeat, 1, nil)
+				}
+				resp := make([]byte, n*replyLen)
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i += n {
+					if _, err := c.nc.Write(req); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.ReadFull(c.nc, resp); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }

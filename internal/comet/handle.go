@@ -181,13 +181,8 @@ func (s *Server) handshake(c *conn, inline bool) {
 		s.readers.Add(-1)
 		return
 	}
-	if c.pollable() {
-		// Serve what the client already sent, then park: no goroutine
-		// while idle.
-		c.polled = true
-		c.poller().add(c)
-		c.pollLoop()
-		return
+	if c.pollable() && c.startPolled() {
+		return // no goroutine while idle
 	}
 	s.wg.Add(1)
 	if inline {

@@ -4,15 +4,16 @@ package comet
 
 import (
 	"errors"
+	"os"
 	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// pollEvents arms a parked connection: one wakeup when it becomes readable
-// or the peer hangs up, then disarmed until the reader parks it again.
-const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
+// pollEvents: a connection is watched edge-triggered for its whole life;
+// every arrival of data (or the hang-up) is one event.
+const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
 
 // pollBatch is how many events one epoll_wait returns at most.
 const pollBatch = 128
@@ -41,6 +42,14 @@ var eventfdIncrement = [8]byte{1}
 // set.
 type poller struct {
 	epfd, evfd int
+	// ep is epfd as a pollable *os.File: run waits for the epoll set to
+	// become readable in the Go runtime's netpoller (a nested epoll), so
+	// that no thread blocks in epoll_wait and a wakeup costs what a
+	// goroutine's read wakeup costs.
+	ep      *os.File
+	epRC    syscall.RawConn
+	evs     [pollBatch]unix.EpollEvent // run's
+	stopped bool                       // run's
 
 	mu    sync.Mutex
 	conns map[uint64]*conn
@@ -63,7 +72,17 @@ func newPoller() (*poller, error) {
 		_ = unix.Close(epfd)
 		return nil, errors.Join(errors.New("comet: epoll_ctl"), err)
 	}
-	return &poller{epfd: epfd, evfd: evfd, conns: make(map[uint64]*conn)}, nil
+	p := &poller{epfd: epfd, evfd: evfd, conns: make(map[uint64]*conn)}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		p.close()
+		return nil, errors.Join(errors.New("comet: epoll nonblock"), err)
+	}
+	p.ep = os.NewFile(uintptr(epfd), "comet-epoll")
+	if p.epRC, err = p.ep.SyscallConn(); err != nil {
+		p.close()
+		return nil, errors.Join(errors.New("comet: epoll rawconn"), err)
+	}
+	return p, nil
 }
 
 func setPollToken(ev *unix.EpollEvent, tok uint64) {
@@ -77,26 +96,48 @@ func pollToken(ev *unix.EpollEvent) uint64 {
 
 // run dispatches readiness events until stop is called.
 func (p *poller) run() {
-	var evs [pollBatch]unix.EpollEvent
-	for {
-		n, err := unix.EpollWait(p.epfd, evs[:], -1)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return // only after close, which follows stop
+	for !p.stopped {
+		if err := p.epRC.Read(p.dispatch); err != nil {
+			return // closed: only after stop
 		}
-		for i := range evs[:n] {
-			tok := pollToken(&evs[i])
+	}
+}
+
+// dispatch drains the epoll set without blocking; it returns false (wait
+// for readability) once the set is empty. The runtime watches epfd
+// edge-triggered: every event queued after the last epoll_wait makes it
+// readable again.
+func (p *poller) dispatch(fd uintptr) bool {
+	for {
+		n, err := unix.EpollWait(int(fd), p.evs[:], 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			p.stopped = true
+			return true
+		}
+		if n == 0 {
+			return false
+		}
+		full := n == len(p.evs)
+		for i := range p.evs[:n] {
+			tok := pollToken(&p.evs[i])
 			if tok == stopToken {
-				return
+				p.stopped = true
+				return true
 			}
 			p.mu.Lock()
 			c := p.conns[tok]
 			p.mu.Unlock()
 			if c != nil {
-				c.wake()
+				c.notify()
 			}
+		}
+		if !full {
+			// Drained: an event from now on makes epfd readable again
+			// (a new edge for the runtime's netpoller).
+			return false
 		}
 	}
 }
@@ -108,13 +149,30 @@ func (p *poller) stop() { _, _ = unix.Write(p.evfd, eventfdIncrement[:]) }
 // connection can be parked any more.
 func (p *poller) close() {
 	_ = unix.Close(p.evfd)
+	if p.ep != nil {
+		_ = p.ep.Close()
+		return
+	}
 	_ = unix.Close(p.epfd)
 }
 
-func (p *poller) add(c *conn) {
+// add registers c, whose socket is rc.
+func (p *poller) add(c *conn, rc syscall.RawConn) error {
 	p.mu.Lock()
 	p.conns[c.seq] = c
 	p.mu.Unlock()
+	var err error
+	cerr := rc.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: pollEvents}
+		setPollToken(&ev, c.seq)
+		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+	})
+	if err = errors.Join(cerr, err); err != nil {
+		p.mu.Lock()
+		delete(p.conns, c.seq)
+		p.mu.Unlock()
+	}
+	return err
 }
 
 // remove unregisters c; rc (may be nil) is its socket, removed from the
@@ -128,18 +186,6 @@ func (p *poller) remove(c *conn, rc syscall.RawConn) {
 			_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
 		})
 	}
-}
-
-// arm (re-)enables one wakeup for fd, which must be open (called inside
-// RawConn.Control).
-func (p *poller) arm(fd int, tok uint64) error {
-	ev := unix.EpollEvent{Events: pollEvents}
-	setPollToken(&ev, tok)
-	err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
-	if errors.Is(err, unix.ENOENT) {
-		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
-	}
-	return err
 }
 
 // readNonblock reads into b without waiting: n bytes, or wouldBlock when

@@ -21,7 +21,7 @@ func (e *env) parked(tb testing.TB, key string) *conn {
 	var c *conn
 	eventually(tb, key+" parked", func() bool {
 		c = e.s.bucketFor(key).get(key)
-		return c != nil && c.polled && c.pollState.Load() == pollParked
+		return c != nil && c.pollState.Load() == pollParked
 	})
 	return c
 }
@@ -64,7 +64,7 @@ func TestPollFrameSplitAcrossWakeups(t *testing.T) {
 			c.sendRaw(frame[:cut])
 			// The first piece wakes the connection; its reader waits for
 			// the rest of the frame.
-			eventually(t, "woken", func() bool { return cn.pollState.Load() == pollRunning })
+			eventually(t, "woken", func() bool { return cn.pollState.Load() != pollParked })
 			time.Sleep(20 * time.Millisecond) // the reader is blocked on the rest
 			c.sendRaw(frame[cut:])
 			if f := c.expect(protocol.OpSendMsgReply); f.Seq != 7 || string(f.Body) != "echo:hello world" {
@@ -227,7 +227,7 @@ func TestPollDisabled(t *testing.T) {
 	c.send(protocol.OpHeartbeat, 3, nil)
 	c.expect(protocol.OpHeartbeatReply)
 	e.marker(t, c, "k")
-	if cn := e.s.bucketFor("k").get("k"); cn.polled {
-		t.Fatal("connection polled with the poller disabled")
+	if cn := e.s.bucketFor("k").get("k"); cn.pollState.Load() != pollRunning {
+		t.Fatal("connection parked with the poller disabled")
 	}
 }

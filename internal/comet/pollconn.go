@@ -11,15 +11,21 @@ import (
 // errPollUnsupported: no TCP poller on this platform (newPoller).
 var errPollUnsupported = errors.New("comet: tcp poller needs linux")
 
-// Poll states of a connection (conn.pollState).
+// Poll states of a connection (conn.pollState). The poller watches a
+// connection edge-triggered for its whole life; the state decides who
+// reads.
 const (
 	// pollRunning: a goroutine owns the connection's reads (also every
 	// connection the poller does not serve).
 	pollRunning int32 = iota
-	// pollParked: the connection is armed in its poller and has no
-	// goroutine; whoever moves it back to pollRunning (the poller on
-	// readiness, closeSocket on a close) starts its reader.
+	// pollParked: no goroutine; whoever moves the connection back to
+	// pollRunning (the poller on an event, closeSocket on a close) starts
+	// its reader.
 	pollParked
+	// pollNotified: running, and an event came since: data may have
+	// arrived after the reader's last read, so it must read again before
+	// parking.
+	pollNotified
 )
 
 // pollable reports whether the TCP poller serves c: plain TCP (no TLS, no
@@ -30,8 +36,49 @@ func (c *conn) pollable() bool {
 
 func (c *conn) poller() *poller { return c.srv.pollers[c.seq%uint64(len(c.srv.pollers))] }
 
-// wake starts a reader for a parked connection (it became readable, or it
-// is being closed and the reader must see that and finish).
+// startPolled registers c with its poller and serves it (on the calling
+// goroutine until it has nothing to read). It reports false, having done
+// nothing, when c cannot be polled (the caller then starts a reader).
+func (c *conn) startPolled() bool {
+	sc, ok := c.raw.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	c.polled = true
+	if err := c.poller().add(c, rc); err != nil {
+		c.polled = false
+		return false
+	}
+	c.pollLoop()
+	return true
+}
+
+// notify is the poller's event for c: readable, or hung up.
+func (c *conn) notify() {
+	for {
+		switch st := c.pollState.Load(); st {
+		case pollParked:
+			if c.pollState.CompareAndSwap(st, pollRunning) {
+				c.srv.wg.Add(1)
+				go c.pollReader()
+				return
+			}
+		case pollRunning:
+			if c.pollState.CompareAndSwap(st, pollNotified) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// wake starts a reader for a parked connection that is being closed: it
+// has no reader to see the close and finish.
 func (c *conn) wake() {
 	if c.pollState.CompareAndSwap(pollParked, pollRunning) {
 		c.srv.wg.Add(1)
@@ -44,16 +91,20 @@ func (c *conn) pollReader() {
 	c.pollLoop()
 }
 
-// pollReads is one reader's state: the callbacks given to syscall.RawConn
-// are made once per wakeup, not per frame.
+// pollReads is a reader's state for one wakeup. Pooled, with its RawConn
+// callback made once: a wakeup allocates only the RawConn.
 type pollReads struct {
 	c          *conn
-	rc         syscall.RawConn
 	n          int
 	wouldBlock bool
 	err        error
 	readFn     func(uintptr) bool
-	armFn      func(uintptr)
+}
+
+func newPollReads() any {
+	r := &pollReads{}
+	r.readFn = r.read
+	return r
 }
 
 // read reads the next header (or as much of it as is there) without
@@ -63,38 +114,32 @@ func (r *pollReads) read(fd uintptr) bool {
 	return true
 }
 
-func (r *pollReads) arm(fd uintptr) { r.err = r.c.poller().arm(int(fd), r.c.seq) }
-
 // pollLoop reads and handles frames of a polled connection while the
 // socket has data, then parks it (no goroutine while idle). A frame that
 // arrives in pieces is finished with blocking reads: a goroutine exists
 // only while a frame is incomplete, and an idle connection holds no
 // partial-frame state.
 func (c *conn) pollLoop() {
-	sc, ok := c.raw.(syscall.Conn)
-	if !ok {
-		c.blockingLoop()
-		return
-	}
-	rc, err := sc.SyscallConn()
+	rc, err := c.raw.(syscall.Conn).SyscallConn() // pollable: a *net.TCPConn
 	if err != nil {
-		c.blockingLoop()
+		c.finish()
 		return
 	}
-	r := &pollReads{c: c, rc: rc}
-	r.readFn, r.armFn = r.read, r.arm
+	r := c.srv.pollReadsPool.Get().(*pollReads)
+	r.c = c
+	defer func() {
+		*r = pollReads{readFn: r.readFn}
+		c.srv.pollReadsPool.Put(r)
+	}()
 	for {
 		if err := rc.Read(r.readFn); err != nil || r.err != nil {
 			break // closed or reset: not a protocol error
 		}
 		if r.wouldBlock {
-			if c.park(r) {
+			if c.park() {
 				return
 			}
-			// Arming failed (e.g. epoll's watch limit): serve this
-			// connection with a blocking reader instead.
-			c.blockingLoop()
-			return
+			continue
 		}
 		if r.n == 0 || !c.serveFrom(r.n) {
 			break // EOF, or the connection is closing
@@ -103,27 +148,28 @@ func (c *conn) pollLoop() {
 	c.finish()
 }
 
+// park gives up the reads after a read found nothing. It reports false
+// when the caller must read again: an event came since (the data may have
+// arrived after that read) or the connection was closed meanwhile.
+func (c *conn) park() bool {
+	if !c.pollState.CompareAndSwap(pollRunning, pollParked) {
+		c.pollState.Store(pollRunning) // was pollNotified
+		return false
+	}
+	// From here on a new reader may own c. closeSocket sets closed before
+	// it wakes a parked connection: if its wake came before the park, it
+	// found nothing to wake, and this takes the connection back.
+	if c.closed.Load() && c.pollState.CompareAndSwap(pollParked, pollRunning) {
+		return false
+	}
+	return true
+}
+
 // blockingLoop serves the connection with blocking reads until it closes.
 func (c *conn) blockingLoop() {
 	for c.serveOne() {
 	}
 	c.finish()
-}
-
-// park arms the connection in its poller and gives up ownership. It
-// reports false when arming failed and the caller still owns the
-// connection.
-func (c *conn) park(r *pollReads) bool {
-	r.err = nil
-	// Parked before armed: the wakeup may come at once. From here on this
-	// goroutine touches nothing of c.
-	c.pollState.Store(pollParked)
-	if err := r.rc.Control(r.armFn); err == nil && r.err == nil {
-		return true
-	}
-	// A close (which wakes the connection itself) or an epoll error:
-	// whoever moves the connection out of pollParked owns it.
-	return !c.pollState.CompareAndSwap(pollParked, pollRunning)
 }
 
 // serveFrom completes the header of which n bytes were read, reads the

@@ -82,10 +82,11 @@ type Server struct {
 	wheels  []*timer.Wheel
 	pollers []*poller // idle plain-TCP connections (Linux); set by Start
 
-	bodyPool  sync.Pool // *[]byte of MaxBody
-	writePool sync.Pool // *[]byte coalescing buffers
-	upgrader  websocket.Upgrader
-	tlsConfig *tls.Config
+	bodyPool      sync.Pool // *[]byte of MaxBody
+	writePool     sync.Pool // *[]byte coalescing buffers
+	pollReadsPool sync.Pool // *pollReads
+	upgrader      websocket.Upgrader
+	tlsConfig     *tls.Config
 
 	nonce   string
 	connSeq atomic.Uint64
@@ -159,6 +160,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	maxBody := cfg.MaxBody
 	s.bodyPool.New = func() any { b := make([]byte, maxBody); return &b }
+	s.pollReadsPool.New = newPollReads
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		ReadBufferSize:   cfg.WSReadBufferSize,
