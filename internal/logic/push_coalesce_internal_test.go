@@ -3,7 +3,10 @@ package logic
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -217,4 +220,29 @@ func TestCoalescerContextAndErrors(t *testing.T) {
 	}
 	close(g2.gate)
 	wg.Wait()
+}
+
+// TestOKEmptyBody: the precomputed success answer is what writeJSON
+// writes for it.
+func TestOKEmptyBody(t *testing.T) {
+	want := httptest.NewRecorder()
+	writeJSON(want, http.StatusOK, envelope{Code: CodeOK})
+	got := httptest.NewRecorder()
+	writeOKEmpty(got)
+	if got.Code != want.Code || got.Body.String() != want.Body.String() ||
+		got.Header().Get("Content-Type") != want.Header().Get("Content-Type") {
+		t.Fatalf("writeOKEmpty: %d %q %q, writeJSON: %d %q %q", got.Code, got.Body, got.Header(), want.Code, want.Body, want.Header())
+	}
+}
+
+// TestReadAll: the Content-Length sized read returns the whole body, also
+// when the length is wrong or unknown.
+func TestReadAll(t *testing.T) {
+	body := strings.Repeat("x", 1000)
+	for _, cl := range []int64{-1, 0, 1, 999, 1000, 1001, 5000} {
+		got, err := readAll(strings.NewReader(body), cl, 2000)
+		if err != nil || string(got) != body {
+			t.Fatalf("content length %d: %d bytes, %v", cl, len(got), err)
+		}
+	}
 }
