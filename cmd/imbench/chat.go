@@ -160,6 +160,7 @@ func runChat(ctx context.Context, args []string, c *common) error {
 	var tune sdkTuning
 	fs.DurationVar(&tune.gapGrace, "gap-grace", 0, "SDK Config.GapGrace (0: the SDK default; negative: pull every gap at once)")
 	fs.DurationVar(&tune.ackInterval, "ack-interval", 0, "SDK Config.AckInterval (0: the SDK default)")
+	fs.DurationVar(&tune.ackMaxDelay, "ack-max-delay", 0, "SDK Config.AckMaxDelay (0: the SDK default)")
 	ctx, cancel, err := c.parse(ctx, fs, args)
 	if err != nil {
 		return err
@@ -305,8 +306,8 @@ func lostCount(senders []*chatSender) int64 {
 
 // sdkTuning are the SDK settings of every chat client.
 type sdkTuning struct {
-	gapGrace, ackInterval time.Duration
-	metrics               *client.Metrics
+	gapGrace, ackInterval, ackMaxDelay time.Duration
+	metrics                            *client.Metrics
 }
 
 // chatSetup connects every user and creates the groups.
@@ -320,7 +321,7 @@ func chatSetup(ctx context.Context, c *common, pairs, groups, gsize int, tune sd
 		cl, err := client.New(client.Config{
 			Addrs: []string{c.addr()}, Transport: c.transport, WSPath: c.wsPath, Mid: mid, Platform: "imbench",
 			EventBuffer: chatEventBuffer, Logger: quiet,
-			GapGrace: tune.gapGrace, AckInterval: tune.ackInterval, Metrics: tune.metrics,
+			GapGrace: tune.gapGrace, AckInterval: tune.ackInterval, AckMaxDelay: tune.ackMaxDelay, Metrics: tune.metrics,
 		})
 		if err != nil {
 			return users, nil, err

@@ -52,6 +52,10 @@ type Client struct {
 	cursorSync syncReq           // outstanding Sync with cursors (seq 0: none)
 	activity   uint64            // bumped whenever a conversation's contig moves
 	gapDue     time.Time         // when the gap timer fires (zero: not armed)
+	ackEpoch   uint64            // delivered-ack flushes so far
+	// ackMaxEpochs is AckMaxDelay in flushes: a conversation that keeps
+	// moving is acked every ackMaxEpochs flushes.
+	ackMaxEpochs uint64
 
 	// gapWake tells the connection's maintainLoop that gapDue moved.
 	gapWake chan struct{}
@@ -86,6 +90,8 @@ func New(cfg Config) (*Client, error) {
 		convs:    make(map[string]*convState, len(cfg.Cursors)),
 		syncs:    make(map[int32]syncReq),
 		gapWake:  make(chan struct{}, 1),
+
+		ackMaxEpochs: max(1, uint64((cfg.AckMaxDelay+cfg.AckInterval-1)/cfg.AckInterval)),
 	}
 	for conv, seq := range cfg.Cursors {
 		c.convs[conv] = &convState{contig: seq, acked: seq, target: seq}
@@ -151,7 +157,7 @@ func (c *Client) Connect(ctx context.Context) error {
 // not yet flushed are sent first (bounded by WriteTimeout).
 func (c *Client) Close() {
 	if s := c.session(); s != nil && c.ctx.Err() == nil {
-		c.flushAcks(s)
+		c.flushAcks(s, true)
 	}
 	c.cancel()
 	if c.started.CompareAndSwap(false, true) {

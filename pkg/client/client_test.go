@@ -1241,3 +1241,42 @@ func TestDeliveredAckOnlyContiguous(t *testing.T) {
 	waitFor(t, "1,2,3", func() bool { return slices.Equal(msgSeqs(r, "g:1"), []int64{1, 2, 3}) })
 	waitFor(t, "ack 3", func() bool { last, _, _ := acked(); return last == 3 })
 }
+
+// A conversation that keeps moving is acked once per AckMaxDelay, not at
+// every flush; once it goes quiet its last contiguous seq is acked.
+func TestDeliveredAcksCoalescedWhileMoving(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	cfg := testConfig(srv)
+	cfg.AckInterval = 100 * time.Millisecond
+	cfg.AckMaxDelay = 400 * time.Millisecond
+	_, r := startClient(t, cfg)
+	waitFor(t, "cursor sync", func() bool {
+		n := 0
+		srv.get(func(s *fakeServer) { n = len(s.syncs) })
+		return n == 1
+	})
+	const n = 200
+	msgs := srv.addMsgs("g:1", seqRange(1, n)...)
+	start := time.Now()
+	for _, m := range msgs { // one message every 5ms: never quiet for an AckInterval
+		srv.pushProto(protocol.OpMsgPush, m)
+		time.Sleep(5 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	waitFor(t, "all messages", func() bool { return len(msgSeqs(r, "g:1")) == n })
+	var acks []*protocol.MsgDeliveredAck
+	waitFor(t, "ack of the last seq", func() bool {
+		srv.get(func(s *fakeServer) { acks = slices.Clone(s.delivered) })
+		return len(acks) > 0 && acks[len(acks)-1].Seq == n
+	})
+	// At most one per AckMaxDelay while moving, plus the last one (and
+	// one of slack for a flush that found the stream paused).
+	if limit := int(elapsed/cfg.AckMaxDelay) + 3; len(acks) > limit {
+		t.Fatalf("%d acks in %v of steady traffic, want at most %d (AckMaxDelay %v)", len(acks), elapsed, limit, cfg.AckMaxDelay)
+	}
+	for i := 1; i < len(acks); i++ {
+		if acks[i].Seq <= acks[i-1].Seq {
+			t.Fatalf("acks not increasing: %v", acks)
+		}
+	}
+}

@@ -39,6 +39,7 @@ const (
 	DefaultMaxResends         = 5
 	DefaultSyncLimit          = 100
 	DefaultAckInterval        = time.Second
+	DefaultAckMaxDelay        = 10 * time.Second
 	DefaultEventBuffer        = 256
 	DefaultMaxInboundBody     = 1 << 20
 	DefaultReorderLimit       = 1024
@@ -137,9 +138,17 @@ type Config struct {
 	Cursors map[string]int64
 	// SyncLimit is the number of messages asked for per Sync. Default: 100.
 	SyncLimit int32
-	// AckInterval is how often delivered acks (op 23) are flushed; acks
-	// are coalesced per conversation in between. Default: 1s.
+	// AckInterval is how often delivered acks (op 23) are flushed. An ack
+	// carries the conversation's highest contiguous seq, so acks coalesce:
+	// a conversation that moved and then went quiet for an AckInterval is
+	// acked at the next flush (within two intervals of its last message),
+	// one that keeps moving once every AckMaxDelay, and Close acks every
+	// conversation that moved. Default: 1s.
 	AckInterval time.Duration
+	// AckMaxDelay is how long a conversation that keeps receiving goes
+	// without a delivered ack (rounded up to AckIntervals). Set it to
+	// AckInterval for an ack every AckInterval. Default: 10s.
+	AckMaxDelay time.Duration
 	// ReorderLimit bounds the out-of-order messages buffered per
 	// conversation while a gap is being pulled; beyond it the newest are
 	// dropped (they are pulled again). Default: 1024.
@@ -208,6 +217,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	setDur(&cfg.BackoffMax, DefaultBackoffMax)
 	setDur(&cfg.SendTimeout, DefaultSendTimeout)
 	setDur(&cfg.AckInterval, DefaultAckInterval)
+	setDur(&cfg.AckMaxDelay, DefaultAckMaxDelay)
 	if cfg.WSPath == "" {
 		cfg.WSPath = DefaultWSPath
 	}
@@ -269,6 +279,7 @@ func (cfg *Config) validate() error {
 		{"HeartbeatStep", cfg.HeartbeatStep}, {"HeartbeatTimeout", cfg.HeartbeatTimeout},
 		{"BackoffBase", cfg.BackoffBase}, {"BackoffMax", cfg.BackoffMax},
 		{"SendTimeout", cfg.SendTimeout}, {"AckInterval", cfg.AckInterval},
+		{"AckMaxDelay", cfg.AckMaxDelay},
 	}
 	for _, d := range durs {
 		if d.d < 0 {

@@ -34,6 +34,9 @@ type convState struct {
 	retries int    // pulls resent for lack of a reply
 	limit   int32  // page size; halved when a page is too big (0: SyncLimit)
 	active  uint64 // Client.activity when contig last moved
+	// movedEpoch and ackedEpoch are the Client.ackEpoch when contig last
+	// moved and when its last delivered ack was sent.
+	movedEpoch, ackedEpoch uint64
 	// gapSince is when the conversation was last seen with a gap and no
 	// pull, counting from its last progress (zero: no such gap).
 	gapSince time.Time
@@ -145,6 +148,7 @@ func (c *Client) touchLocked(st *convState, before int64) {
 	if st.contig > before {
 		c.activity++
 		st.active = c.activity
+		st.movedEpoch = c.ackEpoch
 	}
 }
 
@@ -513,17 +517,27 @@ func (c *Client) retryPulls(s *session) {
 	c.sendAll(s, out)
 }
 
-// pendingAcks returns one delivered ack per conversation whose contiguous
-// seq moved since the last ack.
-func (c *Client) pendingAcks() []*protocol.MsgDeliveredAck {
+// pendingAcks returns the delivered acks due, one per conversation whose
+// contiguous seq moved since its last ack: a conversation that did not
+// move during the last AckInterval (it went idle) is acked at once, one
+// that keeps moving once every AckMaxDelay. all acks every conversation
+// that moved (Close).
+func (c *Client) pendingAcks(all bool) []*protocol.MsgDeliveredAck {
 	c.convMu.Lock()
 	defer c.convMu.Unlock()
+	epoch := c.ackEpoch
+	c.ackEpoch++
 	var acks []*protocol.MsgDeliveredAck
 	for id, st := range c.convs {
-		if st.contig > st.acked {
-			st.acked = st.contig
-			acks = append(acks, &protocol.MsgDeliveredAck{ConvId: id, Seq: st.contig})
+		if st.contig <= st.acked {
+			continue
 		}
+		idle := st.movedEpoch < epoch
+		if !all && !idle && epoch-st.ackedEpoch < c.ackMaxEpochs {
+			continue
+		}
+		st.acked, st.ackedEpoch = st.contig, epoch
+		acks = append(acks, &protocol.MsgDeliveredAck{ConvId: id, Seq: st.contig})
 	}
 	return acks
 }

@@ -67,8 +67,10 @@
 // starts after it, or max_seq covers it) is skipped, and a pull that makes
 // no progress three times in a row is abandoned with an Error event
 // wrapping ErrGapUnfilled; the client never loops. Delivered acks (op 23)
-// are coalesced: one per conversation whose contiguous seq moved, every
-// AckInterval. Every new connection starts with a Sync carrying the cursors
+// carry the highest contiguous seq and are coalesced per conversation: one
+// once the conversation went quiet for an AckInterval (1s), at most one
+// per AckMaxDelay (10s) while it keeps moving, and a last one for every
+// conversation that moved at Close. Every new connection starts with a Sync carrying the cursors
 // of the known conversations (the most recently active first, as many as
 // fit in MaxBody), so whatever moved while the device was away is pulled;
 // the server caps the conversations of one reply, so the client asks again

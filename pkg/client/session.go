@@ -309,7 +309,7 @@ func (c *Client) maintainLoop(s *session) {
 			return
 		}
 		if n%ackEvery == 0 {
-			if c.flushAcks(s) != nil {
+			if c.flushAcks(s, false) != nil {
 				return
 			}
 		}
@@ -330,9 +330,10 @@ func sessionErr(s *session) error {
 	}
 }
 
-// flushAcks sends one delivered ack per conversation that moved.
-func (c *Client) flushAcks(s *session) error {
-	for _, a := range c.pendingAcks() {
+// flushAcks sends the delivered acks due (all: one per conversation that
+// moved since its last ack).
+func (c *Client) flushAcks(s *session, all bool) error {
+	for _, a := range c.pendingAcks(all) {
 		body, _ := proto.Marshal(a)
 		if err := s.write(protocol.OpMsgDeliveredAck, c.nextSeq(), body); err != nil {
 			return err
