@@ -159,3 +159,29 @@ func BenchmarkPushToComet(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRouteRoom measures the per-record path of a ROOM push: decode
+// the record, defer it, add it to its room's batch; every RoomBatchMax
+// pushes the batch is handed to the comet's queue and its records are
+// acknowledged.
+func BenchmarkRouteRoom(b *testing.B) {
+	j, err := New(Config{}, Deps{Consumer: noConsumer{}, Watcher: discovery.NewStatic(), Dial: nopDial,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer j.Close()
+	j.apply([]discovery.Instance{{ID: "a", Addrs: map[string]string{discovery.AddrGRPC: "stub"}}})
+	v, _ := proto.Marshal(&logic.PushMsg{Type: logic.PushMsg_ROOM, Operation: 1001, Room: "live://1", Msg: make([]byte, 128)})
+	msgs := make([]mq.Message, 64)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		m := &msgs[i%len(msgs)]
+		*m = mq.Message{Topic: mq.TopicPush, Value: v}
+		if err := j.handle(ctx, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

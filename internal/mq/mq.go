@@ -43,8 +43,9 @@ type Message struct {
 // partition are still handed to the handler in order, but may be
 // acknowledged in any order; the consumer commits a partition only up to
 // the first record not acknowledged yet, and holds at most MaxUnacked
-// unacknowledged records per partition (it waits for acknowledgements
-// before delivering more). A record not acknowledged when its partition is
+// (Kafka) or MemoryConfig.MaxUnacked records per partition from the first
+// unacknowledged one on (it waits for acknowledgements before delivering
+// more). A record not acknowledged when its partition is
 // taken away (rebalance, Run ends, crash) is delivered again; a later Done
 // is then ignored. If the handler returns an error, the Ack is void and
 // the record is delivered again, as for any handler error.
