@@ -73,6 +73,7 @@ func kafkaAckBackend(tb testing.TB) ackBackend {
 // ackJob is one job instance running on its own consumer.
 type ackJob struct {
 	job    *Job
+	static *discovery.Static
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -92,7 +93,7 @@ func startAckJob(tb testing.TB, be ackBackend, cfg Config, comets ...*fakeComet)
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &ackJob{job: j, cancel: cancel, done: make(chan error, 1)}
+	a := &ackJob{job: j, static: static, cancel: cancel, done: make(chan error, 1)}
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
@@ -193,4 +194,32 @@ func TestRoomPushInWindowCommittedOnClose(t *testing.T) {
 			t.Fatalf("new job delivered %q (+%d batches), want [second]", got, raw)
 		}
 	})
+}
+
+// TestRoomBatchForGoneCometCountsAsHandled: a room batch flushed when its
+// comet has left discovery reaches no comet, yet its records are
+// acknowledged (there is nowhere to deliver them): a new job instance does
+// not get them again.
+func TestRoomBatchForGoneCometCountsAsHandled(t *testing.T) {
+	be := memoryAckBackend(t)
+	a, b := startFakeComet(t, "a"), startFakeComet(t, "b")
+	first := startAckJob(t, be, Config{RoomBatchWindow: ackTestWindow, RoomBatchMax: 2}, a)
+	publishRoom(t, be, "live://1", "x1")
+	eventually(t, func() bool { return first.job.rooms.open() == 1 }, "room push never reached the batcher")
+	first.static.Set(discovery.ServiceComet, nil)
+	eventually(t, func() bool { return len(first.job.view.Load().all) == 0 }, "comet a still listed")
+	publishRoom(t, be, "live://1", "x2") // fills the batch: flushed to no comet
+	eventually(t, func() bool { return first.job.rooms.open() == 0 }, "full batch not flushed")
+	first.cancel()
+	<-first.done
+	if got, raw := a.roomBodies(); len(got)+raw != 0 {
+		t.Fatalf("removed comet got %q (+%d batches)", got, raw)
+	}
+
+	startAckJob(t, be, Config{}, b)
+	publishRoom(t, be, "live://1", "third")
+	eventually(t, func() bool { got, raw := b.roomBodies(); return len(got)+raw > 0 }, "new job received nothing")
+	if got, raw := b.roomBodies(); len(got) != 1 || got[0] != "third" || raw != 0 {
+		t.Fatalf("new job delivered %q (+%d batches), want [third]", got, raw)
+	}
 }
