@@ -85,8 +85,8 @@ func (c *coalescer[In, Out]) do(ctx context.Context, in []In) (out Out, off int,
 	if c.inflight < maxLookupsInFlight && len(c.queue) == 0 {
 		c.inflight++
 		c.mu.Unlock()
+		defer c.release()
 		out, err = c.lookup(ctx, in)
-		c.release()
 		return out, 0, err
 	}
 	var b *lookupBatch[In, Out]
@@ -106,11 +106,7 @@ func (c *coalescer[In, Out]) do(ctx context.Context, in []In) (out Out, off int,
 		// The leader runs the batch even if its own context ends: the
 		// others wait for it. The wait is bounded by the lookups in flight.
 		<-b.ready
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sharedLookupTimeout)
-		b.out, b.err = c.lookup(lctx, b.in)
-		cancel()
-		close(b.done)
-		c.release()
+		c.run(ctx, b)
 	}
 	select {
 	case <-b.done:
@@ -119,6 +115,20 @@ func (c *coalescer[In, Out]) do(ctx context.Context, in []In) (out Out, off int,
 		return out, 0, ctx.Err()
 	}
 }
+
+// run looks a batch up and hands its slot on, also if the lookup panics
+// (the waiting pushes then get errLookupAborted).
+func (c *coalescer[In, Out]) run(ctx context.Context, b *lookupBatch[In, Out]) {
+	b.err = errLookupAborted
+	defer c.release()
+	defer close(b.done)
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sharedLookupTimeout)
+	defer cancel()
+	b.out, b.err = c.lookup(lctx, b.in)
+}
+
+// errLookupAborted answers the pushes of a shared lookup that panicked.
+var errLookupAborted = errors.New("logic: shared store lookup aborted")
 
 // release ends a lookup: its slot goes to the oldest queued batch.
 func (c *coalescer[In, Out]) release() {
