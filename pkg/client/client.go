@@ -59,6 +59,8 @@ type Client struct {
 
 	// gapWake tells the connection's maintainLoop that gapDue moved.
 	gapWake chan struct{}
+
+	timers sync.Pool // stopped *time.Timer for Send
 }
 
 // New checks cfg and returns a client that is not connected yet; call Run

@@ -133,7 +133,7 @@ func (c *Client) auth(conn frameConn, token string) (authReply, error) {
 	if err != nil {
 		return authReply{}, err
 	}
-	if err := conn.writeFrame(protocol.AppendFrame(nil, protocol.Version, protocol.OpAuth, c.nextSeq(), body)); err != nil {
+	if err := conn.writeFrame(protocol.OpAuth, c.nextSeq(), body); err != nil {
 		return authReply{}, err
 	}
 	if err := conn.setReadDeadline(time.Now().Add(c.cfg.DialTimeout)); err != nil {

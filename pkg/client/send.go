@@ -91,8 +91,8 @@ func (c *Client) SendWithID(ctx context.Context, clientMsgID string, to Conversa
 		c.mu.Unlock()
 	}()
 
-	timer := time.NewTimer(c.cfg.SendTimeout)
-	defer timer.Stop()
+	timer := c.getTimer(c.cfg.SendTimeout)
+	defer c.putTimer(timer)
 	for attempts := 0; ; {
 		select {
 		case ack := <-ps.ch:
@@ -192,4 +192,25 @@ func (c *Client) handleAck(s *session, ack *protocol.MsgSendAck) {
 		Payload: ps.msg.Payload, ServerTime: ack.ServerTime,
 		ConvType: ps.msg.ConvType, To: ps.msg.To,
 	})
+}
+
+// getTimer returns a running timer of d from the client's pool (Send is
+// called once per message; a timer is two allocations).
+func (c *Client) getTimer(d time.Duration) *time.Timer {
+	if t, ok := c.timers.Get().(*time.Timer); ok {
+		t.Reset(d)
+		return t
+	}
+	return time.NewTimer(d)
+}
+
+// putTimer stops t and returns it to the pool, its channel empty.
+func (c *Client) putTimer(t *time.Timer) {
+	if !t.Stop() {
+		select { // fired and not received (pre-Go 1.23 timer semantics)
+		case <-t.C:
+		default:
+		}
+	}
+	c.timers.Put(t)
 }

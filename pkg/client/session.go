@@ -55,7 +55,7 @@ func (s *session) closeWith(err error) {
 }
 
 func (s *session) write(op, seq int32, body []byte) error {
-	err := s.conn.writeFrame(protocol.AppendFrame(nil, protocol.Version, op, seq, body))
+	err := s.conn.writeFrame(op, seq, body)
 	if err != nil {
 		s.closeWith(fmt.Errorf("write: %w", err))
 	}

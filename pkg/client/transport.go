@@ -91,8 +91,9 @@ type frameConn interface {
 	// readFrame returns the next frame; its body is valid until the next
 	// call.
 	readFrame() (protocol.Frame, error)
-	// writeFrame writes one encoded frame (or several, on TCP) at once.
-	writeFrame(b []byte) error
+	// writeFrame encodes one frame into the connection's write buffer
+	// and writes it.
+	writeFrame(op, seq int32, body []byte) error
 	setReadDeadline(t time.Time) error
 	close() error
 	// received counts the bytes read from the network so far, so that a
@@ -191,7 +192,8 @@ type tcpConn struct {
 	hdr [protocol.HeaderLen]byte
 	buf []byte
 
-	wmu sync.Mutex
+	wmu  sync.Mutex
+	wbuf []byte // encoded outbound frame, reused under wmu
 }
 
 func (t *tcpConn) readFrame() (protocol.Frame, error) {
@@ -218,14 +220,25 @@ func (t *tcpConn) readFrame() (protocol.Frame, error) {
 	return protocol.Frame{Ver: h.Ver, Op: h.Op, Seq: h.Seq, Body: body}, nil
 }
 
-func (t *tcpConn) writeFrame(b []byte) error {
+func (t *tcpConn) writeFrame(op, seq int32, body []byte) error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	if err := t.c.SetWriteDeadline(time.Now().Add(t.lim.writeTimeout)); err != nil {
 		return err
 	}
+	b := protocol.AppendFrame(t.wbuf[:0], protocol.Version, op, seq, body)
 	_, err := t.c.Write(b)
+	keepWriteBuf(&t.wbuf, b)
 	return err
+}
+
+// keepWriteBuf keeps b as the connection's write buffer unless it grew
+// past maxKeptBody (a rare big request), so an idle connection holds at
+// most that much.
+func keepWriteBuf(keep *[]byte, b []byte) {
+	if cap(b) <= maxKeptBody {
+		*keep = b[:0]
+	}
 }
 
 func (t *tcpConn) setReadDeadline(d time.Time) error { return t.c.SetReadDeadline(d) }
@@ -233,12 +246,13 @@ func (t *tcpConn) received() int64                   { return t.rx.Load() }
 func (t *tcpConn) close() error                      { return t.c.Close() }
 
 type wsConn struct {
-	rx  atomic.Int64
-	c   *websocket.Conn
-	lim limits
-	hdr [protocol.HeaderLen]byte
-	buf []byte
-	wmu sync.Mutex
+	rx   atomic.Int64
+	c    *websocket.Conn
+	lim  limits
+	hdr  [protocol.HeaderLen]byte
+	buf  []byte
+	wmu  sync.Mutex
+	wbuf []byte // encoded outbound frame, reused under wmu
 }
 
 // readFrame streams one WebSocket message: the header is checked before
@@ -306,13 +320,16 @@ func (e *OversizeError) Error() string {
 
 func (e *OversizeError) Unwrap() error { return ErrTooLarge }
 
-func (w *wsConn) writeFrame(b []byte) error {
+func (w *wsConn) writeFrame(op, seq int32, body []byte) error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
 	if err := w.c.SetWriteDeadline(time.Now().Add(w.lim.writeTimeout)); err != nil {
 		return err
 	}
-	return w.c.WriteMessage(websocket.BinaryMessage, b)
+	b := protocol.AppendFrame(w.wbuf[:0], protocol.Version, op, seq, body)
+	err := w.c.WriteMessage(websocket.BinaryMessage, b)
+	keepWriteBuf(&w.wbuf, b)
+	return err
 }
 
 func (w *wsConn) setReadDeadline(d time.Time) error { return w.c.SetReadDeadline(d) }
