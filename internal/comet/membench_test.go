@@ -167,13 +167,16 @@ func benchConns(b *testing.B) int {
 
 // startLeanServer starts a comet (TCP and WS only) against the lean logic
 // at logicAddr.
-func startLeanServer(tb testing.TB, logicAddr string, wsInline bool) *Server {
+func startLeanServer(tb testing.TB, logicAddr string, wsInline bool, mod func(*Config)) *Server {
 	tb.Helper()
 	lc := dialLogic(tb, logicAddr)
 	// LogicHeartbeat 1ns: the clients' one heartbeat makes every reader
 	// call logic once, as a real idle connection does every minute.
 	cfg := Config{ID: "bench", TCPAddr: "127.0.0.1:0", WSAddr: "127.0.0.1:0", HandshakeTimeout: time.Minute,
 		DrainTimeout: time.Minute, OnlineInterval: time.Hour, LogicHeartbeat: time.Nanosecond}
+	if mod != nil {
+		mod(&cfg)
+	}
 	s, err := New(cfg, Deps{Logic: lc, Logger: testLogger(tb)})
 	if err != nil {
 		tb.Fatal(err)
@@ -190,12 +193,12 @@ func startLeanServer(tb testing.TB, logicAddr string, wsInline bool) *Server {
 	return s
 }
 
-func benchIdleMemory(b *testing.B, transport string, wsInline bool) {
+func benchIdleMemory(b *testing.B, transport string, wsInline bool, mod func(*Config)) {
 	n := benchConns(b)
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		c := startBenchClient(b, benchClientSpec{Transport: transport})
-		s := startLeanServer(b, c.logicAddr, wsInline)
+		s := startLeanServer(b, c.logicAddr, wsInline, mod)
 		addr := s.Addrs().TCP
 		if transport == "ws" {
 			addr = s.Addrs().WS
@@ -239,14 +242,20 @@ func perConn(after, before uint64, n int) int64 { return (int64(after) - int64(b
 
 // BenchmarkIdleMemoryTCP reports process memory per idle authenticated TCP
 // connection: HUBUIM_BENCH_CONNS=15000 go test -run x -bench IdleMemory -benchtime 1x
-func BenchmarkIdleMemoryTCP(b *testing.B) { benchIdleMemory(b, "tcp", false) }
+func BenchmarkIdleMemoryTCP(b *testing.B) { benchIdleMemory(b, "tcp", false, nil) }
+
+// BenchmarkIdleMemoryTCPNoPoller is BenchmarkIdleMemoryTCP with a reader
+// goroutine per connection (Config.DisableTCPPoller; other platforms).
+func BenchmarkIdleMemoryTCPNoPoller(b *testing.B) {
+	benchIdleMemory(b, "tcp", false, func(c *Config) { c.DisableTCPPoller = true })
+}
 
 // BenchmarkIdleMemoryWS is the same over WebSocket.
-func BenchmarkIdleMemoryWS(b *testing.B) { benchIdleMemory(b, "ws", false) }
+func BenchmarkIdleMemoryWS(b *testing.B) { benchIdleMemory(b, "ws", false, nil) }
 
 // BenchmarkIdleMemoryWSInline keeps each WebSocket connection on net/http's
 // handler goroutine, for comparison with BenchmarkIdleMemoryWS.
-func BenchmarkIdleMemoryWSInline(b *testing.B) { benchIdleMemory(b, "ws", true) }
+func BenchmarkIdleMemoryWSInline(b *testing.B) { benchIdleMemory(b, "ws", true, nil) }
 
 // TestBenchClient is the client process of the measurement benchmarks; it
 // does nothing unless started by one of them. It serves the lean logic,
@@ -444,7 +453,7 @@ func benchFanout(b *testing.B, transport string, rate int) {
 	}
 	for i := 0; i < b.N; i++ {
 		c := startBenchClient(b, benchClientSpec{Transport: transport, Read: true, Expect: msgs})
-		s := startLeanServer(b, c.logicAddr, false)
+		s := startLeanServer(b, c.logicAddr, false, nil)
 		addr := s.Addrs().TCP
 		if transport == "ws" {
 			addr = s.Addrs().WS

@@ -3,8 +3,13 @@
 // and delivers pushes, room broadcasts and broadcasts from job and logic
 // (the gRPC Comet API).
 //
-// Design, for memory per idle connection (docs/comet-benchmarks.md): one goroutine
-// per connection (the reader, started fresh after the handshake, which
+// Design, for memory per idle connection (docs/comet-benchmarks.md): on
+// Linux an idle plain-TCP connection has no goroutine: its socket is
+// watched by a shared epoll poller (pollconn.go, poll_linux.go) that starts
+// a reader when data arrives, and the reader exits once the socket has
+// nothing more (Config.TCPPollers, Config.DisableTCPPoller). Other
+// connections (TLS, WebSocket, other platforms) have one goroutine each
+// (the reader, started fresh after the handshake, which
 // runs anything deep - logic calls, gorilla's frame reader - on short-lived
 // goroutines so that its own stack stays at 2 KB); the header is read into
 // an array inside the connection and bodies into pooled buffers; a flusher
@@ -91,7 +96,7 @@ type Server struct {
 	nonce   string
 	connSeq atomic.Uint64
 	conns   atomic.Int64 // authenticated connections
-	readers atomic.Int64 // connection goroutines (handshake or read loop)
+	readers atomic.Int64 // connections not finished (handshake, reading or parked)
 
 	draining atomic.Bool
 	forced   atomic.Bool
