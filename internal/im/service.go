@@ -51,6 +51,7 @@ const (
 type Store interface {
 	store.MessageStore
 	store.ConvIndex
+	store.SyncPager
 	IsMember(ctx context.Context, groupID, userID int64) (bool, error)
 	Group(ctx context.Context, groupID int64) (store.Group, error)
 	Groups(ctx context.Context, userID int64) ([]store.Group, error)

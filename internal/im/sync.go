@@ -43,21 +43,14 @@ func (s *Service) syncConv(ctx context.Context, user int64, convID string, from 
 	if limit <= 0 || limit > s.cfg.SyncLimit {
 		limit = s.cfg.SyncLimit
 	}
-	msgs, more, err := s.deps.Store.Range(ctx, convID, from, limit)
+	// One store call (one round trip on PostgreSQL) for the page, the max
+	// seq and the read seq.
+	page, err := s.deps.Store.SyncPage(ctx, user, convID, from, limit)
 	if err != nil {
-		return nil, fmt.Errorf("range: %w", err)
+		return nil, fmt.Errorf("sync page: %w", err)
 	}
-	maxSeq, err := s.deps.Store.MaxSeq(ctx, convID)
-	if err != nil {
-		return nil, fmt.Errorf("max seq: %w", err)
-	}
-	msgs, more = capBytes(msgs, more, s.cfg.SyncMaxBytes)
-	c := &protocol.ConvMessages{ConvId: convID, Msgs: msgs, More: more, MaxSeq: maxSeq, SettledSeq: s.settled(from, msgs)}
-	if st, err := s.deps.Store.Conversation(ctx, user, convID); err == nil {
-		c.ReadSeq = st.ReadSeq
-	} else if !errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("conversation: %w", err)
-	}
+	msgs, more := capBytes(page.Msgs, page.More, s.cfg.SyncMaxBytes)
+	c := &protocol.ConvMessages{ConvId: convID, Msgs: msgs, More: more, MaxSeq: page.MaxSeq, SettledSeq: s.settled(from, msgs), ReadSeq: page.ReadSeq}
 	return c, nil
 }
 

@@ -136,3 +136,54 @@ func BenchmarkConversations(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkSyncPagePostgres: one conversation sync page (5 messages after
+// the cursor, max seq, read seq) as three calls, as the sync path did,
+// and as one SyncPage batch; 8 goroutines per CPU.
+func BenchmarkSyncPagePostgres(b *testing.B) {
+	s := openPostgres(b)
+	ctx := context.Background()
+	const user, pageMsgs = 1, 5
+	conv := store.SingleConvID(user, 2)
+	for seq := int64(1); seq <= pageMsgs+1; seq++ {
+		if _, _, err := s.Append(ctx, storetest.Msg(conv, seq)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := s.Touch(ctx, []int64{user}, conv, pageMsgs+1); err != nil {
+		b.Fatal(err)
+	}
+	run := func(b *testing.B, page func() error) {
+		b.ReportAllocs()
+		b.SetParallelism(8)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := page(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	b.Run("three-calls", func(b *testing.B) {
+		run(b, func() error {
+			if _, _, err := s.Range(ctx, conv, 1, benchPageSize); err != nil {
+				return err
+			}
+			if _, err := s.MaxSeq(ctx, conv); err != nil {
+				return err
+			}
+			_, err := s.Conversation(ctx, user, conv)
+			return err
+		})
+	})
+	b.Run("sync-page", func(b *testing.B) {
+		run(b, func() error {
+			p, err := s.SyncPage(ctx, user, conv, 1, benchPageSize)
+			if err == nil && len(p.Msgs) != pageMsgs {
+				b.Fatalf("page of %d messages, want %d", len(p.Msgs), pageMsgs)
+			}
+			return err
+		})
+	})
+}

@@ -434,6 +434,29 @@ func (s *Bolt) Range(ctx context.Context, convID string, fromSeq int64, limit in
 	return msgs, more, nil
 }
 
+// SyncPage implements SyncPager (in-process: three reads).
+func (s *Bolt) SyncPage(ctx context.Context, userID int64, convID string, fromSeq int64, limit int) (SyncPage, error) {
+	if err := validUserConv(userID, convID); err != nil {
+		return SyncPage{}, err
+	}
+	var (
+		page SyncPage
+		err  error
+	)
+	if page.Msgs, page.More, err = s.Range(ctx, convID, fromSeq, limit); err != nil {
+		return SyncPage{}, err
+	}
+	if page.MaxSeq, err = s.MaxSeq(ctx, convID); err != nil {
+		return SyncPage{}, err
+	}
+	st, err := s.Conversation(ctx, userID, convID)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return SyncPage{}, err
+	}
+	page.ReadSeq = st.ReadSeq
+	return page, nil
+}
+
 // MaxSeq implements MessageStore.
 func (s *Bolt) MaxSeq(ctx context.Context, convID string) (seq int64, err error) {
 	start := time.Now()

@@ -32,6 +32,7 @@ const (
 	opIsMember
 	opMemberCount
 	opGroups
+	opSyncPage
 	numOps
 )
 
@@ -39,7 +40,7 @@ var opNames = [numOps]string{
 	"append", "append_batch", "append_touch", "range", "max_seq", "get_by_client_id",
 	"touch", "set_read", "set_delivered", "delivered", "conversation", "conversations",
 	"create_group", "group", "add_members", "remove_members", "members", "is_member",
-	"member_count", "groups",
+	"member_count", "groups", "sync_page",
 }
 
 // metrics are the Prometheus metrics of one store. A nil *metrics records

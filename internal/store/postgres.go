@@ -553,6 +553,58 @@ func (s *Postgres) Range(ctx context.Context, convID string, fromSeq int64, limi
 	return msgs, more, nil
 }
 
+// SyncPage implements SyncPager: the range, the max seq and the user's
+// read seq go to the server in one batch (one round trip).
+func (s *Postgres) SyncPage(ctx context.Context, userID int64, convID string, fromSeq int64, limit int) (page SyncPage, err error) {
+	start := time.Now()
+	defer func() { s.m.done(opSyncPage, start, err) }()
+	if err := validUserConv(userID, convID); err != nil {
+		return SyncPage{}, err
+	}
+	if err := s.check(ctx); err != nil {
+		return SyncPage{}, err
+	}
+	limit = rangeLimit(limit)
+	b := &pgx.Batch{}
+	b.Queue(sqlRange, convID, max(fromSeq, 0), limit+1)
+	b.Queue(sqlMaxSeq, convID)
+	b.Queue(sqlConversation, userID, convID)
+	br := s.pool.SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); err == nil && cerr != nil {
+			page, err = SyncPage{}, wrapPG(cerr)
+		}
+	}()
+	rows, err := br.Query()
+	if err != nil {
+		return SyncPage{}, wrapPG(err)
+	}
+	for rows.Next() {
+		if len(page.Msgs) == limit {
+			page.More = true
+			break
+		}
+		m, err := scanMsg(rows)
+		if err != nil {
+			rows.Close()
+			return SyncPage{}, wrapPG(err)
+		}
+		page.Msgs = append(page.Msgs, m)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return SyncPage{}, wrapPG(err)
+	}
+	if err := br.QueryRow().Scan(&page.MaxSeq); err != nil {
+		return SyncPage{}, wrapPG(err)
+	}
+	var last int64
+	if err := br.QueryRow().Scan(&last, &page.ReadSeq); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return SyncPage{}, wrapPG(err)
+	}
+	return page, nil
+}
+
 // MaxSeq implements MessageStore.
 func (s *Postgres) MaxSeq(ctx context.Context, convID string) (seq int64, err error) {
 	start := time.Now()

@@ -107,6 +107,25 @@ type MessageStore interface {
 	GetByClientID(ctx context.Context, sender int64, clientMsgID string) (*protocol.Msg, error)
 }
 
+// SyncPage is one page of a conversation as a sync of one user reads it.
+type SyncPage struct {
+	Msgs []*protocol.Msg // Range(convID, fromSeq, limit)
+	More bool
+	// MaxSeq is MaxSeq(convID).
+	MaxSeq int64
+	// ReadSeq is the user's read seq of convID, 0 when the user has no
+	// index entry for it.
+	ReadSeq int64
+}
+
+// SyncPager reads a sync page in one call: PostgreSQL sends its three
+// queries in one round trip.
+type SyncPager interface {
+	// SyncPage returns Range(convID, fromSeq, limit), MaxSeq(convID) and
+	// userID's read seq of convID.
+	SyncPage(ctx context.Context, userID int64, convID string, fromSeq int64, limit int) (SyncPage, error)
+}
+
 // ConvState is one conversation as one user sees it.
 type ConvState struct {
 	ConvID string
@@ -187,6 +206,7 @@ type GroupStore interface {
 type Store interface {
 	MessageStore
 	ConvIndex
+	SyncPager
 	GroupStore
 	// Close releases the store; later calls return ErrClosed.
 	Close() error

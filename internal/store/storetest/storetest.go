@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"AppendBatch", testAppendBatch},
 		{"AppendTouch", testAppendTouch},
 		{"ConvIndexMonotonic", testConvIndex},
+		{"SyncPage", testSyncPage},
 		{"Delivered", testDelivered},
 		{"MovedSince", testMovedSince},
 		{"LastSeqFollowsMessages", testLastSeqFollowsMessages},
@@ -483,6 +484,43 @@ func testConvIndex(t *testing.T, ctx context.Context, s store.Store) {
 	}
 	if err := s.Touch(ctx, nil, conv, 9); err != nil {
 		t.Fatalf("Touch(no users): %v", err)
+	}
+}
+
+func testSyncPage(t *testing.T, ctx context.Context, s store.Store) {
+	conv := store.SingleConvID(1, 2)
+	check := func(user, from int64, limit int, want []int64, more bool, maxSeq, read int64) {
+		t.Helper()
+		p, err := s.SyncPage(ctx, user, conv, from, limit)
+		if err != nil {
+			t.Fatalf("SyncPage(%d, %d, %d): %v", user, from, limit, err)
+		}
+		if got := seqs(p.Msgs); !slices.Equal(got, want) || p.More != more || p.MaxSeq != maxSeq || p.ReadSeq != read {
+			t.Fatalf("SyncPage(%d, %d, %d) = %v more=%v max=%d read=%d, want %v more=%v max=%d read=%d",
+				user, from, limit, got, p.More, p.MaxSeq, p.ReadSeq, want, more, maxSeq, read)
+		}
+	}
+	check(1, 0, 10, nil, false, 0, 0) // nothing stored, no index entry
+	for _, seq := range []int64{1, 2, 3, 5, 8} {
+		mustAppend(t, ctx, s, Msg(conv, seq))
+	}
+	if err := s.Touch(ctx, []int64{1}, conv, 8); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetRead(ctx, 1, conv, 3); err != nil {
+		t.Fatal(err)
+	}
+	check(1, 1, 2, []int64{2, 3}, true, 8, 3)
+	check(1, 3, 10, []int64{5, 8}, false, 8, 3)
+	check(2, 0, 0, []int64{1, 2, 3, 5, 8}, false, 8, 0) // user 2 has no index entry
+	check(1, 8, 10, nil, false, 8, 3)
+	for _, c := range []struct {
+		user int64
+		conv string
+	}{{0, conv}, {1, ""}, {1, "x:1"}} {
+		if _, err := s.SyncPage(ctx, c.user, c.conv, 0, 10); !errors.Is(err, store.ErrInvalid) {
+			t.Fatalf("SyncPage(%d, %q) err=%v, want ErrInvalid", c.user, c.conv, err)
+		}
 	}
 }
 
