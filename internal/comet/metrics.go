@@ -57,6 +57,7 @@ type metrics struct {
 	writeErrors    prometheus.Counter
 	writes         prometheus.Counter
 	framesCoalesce prometheus.Counter
+	pollWakeups    prometheus.Counter
 	logicErrors    *prometheus.CounterVec
 	grpc           *grpcmetrics.Metrics // the comet's gRPC server
 }
@@ -111,6 +112,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		framesCoalesce: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "hubuim_comet_written_frames_total", Help: "Frames written to connections (frames/writes is the coalescing factor).",
 		}),
+		pollWakeups: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hubuim_comet_tcp_poller_wakeups_total", Help: "Readers started by the TCP poller for parked (idle, goroutine-less) connections that became readable.",
+		}),
 		logicErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hubuim_comet_logic_errors_total", Help: "Failed calls to logic, by method.",
 		}, []string{"method"}),
@@ -132,7 +136,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	cs := []prometheus.Collector{m.conns, m.framesRead, m.bytesRead, m.bytesWritten, m.accepted, m.authFailures, m.protoErrors, m.kicks,
 		m.slowConsumers, m.pushed, m.roomMsgs, m.broadcastMsgs, m.roomQueueFull, m.writeErrors,
-		m.writes, m.framesCoalesce, m.logicErrors}
+		m.writes, m.framesCoalesce, m.pollWakeups, m.logicErrors}
 	var errs []error
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -38,6 +38,9 @@ func TestPollIdleConnectionIsParked(t *testing.T) {
 		}
 		e.parked(t, "k")
 	}
+	if got := counterValue(t, e.s.m.pollWakeups); got < 3 {
+		t.Fatalf("poller wakeups %v, want >= 3", got)
+	}
 	// Pushes to a parked connection go out through the netpoller.
 	e.marker(t, c, "k")
 	// Replies keep their order across wakeups: several frames in one write.

@@ -63,6 +63,7 @@ func (c *conn) notify() {
 		switch st := c.pollState.Load(); st {
 		case pollParked:
 			if c.pollState.CompareAndSwap(st, pollRunning) {
+				c.srv.m.pollWakeups.Inc()
 				c.srv.wg.Add(1)
 				go c.pollReader()
 				return
