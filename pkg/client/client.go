@@ -52,6 +52,7 @@ type Client struct {
 	cursorSync syncReq           // outstanding Sync with cursors (seq 0: none)
 	activity   uint64            // bumped whenever a conversation's contig moves
 	gapDue     time.Time         // when the gap timer fires (zero: not armed)
+	pushLag    time.Duration     // mean time a push arrives after the own ACK above it
 	ackEpoch   uint64            // delivered-ack flushes so far
 	// ackMaxEpochs is AckMaxDelay in flushes: a conversation that keeps
 	// moving is acked every ackMaxEpochs flushes.

@@ -153,14 +153,16 @@ type Config struct {
 	// conversation while a gap is being pulled; beyond it the newest are
 	// dropped (they are pulled again). Default: 1024.
 	ReorderLimit int
-	// GapGrace is how long a gap seen on a push or an ACK (a seq arrived
-	// above the contiguous one) may stay without progress before the
-	// missing range is pulled. Most gaps fill by themselves: the ACK of
-	// the device's own message travels faster than the push of a message
-	// the peer sent just before it (that one goes through the queue), so
-	// pulling at once costs a Sync round trip for a message already on its
-	// way. A MsgNotify is pulled at once. Default: 250ms; negative: pull at
-	// once.
+	// GapGrace is the least time a gap seen on a push or an ACK (a seq
+	// arrived above the contiguous one) may stay without progress before
+	// the missing range is pulled. Most gaps fill by themselves: the ACK
+	// of the device's own message travels faster than the push of a
+	// message the peer sent just before it (that one goes through the
+	// queue), so pulling at once costs a Sync round trip for a message
+	// already on its way. The client measures how late those pushes come
+	// and waits twice that mean, between GapGrace and 8 × GapGrace. A
+	// MsgNotify is pulled at once. Default: 250ms (so at most 2s);
+	// negative: pull at once.
 	GapGrace time.Duration
 	// GapWait bounds how long a missing seq the server has not settled
 	// (SyncReply settled_seq: it may still be in flight) is waited for and

@@ -40,6 +40,11 @@ type convState struct {
 	// gapSince is when the conversation was last seen with a gap and no
 	// pull, counting from its last progress (zero: no such gap).
 	gapSince time.Time
+	// lagSeq is the top seq missing when the device's own message opened
+	// a gap, and lagFrom when: its push arriving (even after a pull
+	// delivered it) measures how far pushes run behind ACKs (0: none).
+	lagSeq  int64
+	lagFrom time.Time
 	// repullAt is when to pull an unsettled gap again (zero: not waiting);
 	// unsettledSince is when the client started waiting for it.
 	repullAt       time.Time
@@ -192,12 +197,36 @@ func (c *Client) sendAll(s *session, out []outFrame) {
 	}
 }
 
-func (c *Client) handlePush(s *session, m *protocol.Msg) {
+// Adaptive gap grace: a gap is given twice the recent push lag (an
+// exponentially weighted mean over 1/lagWeight), never less than
+// Config.GapGrace and never more than maxGraceFactor times it.
+const (
+	lagWeight      = 8
+	lagGraceFactor = 2
+	maxGraceFactor = 8
+)
+
+// handlePush takes a message pushed by the server, or (own) the device's
+// own message completed by its ACK.
+func (c *Client) handlePush(s *session, m *protocol.Msg, own bool) {
 	c.convMu.Lock()
 	st := c.convLocked(m.ConvId)
 	before := st.contig
+	if st.lagSeq != 0 && !own && m.Seq >= st.lagSeq {
+		if m.Seq == st.lagSeq {
+			c.noteLagLocked(time.Since(st.lagFrom))
+		}
+		st.lagSeq = 0
+	}
 	msgs, dup := st.accept(m, c.cfg.ReorderLimit, s.scratch[:0])
 	c.touchLocked(st, before)
+	if own && st.lagSeq == 0 && st.contig < m.Seq-1 {
+		top := m.Seq - 1
+		for _, ok := st.buf[top]; ok && top > st.contig; _, ok = st.buf[top] {
+			top--
+		}
+		st.lagSeq, st.lagFrom = top, time.Now()
+	}
 	var out []outFrame
 	if c.gapDueLocked(st, before) {
 		out = append(out, c.startPullLocked(m.ConvId, st))
@@ -225,15 +254,31 @@ func (c *Client) gapDueLocked(st *convState, before int64) bool {
 	if now.Before(st.repullAt) {
 		return false // waiting for an unsettled seq; retryPulls pulls it
 	}
-	if c.cfg.GapGrace <= 0 {
+	grace := c.gapGraceLocked()
+	if grace <= 0 {
 		return true
 	}
 	if st.gapSince.IsZero() || st.contig > before {
 		st.gapSince = now
-		c.armGapTimerLocked(now.Add(c.cfg.GapGrace))
+		c.armGapTimerLocked(now.Add(grace))
 		return false
 	}
-	return now.Sub(st.gapSince) >= c.cfg.GapGrace
+	return now.Sub(st.gapSince) >= grace
+}
+
+// noteLagLocked adds one push lag sample.
+func (c *Client) noteLagLocked(d time.Duration) {
+	c.pushLag += (d - c.pushLag) / lagWeight
+}
+
+// gapGraceLocked is how long a gap may go without progress before it is
+// pulled: lagGraceFactor times the push lag, within [GapGrace,
+// maxGraceFactor*GapGrace]; 0 (pull at once) when GapGrace is.
+func (c *Client) gapGraceLocked() time.Duration {
+	if c.cfg.GapGrace <= 0 {
+		return 0
+	}
+	return min(max(lagGraceFactor*c.pushLag, c.cfg.GapGrace), maxGraceFactor*c.cfg.GapGrace)
 }
 
 // armGapTimerLocked makes the gap timer fire at due at the latest.
@@ -270,7 +315,7 @@ func (c *Client) pullStuckGaps(s *session) {
 			st.gapSince = time.Time{}
 			continue
 		}
-		if due := st.gapSince.Add(c.cfg.GapGrace); now.Before(due) {
+		if due := st.gapSince.Add(c.gapGraceLocked()); now.Before(due) {
 			c.armGapTimerLocked(due)
 			continue
 		}

@@ -58,10 +58,11 @@
 // delivered. A message above it plus one is a gap: the message waits (at
 // most ReorderLimit per conversation). Most gaps fill by themselves — the
 // ACK of the device's own message overtakes the push of the peer's message
-// that got the seq below it — so a gap is first given GapGrace (250ms by
-// default) without progress; then the missing range is pulled with Sync
-// (op 24, conversation id, from_seq = the contiguous seq, SyncLimit); a
-// reply with "more" is followed by the next page. Duplicates
+// that got the seq below it — so a gap is first given a grace without
+// progress: twice the push lag the client measured on such gaps, between
+// GapGrace (250ms by default) and 8 × GapGrace; then the missing range is
+// pulled with Sync (op 24, conversation id, from_seq = the contiguous seq,
+// SyncLimit); a reply with "more" is followed by the next page. Duplicates
 // are dropped. A MsgNotify (op 26) pulls up to its max seq. A seq that the
 // server cannot return (skipped by a seq jump — the reply is complete but
 // starts after it, or max_seq covers it) is skipped, and a pull that makes

@@ -191,7 +191,7 @@ func (c *Client) handleAck(s *session, ack *protocol.MsgSendAck) {
 		ClientMsgId: ack.ClientMsgId, ContentType: ps.msg.ContentType,
 		Payload: ps.msg.Payload, ServerTime: ack.ServerTime,
 		ConvType: ps.msg.ConvType, To: ps.msg.To,
-	})
+	}, true)
 }
 
 // getTimer returns a running timer of d from the client's pool (Send is

@@ -182,7 +182,7 @@ func (c *Client) dispatch(s *session, f protocol.Frame, inRaw bool) error {
 				c.emit(Error{Err: fmt.Errorf("%w: MsgPush without conversation id", ErrProtocol)})
 				return nil
 			}
-			c.handlePush(s, &m)
+			c.handlePush(s, &m, false)
 		}
 	case protocol.OpSyncReply:
 		var r protocol.SyncReply

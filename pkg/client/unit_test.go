@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/hubuim/hubuim/api/protocol"
 )
 
 func runtimeGoroutines() int { return runtime.NumGoroutine() }
@@ -135,4 +137,45 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		t.Fatalf("defaults not applied: %+v", c.cfg)
 	}
 	c.Close()
+}
+
+// The gap grace follows the push lag measured on gaps the device's own
+// ACK opened, within [GapGrace, maxGraceFactor*GapGrace].
+func TestGapGraceFollowsPushLag(t *testing.T) {
+	const grace = 10 * time.Millisecond
+	c, err := New(Config{Addrs: []string{"127.0.0.1:1"}, GapGrace: grace, EventBuffer: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := newSession(&tcpConn{c: discardConn{}, lim: limits{writeTimeout: time.Second}}, "unit")
+	graceNow := func() time.Duration {
+		c.convMu.Lock()
+		defer c.convMu.Unlock()
+		return c.gapGraceLocked()
+	}
+	if g := graceNow(); g != grace {
+		t.Fatalf("grace %v before any sample, want GapGrace %v", g, grace)
+	}
+	const lag = 30 * time.Millisecond
+	for i := int64(1); i <= 20; i++ {
+		// The own message (seq 2i) is ACKed before the peer's (2i-1) is pushed.
+		c.handlePush(s, &protocol.Msg{ConvId: "s:1:2", Seq: 2 * i, Sender: 1}, true)
+		time.Sleep(lag)
+		c.handlePush(s, &protocol.Msg{ConvId: "s:1:2", Seq: 2*i - 1, Sender: 2}, false)
+	}
+	if got := c.Cursors()["s:1:2"]; got != 40 {
+		t.Fatalf("cursor %d, want 40", got)
+	}
+	if g := graceNow(); g < lag || g > maxGraceFactor*grace {
+		t.Fatalf("grace %v after pushes %v late, want within [%v, %v]", g, lag, lag, maxGraceFactor*grace)
+	}
+	c.convMu.Lock()
+	for range 100 {
+		c.noteLagLocked(time.Hour)
+	}
+	c.convMu.Unlock()
+	if g := graceNow(); g != maxGraceFactor*grace {
+		t.Fatalf("grace %v after huge lags, want the cap %v", g, maxGraceFactor*grace)
+	}
 }
