@@ -187,3 +187,23 @@ func BenchmarkSyncPagePostgres(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkSetDeliveredPostgres: delivered marks of many devices at once
+// (8 goroutines per CPU), as logic records the SDKs' delivered acks.
+func BenchmarkSetDeliveredPostgres(b *testing.B) {
+	s := openPostgres(b)
+	ctx := context.Background()
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			user := i%200 + 1
+			if err := s.SetDelivered(ctx, user, "dev", store.SingleConvID(user, user+1000), i); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

@@ -155,6 +155,8 @@ type Postgres struct {
 	m       *metrics
 	log     *slog.Logger
 	closed  atomic.Bool
+	// delivered coalesces concurrent SetDelivered calls into one statement.
+	delivered deliveredBatcher
 }
 
 var _ Store = (*Postgres)(nil)
@@ -172,6 +174,7 @@ func NewPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
 		return nil, fmt.Errorf("store: postgres: metrics: %w", err)
 	}
 	s := &Postgres{pool: cfg.Pool, m: m, log: cfg.Logger}
+	s.delivered.exec = s.setDeliveredBatch
 	if s.pool == nil {
 		pc, err := pgxpool.ParseConfig(cfg.DSN)
 		if err != nil {
@@ -687,8 +690,16 @@ func (s *Postgres) SetDelivered(ctx context.Context, userID int64, deviceKey, co
 	if err := s.check(ctx); err != nil {
 		return err
 	}
-	_, err = s.pool.Exec(ctx, sqlSetDelivered, userID, deviceKey, convID, seq)
-	return wrapPG(err)
+	return wrapPG(s.delivered.set(ctx, deliveredMark{user: userID, device: deviceKey, conv: convID, seq: seq}))
+}
+
+func (s *Postgres) setDeliveredBatch(ctx context.Context, users []int64, devices, convs []string, seqs []int64) error {
+	if len(users) == 1 {
+		_, err := s.pool.Exec(ctx, sqlSetDelivered, users[0], devices[0], convs[0], seqs[0])
+		return err
+	}
+	_, err := s.pool.Exec(ctx, sqlSetDeliveredBatch, users, devices, convs, seqs)
+	return err
 }
 
 // Delivered implements ConvIndex.

@@ -1,0 +1,96 @@
+package store
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestDeliveredBatcherCoalesces: calls queued behind the statements in
+// flight go in one statement, one mark per key (the highest seq), sorted.
+func TestDeliveredBatcherCoalesces(t *testing.T) {
+	release := make(chan struct{})
+	var (
+		mu    sync.Mutex
+		calls [][]int64 // seqs per statement
+		convs [][]string
+	)
+	b := &deliveredBatcher{exec: func(_ context.Context, _ []int64, _, c []string, seqs []int64) error {
+		<-release
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, slices.Clone(seqs))
+		convs = append(convs, slices.Clone(c))
+		return nil
+	}}
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	set := func(conv string, seq int64) {
+		wg.Go(func() {
+			if err := b.set(ctx, deliveredMark{user: 1, device: "d", conv: conv, seq: seq}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	// deliveredConcurrency leaders block in exec.
+	for i := range deliveredConcurrency {
+		set("lead", int64(i+1))
+	}
+	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.inflight == deliveredConcurrency })
+	set("s:1:3", 7)
+	set("s:1:2", 5)
+	set("s:1:3", 9)
+	set("s:1:3", 8)
+	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.queue) == 4 })
+	close(release)
+	wg.Wait()
+	// The two leaderships pass to two queued calls, which take the rest:
+	// four calls in at most two statements.
+	if len(calls) > 2*deliveredConcurrency {
+		t.Fatalf("%d statements for 2 leaders and 4 queued calls: %v", len(calls), calls)
+	}
+	for _, c := range convs {
+		if !slices.IsSorted(c) || len(slices.Compact(slices.Clone(c))) != len(c) {
+			t.Fatalf("statement %v: keys not sorted and unique", c)
+		}
+	}
+	if b.inflight != 0 || len(b.queue) != 0 {
+		t.Fatalf("inflight %d, queue %d after all calls", b.inflight, len(b.queue))
+	}
+}
+
+func waitFor(tb testing.TB, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatal("condition not met within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestDeliveredBatcherRunKeepsHighest: one statement carries each key once,
+// at its highest seq, in key order.
+func TestDeliveredBatcherRunKeepsHighest(t *testing.T) {
+	var got []deliveredMark
+	b := &deliveredBatcher{exec: func(_ context.Context, users []int64, devices, convs []string, seqs []int64) error {
+		for i := range users {
+			got = append(got, deliveredMark{users[i], devices[i], convs[i], seqs[i]})
+		}
+		return nil
+	}}
+	var batch []*deliveredCall
+	for _, m := range []deliveredMark{{2, "d", "s:1:2", 3}, {1, "d", "s:1:3", 7}, {1, "d", "s:1:3", 9}, {1, "d", "s:1:3", 8}, {1, "c", "s:1:3", 1}} {
+		batch = append(batch, &deliveredCall{mark: m})
+	}
+	if err := b.run(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	want := []deliveredMark{{1, "c", "s:1:3", 1}, {1, "d", "s:1:3", 9}, {2, "d", "s:1:2", 3}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("statement marks %v, want %v", got, want)
+	}
+}
