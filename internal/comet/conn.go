@@ -254,6 +254,7 @@ func (c *conn) flushLoop() {
 			c.queue, c.queued = nil, 0
 			c.mu.Unlock()
 			c.srv.m.writeErrors.Inc()
+			c.srv.log.Debug("write failed; closing", "conn_id", c.id, "frames", len(q), "err", err)
 			c.closeSocket()
 			return
 		}

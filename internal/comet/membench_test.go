@@ -445,7 +445,7 @@ const (
 // reports deliveries per second and delivery latency (send time to the
 // client's read, both on this machine's clock). rate is messages per
 // second; 0 sends as fast as the room queues accept.
-func benchFanout(b *testing.B, transport string, rate int) {
+func benchFanout(b *testing.B, transport string, rate int, mod func(*Config)) {
 	n := benchConns(b)
 	msgs, _ := strconv.Atoi(os.Getenv(envBenchMsgs))
 	if msgs <= 0 {
@@ -453,7 +453,7 @@ func benchFanout(b *testing.B, transport string, rate int) {
 	}
 	for i := 0; i < b.N; i++ {
 		c := startBenchClient(b, benchClientSpec{Transport: transport, Read: true, Expect: msgs})
-		s := startLeanServer(b, c.logicAddr, false, nil)
+		s := startLeanServer(b, c.logicAddr, false, mod)
 		addr := s.Addrs().TCP
 		if transport == "ws" {
 			addr = s.Addrs().WS
@@ -499,6 +499,12 @@ func benchFanout(b *testing.B, transport string, rate int) {
 }
 
 // BenchmarkFanoutTCP: HUBUIM_BENCH_CONNS=15000 go test -run x -bench Fanout -benchtime 1x
-func BenchmarkFanoutTCP(b *testing.B)      { benchFanout(b, "tcp", 0) }
-func BenchmarkFanoutTCPRate5(b *testing.B) { benchFanout(b, "tcp", 5) }
-func BenchmarkFanoutWS(b *testing.B)       { benchFanout(b, "ws", 0) }
+func BenchmarkFanoutTCP(b *testing.B)      { benchFanout(b, "tcp", 0, nil) }
+func BenchmarkFanoutTCPRate5(b *testing.B) { benchFanout(b, "tcp", 5, nil) }
+func BenchmarkFanoutWS(b *testing.B)       { benchFanout(b, "ws", 0, nil) }
+
+// BenchmarkFanoutTCPNoPoller is BenchmarkFanoutTCP with a reader goroutine
+// per connection (Config.DisableTCPPoller), for A/B runs in one binary.
+func BenchmarkFanoutTCPNoPoller(b *testing.B) {
+	benchFanout(b, "tcp", 0, func(c *Config) { c.DisableTCPPoller = true })
+}
