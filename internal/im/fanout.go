@@ -108,6 +108,7 @@ func NewFanout(cfg FanoutConfig, deps FanoutDeps) (*Fanout, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
+	deps.Devices = &deviceCoalescer{next: deps.Devices}
 	return &Fanout{cfg: cfg, deps: deps, burst: make(map[string]*burstCount)}, nil
 }
 
