@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -31,6 +32,13 @@ const (
 	// burstSweepEvery bounds the burst table: it is cleared of idle
 	// conversations once per this many windows.
 	burstSweepEvery = 60
+	// fanoutBatchMax bounds the records of one partition fanned out with
+	// one device lookup.
+	fanoutBatchMax = 256
+	// fanoutRetryMin and fanoutRetryMax bound the backoff between attempts
+	// to fan out a deferred batch whose lookup or dispatch failed.
+	fanoutRetryMin = 50 * time.Millisecond
+	fanoutRetryMax = 2 * time.Second
 )
 
 // DeviceLookup finds the online devices of users.
@@ -81,6 +89,10 @@ type Fanout struct {
 	mu        sync.Mutex
 	burst     map[string]*burstCount
 	lastSweep time.Time
+
+	qmu    sync.Mutex
+	queues map[partitionID]*partitionQueue
+	wg     sync.WaitGroup // drain goroutines
 }
 
 type burstCount struct {
@@ -109,85 +121,223 @@ func NewFanout(cfg FanoutConfig, deps FanoutDeps) (*Fanout, error) {
 		deps.Now = time.Now
 	}
 	deps.Devices = &deviceCoalescer{next: deps.Devices}
-	return &Fanout{cfg: cfg, deps: deps, burst: make(map[string]*burstCount)}, nil
+	return &Fanout{cfg: cfg, deps: deps, burst: make(map[string]*burstCount), queues: make(map[partitionID]*partitionQueue)}, nil
 }
 
 // Handle is an mq.Handler for the message topic. A malformed record is
-// logged and skipped (redelivering it cannot help); a failed lookup or
-// dispatch returns the error so the record is delivered again.
+// logged and skipped (redelivering it cannot help).
+//
+// A record a consumer delivered is deferred: it joins its partition's
+// queue and Handle returns at once, so the consumer hands over the next
+// records while a lookup is in flight. A partition's queued records are
+// fanned out together, in order: one device lookup for all their
+// recipients, then their pushes, then their acknowledgements. A failed
+// lookup or dispatch is retried (with backoff) until it succeeds or the
+// record's partition is taken away, which redelivers it. A Message built
+// by hand is fanned out before Handle returns, and a failure is returned.
 func (f *Fanout) Handle(ctx context.Context, m *mq.Message) error {
 	ev := &logicpb.MsgEvent{}
 	if err := proto.Unmarshal(m.Value, ev); err != nil {
 		f.deps.Logger.Warn("im: skip malformed message event", "partition", m.Partition, "offset", m.Offset, "err", err)
 		return nil
 	}
-	switch ev.Kind {
-	case logicpb.MsgEvent_MESSAGE:
-		if ev.Msg == nil {
-			return nil
-		}
-		return f.message(ctx, ev)
-	case logicpb.MsgEvent_READ_MARK:
-		if ev.ReadMark == nil {
-			return nil
-		}
-		body, err := proto.Marshal(ev.ReadMark)
-		if err != nil {
-			return err
-		}
-		_, err = f.push(ctx, ev.Users, ev.OriginKey, protocol.OpReadMark, body)
-		return err
-	case logicpb.MsgEvent_PRESENCE:
-		if ev.Presence == nil {
-			return nil
-		}
-		body, err := proto.Marshal(ev.Presence)
-		if err != nil {
-			return err
-		}
-		_, err = f.push(ctx, ev.Users, "", protocol.OpPresenceEvent, body)
-		return err
-	default:
-		return nil
+	if !m.CanDefer() {
+		return f.fanOut(ctx, []fanItem{{ctx: ctx, ev: ev}})
+	}
+	f.enqueue(partitionID{m.Topic, m.Partition}, fanItem{ctx: ctx, ev: ev, ack: m.Defer()})
+	return nil
+}
+
+// fanItem is one record waiting in its partition's queue.
+type fanItem struct {
+	ctx context.Context // the consumer's, ends when the partition is taken away
+	ev  *logicpb.MsgEvent
+	ack mq.Ack
+}
+
+type partitionID struct {
+	topic     string
+	partition int32
+}
+
+// partitionQueue holds a partition's records not fanned out yet. Its
+// drain goroutine runs only while it holds records. Its length is bounded
+// by the consumer, which holds at most mq.MaxUnacked unacknowledged
+// records per partition.
+type partitionQueue struct {
+	items   []fanItem
+	running bool
+}
+
+func (f *Fanout) enqueue(id partitionID, it fanItem) {
+	f.qmu.Lock()
+	defer f.qmu.Unlock()
+	q := f.queues[id]
+	if q == nil {
+		q = &partitionQueue{}
+		f.queues[id] = q
+	}
+	q.items = append(q.items, it)
+	if !q.running {
+		q.running = true
+		f.wg.Go(func() { f.drain(id, q) })
 	}
 }
 
-func (f *Fanout) message(ctx context.Context, ev *logicpb.MsgEvent) error {
-	msg := ev.Msg
-	users := ev.Users
-	op := protocol.OpMsgPush
-	var body []byte
-	if msg.ConvType == protocol.ConvType_CONV_TYPE_GROUP {
-		members, err := f.deps.Members.Members(ctx, msg.To)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil // the group was deleted after the message
+// drain fans out q's records in batches of at most fanoutBatchMax until q
+// is empty, then forgets q.
+func (f *Fanout) drain(id partitionID, q *partitionQueue) {
+	for {
+		f.qmu.Lock()
+		n := min(len(q.items), fanoutBatchMax)
+		if n == 0 {
+			q.running = false
+			q.items = nil
+			delete(f.queues, id)
+			f.qmu.Unlock()
+			return
 		}
-		if err != nil {
-			return fmt.Errorf("im: fanout members: %w", err)
-		}
-		users = members
-		if len(members) > f.cfg.FullPushMaxMembers || f.overBurst(msg.ConvId) {
-			op = protocol.OpMsgNotify
-			b, err := proto.Marshal(&protocol.MsgNotify{ConvId: msg.ConvId, MaxSeq: msg.Seq})
-			if err != nil {
-				return err
-			}
-			body = b
-		}
+		batch := slices.Clone(q.items[:n])
+		q.items = slices.Delete(q.items, 0, n)
+		f.qmu.Unlock()
+		f.fanOutRetrying(batch)
 	}
-	if body == nil {
-		b, err := proto.Marshal(msg)
+}
+
+// fanOutRetrying fans batch out, retrying with backoff; records whose
+// partition was taken away meanwhile are dropped unacknowledged (their
+// next owner gets them).
+func (f *Fanout) fanOutRetrying(batch []fanItem) {
+	backoff := fanoutRetryMin
+	for {
+		batch = slices.DeleteFunc(batch, func(it fanItem) bool { return it.ctx.Err() != nil })
+		if len(batch) == 0 {
+			return
+		}
+		err := f.fanOut(batch[0].ctx, batch)
+		if err == nil {
+			for _, it := range batch {
+				it.ack.Done()
+			}
+			return
+		}
+		f.deps.Logger.Warn("im: fan-out failed; retrying", "records", len(batch), "retry_in", backoff, "err", err)
+		select {
+		case <-batch[0].ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, fanoutRetryMax)
+	}
+}
+
+// fanPlan is what one record pushes: op/body to the online devices of
+// users except originKey; msg (MESSAGE records only) for the offline
+// notifications.
+type fanPlan struct {
+	users     []int64
+	originKey string
+	op        int32
+	body      []byte
+	msg       *protocol.Msg
+}
+
+// fanOut pushes items in order with one device lookup for all of them.
+func (f *Fanout) fanOut(ctx context.Context, items []fanItem) error {
+	plans := make([]fanPlan, 0, len(items))
+	var users []int64
+	for _, it := range items {
+		p, ok, err := f.plan(ctx, it.ev)
 		if err != nil {
 			return err
 		}
-		body = b
+		if ok && len(p.users) > 0 {
+			plans = append(plans, p)
+			users = append(users, p.users...)
+		}
 	}
-	offline, err := f.push(ctx, users, ev.OriginKey, op, body)
-	if err != nil {
-		return err
-	}
-	if f.deps.Notifier == nil || len(offline) == 0 {
+	if len(plans) == 0 {
 		return nil
+	}
+	slices.Sort(users)
+	devices, err := f.deps.Devices.Devices(ctx, slices.Compact(users))
+	if err != nil {
+		return fmt.Errorf("im: fanout devices: %w", err)
+	}
+	for _, p := range plans {
+		offline, err := f.push(ctx, devices, p)
+		if err != nil {
+			return err
+		}
+		if p.msg != nil {
+			f.notify(ctx, p.msg, offline)
+		}
+	}
+	return nil
+}
+
+// plan decodes what ev pushes; ok is false for an event with nothing to
+// push (an empty or unknown kind, a deleted group).
+func (f *Fanout) plan(ctx context.Context, ev *logicpb.MsgEvent) (fanPlan, bool, error) {
+	switch ev.Kind {
+	case logicpb.MsgEvent_MESSAGE:
+		if ev.Msg == nil {
+			return fanPlan{}, false, nil
+		}
+		return f.planMessage(ctx, ev)
+	case logicpb.MsgEvent_READ_MARK:
+		if ev.ReadMark == nil {
+			return fanPlan{}, false, nil
+		}
+		body, err := proto.Marshal(ev.ReadMark)
+		return fanPlan{users: ev.Users, originKey: ev.OriginKey, op: protocol.OpReadMark, body: body}, err == nil, err
+	case logicpb.MsgEvent_PRESENCE:
+		if ev.Presence == nil {
+			return fanPlan{}, false, nil
+		}
+		body, err := proto.Marshal(ev.Presence)
+		return fanPlan{users: ev.Users, op: protocol.OpPresenceEvent, body: body}, err == nil, err
+	default:
+		return fanPlan{}, false, nil
+	}
+}
+
+func (f *Fanout) planMessage(ctx context.Context, ev *logicpb.MsgEvent) (fanPlan, bool, error) {
+	msg := ev.Msg
+	p := fanPlan{users: ev.Users, originKey: ev.OriginKey, op: protocol.OpMsgPush, msg: msg}
+	if msg.ConvType == protocol.ConvType_CONV_TYPE_GROUP {
+		members, err := f.deps.Members.Members(ctx, msg.To)
+		if errors.Is(err, store.ErrNotFound) {
+			return fanPlan{}, false, nil // the group was deleted after the message
+		}
+		if err != nil {
+			return fanPlan{}, false, fmt.Errorf("im: fanout members: %w", err)
+		}
+		p.users = members
+		if len(members) > f.cfg.FullPushMaxMembers || f.overBurst(msg.ConvId) {
+			p.op = protocol.OpMsgNotify
+			b, err := proto.Marshal(&protocol.MsgNotify{ConvId: msg.ConvId, MaxSeq: msg.Seq})
+			if err != nil {
+				return fanPlan{}, false, err
+			}
+			p.body = b
+		}
+	}
+	if p.body == nil {
+		b, err := proto.Marshal(msg)
+		if err != nil {
+			return fanPlan{}, false, err
+		}
+		p.body = b
+	}
+	return p, true, nil
+}
+
+// notify hands the offline recipients of msg (never its sender) to the
+// notifier. Best effort: the message is stored and will be synced, and
+// redelivering the event would push it twice.
+func (f *Fanout) notify(ctx context.Context, msg *protocol.Msg, offline []int64) {
+	if f.deps.Notifier == nil || len(offline) == 0 {
+		return
 	}
 	notes := make([]*Notification, 0, len(offline))
 	preview := msg.Payload[:min(len(msg.Payload), f.cfg.PreviewBytes)]
@@ -198,43 +348,34 @@ func (f *Fanout) message(ctx context.Context, ev *logicpb.MsgEvent) error {
 		notes = append(notes, &Notification{User: u, ConvID: msg.ConvId, Seq: msg.Seq, MsgID: msg.MsgId, Sender: msg.Sender, ContentType: msg.ContentType, Preview: preview})
 	}
 	if len(notes) == 0 {
-		return nil
+		return
 	}
 	if err := f.deps.Notifier.Notify(ctx, notes); err != nil {
-		// Notifications are best effort: the message is stored and will
-		// be synced; redelivering the event would push it twice.
 		f.deps.Logger.Warn("im: offline notification failed", "conv", msg.ConvId, "users", len(notes), "err", err)
 	}
-	return nil
 }
 
-// push sends op/body to every online device of users except originKey,
-// one PushMsg per comet, and returns the users with no online device.
-func (f *Fanout) push(ctx context.Context, users []int64, originKey string, op int32, body []byte) ([]int64, error) {
-	if len(users) == 0 {
-		return nil, nil
-	}
-	devices, err := f.deps.Devices.Devices(ctx, users)
-	if err != nil {
-		return nil, fmt.Errorf("im: fanout devices: %w", err)
-	}
+// push sends p to every online device (in devices) of p's users except
+// p.originKey, one PushMsg per comet, and returns the users with no
+// online device.
+func (f *Fanout) push(ctx context.Context, devices map[int64][]session.Device, p fanPlan) ([]int64, error) {
 	byServer := make(map[string][]string)
 	var offline []int64
-	for _, u := range users {
+	for _, u := range p.users {
 		ds := devices[u]
 		if len(ds) == 0 {
 			offline = append(offline, u)
 			continue
 		}
 		for _, d := range ds {
-			if d.Key != originKey {
+			if d.Key != p.originKey {
 				byServer[d.Server] = append(byServer[d.Server], d.Key)
 			}
 		}
 	}
 	for server, keys := range byServer {
-		p := &logicpb.PushMsg{Type: logicpb.PushMsg_PUSH, Operation: op, Server: server, Keys: keys, Msg: body}
-		if err := f.deps.Dispatcher.Dispatch(ctx, p); err != nil {
+		pm := &logicpb.PushMsg{Type: logicpb.PushMsg_PUSH, Operation: p.op, Server: server, Keys: keys, Msg: p.body}
+		if err := f.deps.Dispatcher.Dispatch(ctx, pm); err != nil {
 			return nil, fmt.Errorf("im: fanout dispatch to %s: %w", server, err)
 		}
 	}

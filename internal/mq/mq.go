@@ -57,6 +57,11 @@ func (m *Message) Defer() Ack {
 	return Ack{t: m.tracker, seq: m.seq}
 }
 
+// CanDefer reports whether acknowledging m later means anything: true for
+// a record a Consumer delivered, false for a Message built by hand (whose
+// handler must finish its work before returning).
+func (m *Message) CanDefer() bool { return m.tracker != nil }
+
 // Ack acknowledges one deferred Message; see Message.Defer. The zero Ack
 // acknowledges nothing. It is a small value: copy it freely.
 type Ack struct {
