@@ -824,10 +824,15 @@ func (x *ConvMessages) GetSettledSeq() int64 {
 
 // SyncReply (op 25).
 type SyncReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Convs         []*ConvMessages        `protobuf:"bytes,1,rep,name=convs,proto3" json:"convs,omitempty"`
-	Status        Status                 `protobuf:"varint,2,opt,name=status,proto3,enum=hubuim.protocol.Status" json:"status,omitempty"`
-	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Convs  []*ConvMessages        `protobuf:"bytes,1,rep,name=convs,proto3" json:"convs,omitempty"`
+	Status Status                 `protobuf:"varint,2,opt,name=status,proto3,enum=hubuim.protocol.Status" json:"status,omitempty"`
+	Reason string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Set on a reply to a cursor sync (no conv_id) when more conversations
+	// moved past the cursors than the reply holds (it is capped in
+	// conversations and in bytes): the client applies the reply and sends
+	// another cursor sync with its updated cursors until it is clear.
+	MoreConvs     bool `protobuf:"varint,4,opt,name=more_convs,json=moreConvs,proto3" json:"more_convs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -881,6 +886,13 @@ func (x *SyncReply) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *SyncReply) GetMoreConvs() bool {
+	if x != nil {
+		return x.MoreConvs
+	}
+	return false
 }
 
 // MsgNotify (op 26): there are messages up to max_seq; pull them.
@@ -1246,11 +1258,13 @@ const file_protocol_protocol_proto_rawDesc = "" +
 	"\amax_seq\x18\x04 \x01(\x03R\x06maxSeq\x12\x19\n" +
 	"\bread_seq\x18\x05 \x01(\x03R\areadSeq\x12\x1f\n" +
 	"\vsettled_seq\x18\x06 \x01(\x03R\n" +
-	"settledSeq\"\x89\x01\n" +
+	"settledSeq\"\xa8\x01\n" +
 	"\tSyncReply\x123\n" +
 	"\x05convs\x18\x01 \x03(\v2\x1d.hubuim.protocol.ConvMessagesR\x05convs\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.hubuim.protocol.StatusR\x06status\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"=\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"more_convs\x18\x04 \x01(\bR\tmoreConvs\"=\n" +
 	"\tMsgNotify\x12\x17\n" +
 	"\aconv_id\x18\x01 \x01(\tR\x06convId\x12\x17\n" +
 	"\amax_seq\x18\x02 \x01(\x03R\x06maxSeq\"R\n" +
