@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	logicpb "github.com/hubuim/hubuim/api/logic"
 	"github.com/hubuim/hubuim/api/protocol"
@@ -11,29 +13,34 @@ import (
 )
 
 // Sync answers op 24: one conversation from a seq, or every conversation
-// that moved past the client's cursors.
+// that moved past the client's cursors (more_convs set when the reply left
+// some out; the client syncs again with its updated cursors).
 func (s *Service) Sync(ctx context.Context, user int64, req *protocol.Sync) *protocol.SyncReply {
 	var (
 		convs []*protocol.ConvMessages
+		more  bool
 		err   error
 	)
 	if req.GetConvId() != "" {
 		var c *protocol.ConvMessages
-		c, err = s.syncConv(ctx, user, req.ConvId, req.FromSeq, int(req.Limit))
+		c, err = s.syncConv(ctx, user, req.ConvId, req.FromSeq, int(req.Limit), s.cfg.SyncMaxBytes)
 		if err == nil {
 			convs = []*protocol.ConvMessages{c}
 		}
 	} else {
-		convs, err = s.syncCursors(ctx, user, req.Cursors)
+		convs, more, err = s.syncCursors(ctx, user, req.Cursors)
 	}
 	if err != nil {
 		st, reason := s.statusOf("sync", err)
 		return &protocol.SyncReply{Status: st, Reason: reason}
 	}
-	return &protocol.SyncReply{Convs: convs}
+	return &protocol.SyncReply{Convs: convs, MoreConvs: more}
 }
 
-func (s *Service) syncConv(ctx context.Context, user int64, convID string, from int64, limit int) (*protocol.ConvMessages, error) {
+// syncConv returns one page of convID above from: at most limit messages
+// (SyncLimit when out of range) whose payloads fit in maxBytes (at least
+// one message).
+func (s *Service) syncConv(ctx context.Context, user int64, convID string, from int64, limit, maxBytes int) (*protocol.ConvMessages, error) {
 	if err := s.checkAccess(ctx, user, convID); err != nil {
 		return nil, err
 	}
@@ -49,59 +56,90 @@ func (s *Service) syncConv(ctx context.Context, user int64, convID string, from 
 	if err != nil {
 		return nil, fmt.Errorf("sync page: %w", err)
 	}
-	msgs, more := capBytes(page.Msgs, page.More, s.cfg.SyncMaxBytes)
+	msgs, more := capBytes(page.Msgs, page.More, maxBytes)
 	c := &protocol.ConvMessages{ConvId: convID, Msgs: msgs, More: more, MaxSeq: page.MaxSeq, SettledSeq: s.settled(from, msgs), ReadSeq: page.ReadSeq}
 	return c, nil
 }
 
-// syncCursors returns a first page of every conversation that moved. 1:1
-// conversations come from the user's conversation index; groups are not
-// indexed per member (a message would touch every member), so each of the
-// user's groups is compared with its max seq.
-func (s *Service) syncCursors(ctx context.Context, user int64, cursors []*protocol.Cursor) ([]*protocol.ConvMessages, error) {
+// syncCursors returns a first page of the conversations that moved, and
+// whether it left some out. 1:1 conversations come from the user's
+// conversation index; groups are not indexed per member (a message would
+// touch every member), so each of the user's groups is compared with its
+// max seq.
+//
+// A reply holds at most DefaultMaxSyncConvs conversations and SyncMaxBytes
+// of payloads (each page is cut to what is left; the client pulls the rest
+// of a cut page by conversation). The order is deterministic so that the
+// client's next round, with the cursors this one advanced, gets the rest:
+// conversations the client sent a cursor for first (they moved while the
+// device was away), then those it sent none for (new to the device, or
+// left out of its Sync by the frame limit), each by conv id.
+func (s *Service) syncCursors(ctx context.Context, user int64, cursors []*protocol.Cursor) ([]*protocol.ConvMessages, bool, error) {
 	known := make(map[string]int64, len(cursors))
 	for _, c := range cursors {
 		if c.GetConvId() == "" || c.GetSeq() < 0 {
-			return nil, errStatus(protocol.Status_STATUS_BAD_REQUEST, "malformed cursor")
+			return nil, false, errStatus(protocol.Status_STATUS_BAD_REQUEST, "malformed cursor")
 		}
 		known[c.ConvId] = c.Seq
 	}
-	moved := map[string]int64{} // conv id -> from seq
+	var moved []movedConv
 	states, err := s.deps.Store.Conversations(ctx, user, known)
 	if err != nil {
-		return nil, fmt.Errorf("conversations: %w", err)
+		return nil, false, fmt.Errorf("conversations: %w", err)
 	}
 	for _, st := range states {
 		if c, err := store.ParseConvID(st.ConvID); err == nil && c.Type == protocol.ConvType_CONV_TYPE_SINGLE {
-			moved[st.ConvID] = known[st.ConvID]
+			from, ok := known[st.ConvID]
+			moved = append(moved, movedConv{id: st.ConvID, from: from, known: ok})
 		}
 	}
 	groups, err := s.deps.Store.Groups(ctx, user)
 	if err != nil {
-		return nil, fmt.Errorf("groups: %w", err)
+		return nil, false, fmt.Errorf("groups: %w", err)
 	}
 	for _, g := range groups {
 		convID := store.GroupConvID(g.ID)
 		max, err := s.deps.Store.MaxSeq(ctx, convID)
 		if err != nil {
-			return nil, fmt.Errorf("max seq: %w", err)
+			return nil, false, fmt.Errorf("max seq: %w", err)
 		}
-		if max > known[convID] {
-			moved[convID] = known[convID]
+		if from, ok := known[convID]; max > from {
+			moved = append(moved, movedConv{id: convID, from: from, known: ok})
 		}
 	}
-	out := make([]*protocol.ConvMessages, 0, min(len(moved), DefaultMaxSyncConvs))
-	for convID, from := range moved {
-		if len(out) == DefaultMaxSyncConvs {
-			break // the client syncs again with its new cursors
+	slices.SortFunc(moved, func(a, b movedConv) int {
+		if a.known != b.known {
+			if a.known {
+				return -1
+			}
+			return 1
 		}
-		c, err := s.syncConv(ctx, user, convID, from, DefaultCursorSyncLimit)
+		return strings.Compare(a.id, b.id)
+	})
+	out := make([]*protocol.ConvMessages, 0, min(len(moved), DefaultMaxSyncConvs))
+	budget := s.cfg.SyncMaxBytes
+	for _, m := range moved {
+		if len(out) == DefaultMaxSyncConvs || budget <= 0 {
+			return out, true, nil // the client syncs again with its new cursors
+		}
+		c, err := s.syncConv(ctx, user, m.id, m.from, DefaultCursorSyncLimit, budget)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		out = append(out, c)
+		for _, msg := range c.Msgs {
+			budget -= len(msg.Payload)
+		}
 	}
-	return out, nil
+	return out, false, nil
+}
+
+// movedConv is a conversation a cursor sync returns: from is the client's
+// cursor (0 without one).
+type movedConv struct {
+	id    string
+	from  int64
+	known bool // the client sent a cursor for it
 }
 
 // Delivered records the device's highest contiguous seq (op 23).
