@@ -256,6 +256,7 @@ func (s *Server) auth(c *conn) bool {
 		return s.refuse(c, "draining", err.Error())
 	}
 	s.conns.Add(1)
+	s.ips.add(remoteIP(c.raw))
 	c.io().conns.Inc()
 	if old != nil {
 		old.kick(s.kickDup, protocol.KickReason_KICK_REASON_DUPLICATE_LOGIN, false)
@@ -429,6 +430,7 @@ func (c *conn) finish() {
 	c.closeWith(nil, false)
 	c.bucket.del(c)
 	s.conns.Add(-1)
+	s.ips.remove(remoteIP(c.raw))
 	c.io().conns.Dec()
 	s.disconnectLogic(c)
 	s.readers.Add(-1)

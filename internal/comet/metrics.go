@@ -41,6 +41,7 @@ type ioMetrics struct {
 
 type metrics struct {
 	conns          *prometheus.GaugeVec
+	clientIPs      prometheus.Gauge
 	framesRead     *prometheus.CounterVec
 	bytesRead      *prometheus.CounterVec
 	bytesWritten   *prometheus.CounterVec
@@ -67,6 +68,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		conns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "hubuim_comet_connections", Help: "Authenticated connections open on this comet, by transport.",
 		}, []string{"transport"}),
+		clientIPs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hubuim_comet_client_ips", Help: "Distinct client IP addresses of the authenticated connections open on this comet.",
+		}),
 		framesRead: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hubuim_comet_frames_read_total", Help: "Frames read from clients, by transport.",
 		}, []string{"transport"}),
@@ -134,7 +138,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.conns, m.framesRead, m.bytesRead, m.bytesWritten, m.accepted, m.authFailures, m.protoErrors, m.kicks,
+	cs := []prometheus.Collector{m.conns, m.clientIPs, m.framesRead, m.bytesRead, m.bytesWritten, m.accepted, m.authFailures, m.protoErrors, m.kicks,
 		m.slowConsumers, m.pushed, m.roomMsgs, m.broadcastMsgs, m.roomQueueFull, m.writeErrors,
 		m.writes, m.framesCoalesce, m.pollWakeups, m.logicErrors}
 	var errs []error

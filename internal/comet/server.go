@@ -96,6 +96,7 @@ type Server struct {
 	nonce   string
 	connSeq atomic.Uint64
 	conns   atomic.Int64 // authenticated connections
+	ips     ipCounter    // distinct client IPs of the authenticated connections
 	readers atomic.Int64 // connections not finished (handshake, reading or parked)
 
 	draining atomic.Bool
@@ -156,6 +157,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		nonce:      hex.EncodeToString(nonce[:]),
 		discSem:    make(chan struct{}, cfg.DrainParallelism),
 	}
+	s.ips.gauge = m.clientIPs
 	if cfg.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
 		if err != nil {
@@ -200,6 +202,11 @@ func (s *Server) Config() Config { return s.cfg }
 
 // Conns returns the number of authenticated connections.
 func (s *Server) Conns() int64 { return s.conns.Load() }
+
+// IPCount returns the number of distinct client IP addresses of the
+// authenticated connections (TCP, WebSocket, TLS), as seen on the socket
+// (a proxy in front of the comet counts as one address).
+func (s *Server) IPCount() int64 { return s.ips.count() }
 
 // Draining reports whether Shutdown has started.
 func (s *Server) Draining() bool { return s.draining.Load() }
