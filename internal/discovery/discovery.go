@@ -45,6 +45,7 @@ type Instance struct {
 	Weight   int               `json:"weight,omitempty"`
 	Addrs    map[string]string `json:"addrs"`
 	Conns    int64             `json:"conns,omitempty"`    // live connections (comet)
+	IPs      int64             `json:"ips,omitempty"`      // distinct client IPs of Conns (comet); absent = 0
 	Draining bool              `json:"draining,omitempty"` // comet is shutting down
 }
 

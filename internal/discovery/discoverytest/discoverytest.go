@@ -197,12 +197,12 @@ func testRegisterIsSeen(t *testing.T, r discovery.Registry) {
 		t.Fatalf("first list of an empty registry = %v, want empty", IDs(first))
 	}
 	want := Ins(discovery.ServiceComet, "c1")
-	want.Zone, want.Lat, want.Lon, want.Conns = "z1", 30.5, 114.3, 42
+	want.Zone, want.Lat, want.Lon, want.Conns, want.IPs = "z1", 30.5, 114.3, 42, 9
 	want.Addrs[discovery.AddrTCP] = "127.0.0.1:3101"
 	register(t, r, want)
 	got := WaitIDs(t, ch, "c1")[0]
 	if got.Service != want.Service || got.Region != want.Region || got.Zone != want.Zone ||
-		got.Lat != want.Lat || got.Lon != want.Lon || got.Weight != want.Weight || got.Conns != want.Conns ||
+		got.Lat != want.Lat || got.Lon != want.Lon || got.Weight != want.Weight || got.Conns != want.Conns || got.IPs != want.IPs ||
 		got.Draining || got.Addrs[discovery.AddrGRPC] != want.Addrs[discovery.AddrGRPC] ||
 		got.Addrs[discovery.AddrTCP] != want.Addrs[discovery.AddrTCP] || len(got.Addrs) != len(want.Addrs) {
 		t.Fatalf("watched instance = %+v, want %+v", got, want)
@@ -214,11 +214,11 @@ func testUpdateIsSeen(t *testing.T, r discovery.Registry) {
 	reg := register(t, r, ins)
 	ch := watch(t, r, discovery.ServiceComet)
 	WaitIDs(t, ch, "c1")
-	ins.Conns = 7
+	ins.Conns, ins.IPs = 7, 3
 	if err := reg.Update(ctxT(t), ins); err != nil {
 		t.Fatalf("Update: %v", err)
 	}
-	WaitFor(t, ch, "conns=7", func(l []discovery.Instance) bool { return len(l) == 1 && l[0].Conns == 7 })
+	WaitFor(t, ch, "conns=7 ips=3", func(l []discovery.Instance) bool { return len(l) == 1 && l[0].Conns == 7 && l[0].IPs == 3 })
 	ins.Draining = true
 	ins.ID, ins.Service = "", "" // empty means unchanged
 	if err := reg.Update(ctxT(t), ins); err != nil {
