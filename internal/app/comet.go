@@ -30,8 +30,8 @@ type CometConfig struct {
 	Lon           float64 `yaml:"lon"`
 	// Weight scales how many clients the node list sends here. Default 1.
 	Weight int `yaml:"weight"`
-	// RegisterInterval is how often the live connection count is
-	// republished. Default 5s.
+	// RegisterInterval is how often the live connection count and the
+	// distinct client IP count are republished. Default 5s.
 	RegisterInterval time.Duration `yaml:"register_interval"`
 }
 
@@ -96,7 +96,7 @@ func (c *CometServer) Instance() discovery.Instance {
 	return discovery.Instance{
 		ID: c.srv.Config().ID, Service: discovery.ServiceComet,
 		Region: c.cfg.Region, Zone: c.cfg.Zone, Lat: c.cfg.Lat, Lon: c.cfg.Lon, Weight: c.cfg.Weight,
-		Addrs: addrs, Conns: c.srv.Conns(), Draining: c.srv.Draining(),
+		Addrs: addrs, Conns: c.srv.Conns(), IPs: c.srv.IPCount(), Draining: c.srv.Draining(),
 	}
 }
 

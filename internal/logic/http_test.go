@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/metadata"
+
 	pb "github.com/hubuim/hubuim/api/logic"
 	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/internal/logic"
@@ -228,19 +230,31 @@ func TestHTTPOnline(t *testing.T) {
 	if status != 200 || rooms["1"] != 10 || rooms["3"] != 1 || rooms["404"] != 0 || len(rooms) != 3 {
 		t.Fatalf("online/room: %d %s", status, r.Data)
 	}
+	// IP counts add up across comets like connection counts; a comet that
+	// does not report one (comet-3, an older version) adds 0.
 	h.watcher.ch <- []discovery.Instance{
-		{ID: "comet-1", Conns: 30, Addrs: map[string]string{discovery.AddrTCP: "10.0.0.1:3101"}},
-		{ID: "comet-2", Conns: 12, Addrs: map[string]string{discovery.AddrTCP: "10.0.0.2:3101"}},
+		{ID: "comet-1", Conns: 30, IPs: 20, Addrs: map[string]string{discovery.AddrTCP: "10.0.0.1:3101"}},
+		{ID: "comet-2", Conns: 12, IPs: 5, Addrs: map[string]string{discovery.AddrTCP: "10.0.0.2:3101"}},
+		{ID: "comet-3", Conns: 1, Addrs: map[string]string{discovery.AddrTCP: "10.0.0.3:3101"}},
 	}
-	eventually(t, "comets from discovery", func() bool { return len(h.l.Comets()) == 2 })
+	eventually(t, "comets from discovery", func() bool { return len(h.l.Comets()) == 3 })
 	status, r = h.do(t, "GET", "/goim/online/total", testSecret, nil)
-	if status != 200 || string(r.Data) != `{"conn_count":42,"ip_count":0}` {
+	if status != 200 || string(r.Data) != `{"conn_count":43,"ip_count":25}` {
 		t.Fatalf("online/total: %d %s", status, r.Data)
+	}
+	ips, conns := h.l.OnlineTotal(ctx)
+	if ips != 25 || conns != 43 {
+		t.Fatalf("OnlineTotal = %d ips, %d conns; want 25, 43", ips, conns)
+	}
+	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+testSecret)
+	rep, err := pb.NewPushClient(h.grpcClient(t)).OnlineTotal(authed, &pb.OnlineTotalReq{})
+	if err != nil || rep.GetIpCount() != 25 || rep.GetConnCount() != 43 {
+		t.Fatalf("gRPC OnlineTotal = %v, %v; want ip_count 25, conn_count 43", rep, err)
 	}
 	status, r = h.do(t, "GET", "/goim/nodes/instances", testSecret, nil)
 	var ins []discovery.Instance
 	_ = json.Unmarshal(r.Data, &ins)
-	if status != 200 || len(ins) != 2 || ins[0].ID != "comet-1" {
+	if status != 200 || len(ins) != 3 || ins[0].ID != "comet-1" || ins[0].IPs != 20 {
 		t.Fatalf("nodes/instances: %d %s", status, r.Data)
 	}
 }

@@ -108,11 +108,15 @@ func (l *Logic) OnlineRoom(ctx context.Context, typ string, rooms []string) (map
 	return out, nil
 }
 
-// OnlineTotal returns the connections of every live comet, as reported to
-// discovery. The IP count is not tracked yet and is always 0.
+// OnlineTotal returns the distinct client IP addresses and the
+// connections of every live comet, as reported to discovery (refreshed
+// every comet register_interval). Both are sums over the comets, as in
+// goim: a client IP with connections on two comets counts twice. A comet
+// that does not report its IP count adds 0.
 func (l *Logic) OnlineTotal(context.Context) (ipCount, connCount int64) {
 	for _, c := range *l.comets.Load() {
+		ipCount += c.IPs
 		connCount += c.Conns
 	}
-	return 0, connCount
+	return ipCount, connCount
 }
