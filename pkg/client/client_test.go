@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -910,6 +911,41 @@ func TestOversizedPagesShrink(t *testing.T) {
 	}
 }
 
+// cursorSyncsOf returns the cursor syncs (no conv id) the server got.
+func cursorSyncsOf(srv *fakeServer) []*protocol.Sync {
+	var out []*protocol.Sync
+	srv.get(func(s *fakeServer) {
+		for _, q := range s.syncs {
+			if q.ConvId == "" {
+				out = append(out, q)
+			}
+		}
+	})
+	return out
+}
+
+// waitCursorSyncDone waits until a cursor sync was sent and none is
+// outstanding.
+func waitCursorSyncDone(t testing.TB, c *Client, srv *fakeServer) {
+	t.Helper()
+	waitFor(t, "cursor sync rounds end", func() bool {
+		if len(cursorSyncsOf(srv)) == 0 {
+			return false
+		}
+		c.convMu.Lock()
+		defer c.convMu.Unlock()
+		return c.cursorSync.seq == 0
+	})
+}
+
+func cursorMap(q *protocol.Sync) map[string]int64 {
+	out := make(map[string]int64, len(q.Cursors))
+	for _, cu := range q.Cursors {
+		out[cu.ConvId] = cu.Seq
+	}
+	return out
+}
+
 func TestCursorSyncRoundsPastServerCap(t *testing.T) {
 	srv := newFakeServer(t, TransportTCP)
 	srv.set(func(s *fakeServer) { s.maxConvs = 2 })
@@ -918,6 +954,12 @@ func TestCursorSyncRoundsPastServerCap(t *testing.T) {
 	}
 	cfg := testConfig(srv)
 	cfg.SyncLimit = 2 // pages: convs need a pull after their first page
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Metrics = m
 	c, r := startClient(t, cfg)
 	waitFor(t, "every conversation", func() bool {
 		for i := 1; i <= 5; i++ {
@@ -927,24 +969,108 @@ func TestCursorSyncRoundsPastServerCap(t *testing.T) {
 		}
 		return true
 	})
-	waitFor(t, "rounds end", func() bool {
-		var last *protocol.Sync
-		srv.get(func(s *fakeServer) { last = s.syncs[len(s.syncs)-1] })
-		return last.ConvId == "" && len(last.Cursors) == 5
-	})
+	waitCursorSyncDone(t, c, srv)
 	if got := c.Cursors(); len(got) != 5 || got["g:5"] != 3 {
 		t.Fatalf("cursors %v", got)
 	}
-	var cursorSyncs int
-	srv.get(func(s *fakeServer) {
-		for _, q := range s.syncs {
-			if q.ConvId == "" {
-				cursorSyncs++
+	// 5 conversations at 2 per reply: rounds of 2, 2 and 1, the first two
+	// with more_convs; each round carries the cursors the previous ones
+	// advanced (a conversation being pulled is at its max seq).
+	syncs := cursorSyncsOf(srv)
+	if len(syncs) != 3 {
+		t.Fatalf("%d cursor sync rounds for 5 conversations at 2 per reply, want 3", len(syncs))
+	}
+	want := []map[string]int64{{}, {"g:1": 3, "g:2": 3}, {"g:1": 3, "g:2": 3, "g:3": 3, "g:4": 3}}
+	for i, q := range syncs {
+		if got := cursorMap(q); !maps.Equal(got, want[i]) {
+			t.Fatalf("round %d cursors %v, want %v", i+1, got, want[i])
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rounds := -1.0
+	for _, mf := range mfs {
+		if mf.GetName() == "hubuim_client_cursor_sync_rounds_total" {
+			rounds = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if rounds != 2 {
+		t.Fatalf("hubuim_client_cursor_sync_rounds_total %v, want 2", rounds)
+	}
+	for _, e := range eventsOf[Error](r) {
+		t.Errorf("error event: %v", e.Err)
+	}
+}
+
+// A device with many moved conversations catches up on all of them in
+// one connection, without a push or notice for any.
+func TestCursorSyncCatchesUpManyConversations(t *testing.T) {
+	const (
+		nConvs   = 60
+		maxConvs = 7
+	)
+	srv := newFakeServer(t, TransportTCP)
+	srv.set(func(s *fakeServer) { s.maxConvs = maxConvs })
+	saved := map[string]int64{}
+	for i := 1; i <= nConvs; i++ {
+		conv := fmt.Sprintf("g:%03d", i)
+		srv.addMsgs(conv, 1, 2, 3, 4)
+		if i%2 == 0 {
+			saved[conv] = 2 // held before; seqs 3 and 4 moved
+		}
+	}
+	cfg := testConfig(srv)
+	cfg.Cursors = saved
+	c, r := startClient(t, cfg)
+	waitCursorSyncDone(t, c, srv)
+	waitFor(t, "every conversation", func() bool {
+		got := c.Cursors()
+		for i := 1; i <= nConvs; i++ {
+			if got[fmt.Sprintf("g:%03d", i)] != 4 {
+				return false
 			}
 		}
+		return true
 	})
-	if cursorSyncs < 3 || cursorSyncs > 5 {
-		t.Fatalf("%d cursor sync rounds for 5 conversations at 2 per reply", cursorSyncs)
+	for i := 1; i <= nConvs; i++ {
+		conv := fmt.Sprintf("g:%03d", i)
+		want := []int64{1, 2, 3, 4}
+		if i%2 == 0 {
+			want = want[2:]
+		}
+		if got := msgSeqs(r, conv); !slices.Equal(got, want) {
+			t.Fatalf("%s delivered %v, want %v", conv, got, want)
+		}
+	}
+	if n, want := len(cursorSyncsOf(srv)), (nConvs+maxConvs-1)/maxConvs; n != want {
+		t.Fatalf("%d cursor sync rounds, want %d", n, want)
+	}
+}
+
+// A server that keeps saying more_convs while the rounds advance nothing
+// gets no further round, and the app an Error event.
+func TestCursorSyncStopsWithoutProgress(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.set(func(s *fakeServer) { s.alwaysMoreConvs = true })
+	srv.addMsgs("g:1", 1, 2, 3)
+	c, r := startClient(t, testConfig(srv))
+	waitFor(t, "stall reported", func() bool {
+		for _, e := range eventsOf[Error](r) {
+			if errors.Is(e.Err, ErrSyncStalled) {
+				return true
+			}
+		}
+		return false
+	})
+	waitCursorSyncDone(t, c, srv)
+	// Round 1 brought g:1 (progress), round 2 nothing.
+	if n := len(cursorSyncsOf(srv)); n != 2 {
+		t.Fatalf("%d cursor sync rounds, want 2", n)
+	}
+	if !slices.Equal(msgSeqs(r, "g:1"), []int64{1, 2, 3}) {
+		t.Fatalf("g:1 %v", msgSeqs(r, "g:1"))
 	}
 }
 

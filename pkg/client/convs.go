@@ -145,7 +145,17 @@ func (c *Client) Cursors() map[string]int64 {
 
 type convMove struct {
 	st     *convState
-	before int64
+	before int64 // contig before the reply
+	cursor int64 // cursorLocked before the reply
+}
+
+// cursorLocked is the cursor a cursor sync sends for st: its contiguous
+// seq, or its target while a pull is fetching the rest.
+func (st *convState) cursorLocked() int64 {
+	if st.pulling {
+		return max(st.contig, st.target)
+	}
+	return st.contig
 }
 
 // touchLocked records that st moved, for the cursor order of the next sync.
@@ -351,13 +361,12 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 		return
 	}
 	var (
-		msgs     []*protocol.Msg
-		out      []outFrame
-		errs     []error
-		dups     int
-		skipped  int64
-		progress bool
-		moved    []convMove
+		msgs    []*protocol.Msg
+		out     []outFrame
+		errs    []error
+		dups    int
+		skipped int64
+		moved   []convMove
 	)
 	c.convMu.Lock()
 	req, known := c.syncs[seq]
@@ -371,7 +380,7 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 			continue // malformed; nothing to attach it to
 		}
 		st := c.convLocked(cm.ConvId)
-		before := st.contig
+		before, cursor := st.contig, st.cursorLocked()
 		perConv := known && req.conv == cm.ConvId && st.pulling && st.pullSeq == seq
 		// A cursor sync answers a conversation unless a pull of its own is
 		// in flight; that pull carries on.
@@ -389,10 +398,7 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 			}
 		}
 		st.target = max(st.target, cm.MaxSeq)
-		if st.contig > before {
-			progress = true
-		}
-		moved = append(moved, convMove{st, before})
+		moved = append(moved, convMove{st, before, cursor})
 		if !answers {
 			continue
 		}
@@ -437,14 +443,24 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 		st.target = st.contig
 		st.unsettledSince, st.repullAt = time.Time{}, time.Time{}
 	}
+	advanced := false
 	for _, mv := range moved {
 		c.touchLocked(mv.st, mv.before)
+		advanced = advanced || mv.st.cursorLocked() > mv.cursor
 	}
-	// A cursor sync reply is capped (in conversations) by the server:
-	// while rounds make progress, ask again; conversations being pulled
-	// are excluded by their targets.
-	if isCursor && progress {
-		out = append(out, c.cursorSyncLocked())
+	// A cursor sync reply is capped by the server (in conversations and
+	// bytes); more_convs says it left some out: ask again with the
+	// advanced cursors (conversations being pulled are excluded by their
+	// targets). A round that advanced no cursor would get the same reply
+	// again: stop and report it (what was left out catches up on its next
+	// push or notice, or on the next connection).
+	if isCursor && r.MoreConvs {
+		if advanced {
+			out = append(out, c.cursorSyncLocked())
+			c.m.inc(mCursorRounds)
+		} else {
+			errs = append(errs, fmt.Errorf("%w: %d conversations in the reply", ErrSyncStalled, len(r.Convs)))
+		}
 	}
 	c.convMu.Unlock()
 	c.m.add(mDuplicates, dups)

@@ -74,9 +74,12 @@
 // conversation that moved at Close. Every new connection starts with a Sync carrying the cursors
 // of the known conversations (the most recently active first, as many as
 // fit in MaxBody), so whatever moved while the device was away is pulled;
-// the server caps the conversations of one reply, so the client asks again
-// while a round brings anything new. Cursors returns the cursors for the
-// app to persist and Config.Cursors restores them.
+// the server caps one reply (in conversations and bytes) and sets
+// more_convs when it left some out: the client then asks again with the
+// cursors the reply advanced, until more_convs is clear. A round that
+// advances no cursor ends the rounds with an Error event wrapping
+// ErrSyncStalled (the client never loops). Cursors returns the cursors for
+// the app to persist and Config.Cursors restores them.
 //
 // The skip rule trusts the server's max_seq to be the highest stored seq of
 // the conversation (not a counter that may run ahead of the store).

@@ -37,6 +37,11 @@ var (
 	// ErrGapUnfilled is reported (as an Error event) when the server keeps
 	// announcing seqs that pulls do not return; the client moves past them.
 	ErrGapUnfilled = errors.New("client: gap could not be filled")
+	// ErrSyncStalled is reported (as an Error event) when a cursor sync
+	// reply says more conversations moved (more_convs) but advanced no
+	// cursor: the client stops asking; the conversations left out catch
+	// up on their next push or notice, or on the next connection.
+	ErrSyncStalled = errors.New("client: cursor sync made no progress")
 	// ErrDuplicateID: a send with this client message id is in flight.
 	ErrDuplicateID = errors.New("client: client message id already in flight")
 )

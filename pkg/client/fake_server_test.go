@@ -65,6 +65,12 @@ type fakeServer struct {
 	// unsettled, when set for a conversation, is reported as settled_seq
 	// (seqs above it may be in flight); by default everything is settled.
 	unsettled map[string]int64
+	// alwaysMoreConvs sets more_convs on every cursor sync reply (a broken
+	// server).
+	alwaysMoreConvs bool
+	// syncFn, when set, answers Syncs instead of the fake store (mid is
+	// the connection's user).
+	syncFn func(mid int64, req *protocol.Sync) *protocol.SyncReply
 }
 
 type fakeConn struct {
@@ -296,9 +302,16 @@ func (s *fakeServer) handle(fc *fakeConn, f protocol.Frame) bool {
 		s.mu.Lock()
 		s.syncs = append(s.syncs, &req)
 		s.syncTimes = append(s.syncTimes, time.Now())
-		reply := s.syncReplyLocked(&req)
+		syncFn := s.syncFn
+		var reply *protocol.SyncReply
+		if syncFn == nil {
+			reply = s.syncReplyLocked(&req)
+		}
 		ignore := s.ignoreSync
 		s.mu.Unlock()
+		if syncFn != nil {
+			reply = syncFn(fc.mid, &req)
+		}
 		if ignore {
 			return true
 		}
@@ -415,13 +428,16 @@ func (s *fakeServer) syncReplyLocked(req *protocol.Sync) *protocol.SyncReply {
 	}
 	slices.Sort(convs)
 	for _, conv := range convs {
+		if s.maxSeqLocked(conv) <= cursors[conv] {
+			continue
+		}
 		if s.maxConvs > 0 && len(r.Convs) == s.maxConvs {
+			r.MoreConvs = true
 			break
 		}
-		if s.maxSeqLocked(conv) > cursors[conv] {
-			r.Convs = append(r.Convs, s.convPageLocked(conv, cursors[conv], req.Limit))
-		}
+		r.Convs = append(r.Convs, s.convPageLocked(conv, cursors[conv], req.Limit))
 	}
+	r.MoreConvs = r.MoreConvs || s.alwaysMoreConvs
 	return r
 }
 

@@ -17,6 +17,7 @@ type Metrics struct {
 	received        prometheus.Counter
 	duplicates      prometheus.Counter
 	pulls           prometheus.Counter
+	cursorRounds    prometheus.Counter
 	skipped         prometheus.Counter
 	acks            prometheus.Counter
 }
@@ -36,12 +37,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		received:        c("messages_received_total", "Messages delivered to the app (after dedup and ordering)."),
 		duplicates:      c("messages_duplicate_total", "Inbound messages dropped as duplicates."),
 		pulls:           c("pulls_total", "Sync requests for one conversation (gaps, notices, more)."),
+		cursorRounds:    c("cursor_sync_rounds_total", "Cursor syncs sent again because the reply left moved conversations out (more_convs)."),
 		skipped:         c("seqs_skipped_total", "Seqs the server could not return and the client moved past."),
 		acks:            c("delivered_acks_total", "Delivered acks (op 23) sent, coalesced per conversation."),
 	}
 	if reg != nil {
 		for _, col := range []prometheus.Collector{m.connects, m.connectFailures, m.disconnects, m.sends,
-			m.resends, m.received, m.duplicates, m.pulls, m.skipped, m.acks} {
+			m.resends, m.received, m.duplicates, m.pulls, m.cursorRounds, m.skipped, m.acks} {
 			if err := reg.Register(col); err != nil {
 				return nil, fmt.Errorf("client: register metrics: %w", err)
 			}
@@ -70,5 +72,6 @@ func mResends(m *Metrics) prometheus.Counter         { return m.resends }
 func mReceived(m *Metrics) prometheus.Counter        { return m.received }
 func mDuplicates(m *Metrics) prometheus.Counter      { return m.duplicates }
 func mPulls(m *Metrics) prometheus.Counter           { return m.pulls }
+func mCursorRounds(m *Metrics) prometheus.Counter    { return m.cursorRounds }
 func mSkipped(m *Metrics) prometheus.Counter         { return m.skipped }
 func mAcks(m *Metrics) prometheus.Counter            { return m.acks }
