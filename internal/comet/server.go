@@ -18,8 +18,14 @@
 // handshake and heartbeat deadlines live in shared timing wheels (package
 // timer).
 //
+// Distinct client IP addresses are counted apart from the buckets, in a
+// reference count per address sharded by address hash (ipcount.go), updated
+// once at authentication and once at close; nothing is stored per
+// connection.
+//
 // Lock order: bucket.mu, then conn.mu; the timing wheels' locks are never
-// held while calling out. No lock is held during network I/O.
+// held while calling out; the IP counter's shard locks are leaves (taken
+// with no other lock held). No lock is held during network I/O.
 package comet
 
 import (
