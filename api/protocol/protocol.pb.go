@@ -666,11 +666,16 @@ func (x *Cursor) GetSeq() int64 {
 // Sync (op 24) pulls one conversation from from_seq (exclusive) when conv_id
 // is set, or every conversation that moved past the given cursors otherwise.
 type Sync struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ConvId        string                 `protobuf:"bytes,1,opt,name=conv_id,json=convId,proto3" json:"conv_id,omitempty"`
-	FromSeq       int64                  `protobuf:"varint,2,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
-	Limit         int32                  `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
-	Cursors       []*Cursor              `protobuf:"bytes,4,rep,name=cursors,proto3" json:"cursors,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ConvId  string                 `protobuf:"bytes,1,opt,name=conv_id,json=convId,proto3" json:"conv_id,omitempty"`
+	FromSeq int64                  `protobuf:"varint,2,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
+	Limit   int32                  `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	Cursors []*Cursor              `protobuf:"bytes,4,rep,name=cursors,proto3" json:"cursors,omitempty"`
+	// Cursor sync only: leave out the conversations without a cursor whose
+	// id is not above after_conv_id (a previous round of this cursor sync
+	// returned them; see SyncReply.more_convs). Conversations with a cursor
+	// are never left out. Empty: none left out.
+	AfterConvId   string `protobuf:"bytes,5,opt,name=after_conv_id,json=afterConvId,proto3" json:"after_conv_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -731,6 +736,13 @@ func (x *Sync) GetCursors() []*Cursor {
 		return x.Cursors
 	}
 	return nil
+}
+
+func (x *Sync) GetAfterConvId() string {
+	if x != nil {
+		return x.AfterConvId
+	}
+	return ""
 }
 
 type ConvMessages struct {
@@ -1245,12 +1257,13 @@ const file_protocol_protocol_proto_rawDesc = "" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\"3\n" +
 	"\x06Cursor\x12\x17\n" +
 	"\aconv_id\x18\x01 \x01(\tR\x06convId\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x03R\x03seq\"\x83\x01\n" +
+	"\x03seq\x18\x02 \x01(\x03R\x03seq\"\xa7\x01\n" +
 	"\x04Sync\x12\x17\n" +
 	"\aconv_id\x18\x01 \x01(\tR\x06convId\x12\x19\n" +
 	"\bfrom_seq\x18\x02 \x01(\x03R\afromSeq\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\x121\n" +
-	"\acursors\x18\x04 \x03(\v2\x17.hubuim.protocol.CursorR\acursors\"\xba\x01\n" +
+	"\acursors\x18\x04 \x03(\v2\x17.hubuim.protocol.CursorR\acursors\x12\"\n" +
+	"\rafter_conv_id\x18\x05 \x01(\tR\vafterConvId\"\xba\x01\n" +
 	"\fConvMessages\x12\x17\n" +
 	"\aconv_id\x18\x01 \x01(\tR\x06convId\x12(\n" +
 	"\x04msgs\x18\x02 \x03(\v2\x14.hubuim.protocol.MsgR\x04msgs\x12\x12\n" +

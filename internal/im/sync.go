@@ -28,7 +28,7 @@ func (s *Service) Sync(ctx context.Context, user int64, req *protocol.Sync) *pro
 			convs = []*protocol.ConvMessages{c}
 		}
 	} else {
-		convs, more, err = s.syncCursors(ctx, user, req.Cursors)
+		convs, more, err = s.syncCursors(ctx, user, req.Cursors, req.AfterConvId)
 	}
 	if err != nil {
 		st, reason := s.statusOf("sync", err)
@@ -73,8 +73,11 @@ func (s *Service) syncConv(ctx context.Context, user int64, convID string, from 
 // client's next round, with the cursors this one advanced, gets the rest:
 // conversations the client sent a cursor for first (they moved while the
 // device was away), then those it sent none for (new to the device, or
-// left out of its Sync by the frame limit), each by conv id.
-func (s *Service) syncCursors(ctx context.Context, user int64, cursors []*protocol.Cursor) ([]*protocol.ConvMessages, bool, error) {
+// left out of its Sync by the frame limit), each by conv id. Those without
+// a cursor up to after (the last one an earlier round returned) are left
+// out, so that rounds also progress through conversations whose cursors do
+// not fit in one Sync.
+func (s *Service) syncCursors(ctx context.Context, user int64, cursors []*protocol.Cursor, after string) ([]*protocol.ConvMessages, bool, error) {
 	known := make(map[string]int64, len(cursors))
 	for _, c := range cursors {
 		if c.GetConvId() == "" || c.GetSeq() < 0 {
@@ -89,8 +92,9 @@ func (s *Service) syncCursors(ctx context.Context, user int64, cursors []*protoc
 	}
 	for _, st := range states {
 		if c, err := store.ParseConvID(st.ConvID); err == nil && c.Type == protocol.ConvType_CONV_TYPE_SINGLE {
-			from, ok := known[st.ConvID]
-			moved = append(moved, movedConv{id: st.ConvID, from: from, known: ok})
+			if from, ok := known[st.ConvID]; ok || st.ConvID > after {
+				moved = append(moved, movedConv{id: st.ConvID, from: from, known: ok})
+			}
 		}
 	}
 	groups, err := s.deps.Store.Groups(ctx, user)
@@ -103,7 +107,7 @@ func (s *Service) syncCursors(ctx context.Context, user int64, cursors []*protoc
 		if err != nil {
 			return nil, false, fmt.Errorf("max seq: %w", err)
 		}
-		if from, ok := known[convID]; max > from {
+		if from, ok := known[convID]; max > from && (ok || convID > after) {
 			moved = append(moved, movedConv{id: convID, from: from, known: ok})
 		}
 	}

@@ -195,3 +195,59 @@ func TestCursorSyncByteBudgetRounds(t *testing.T) {
 		}
 	}
 }
+
+// after_conv_id leaves out the conversations without a cursor up to it
+// (an earlier round returned them), never those with one: rounds progress
+// through conversations whose cursors did not fit in the Sync.
+func TestCursorSyncAfterConvID(t *testing.T) {
+	h := newHarness(t, Config{})
+	ctx := context.Background()
+	convs := sendSingles(t, h, 1, peerRange(1000, DefaultMaxSyncConvs+20), 1, "x")
+	slices.Sort(convs)
+	// The client holds everything but has room for one cursor only, for
+	// the first conversation; it moves again.
+	cursors := map[string]int64{convs[0]: 1}
+	seen := map[string]bool{}
+	after := ""
+	movedAgain := false
+	for round := 1; ; round++ {
+		if round > 3 {
+			t.Fatal("rounds do not end")
+		}
+		if round == 2 {
+			// convs[0] (peer 1000, sorted first) reaches seq 2.
+			if ack := h.svc.Send(ctx, 1000, "d", single(1, "again")); ack.Status != protocol.Status_STATUS_OK || ack.ConvId != convs[0] || ack.Seq != 2 {
+				t.Fatalf("send again: %v", ack)
+			}
+		}
+		req := cursorSync(cursors)
+		req.AfterConvId = after
+		r := h.svc.Sync(ctx, 1, req)
+		if r.Status != protocol.Status_STATUS_OK {
+			t.Fatal(r)
+		}
+		for _, c := range r.Convs {
+			if c.ConvId == convs[0] {
+				if round != 2 || len(c.Msgs) != 1 || c.Msgs[0].Seq != 2 {
+					t.Fatalf("round %d: the conversation with a cursor: %v", round, c.Msgs)
+				}
+				movedAgain = true
+				continue
+			}
+			if seen[c.ConvId] || c.ConvId <= after {
+				t.Fatalf("round %d returned %s again (after %q)", round, c.ConvId, after)
+			}
+			seen[c.ConvId] = true
+			after = c.ConvId
+		}
+		if !r.MoreConvs {
+			break
+		}
+	}
+	if !movedAgain {
+		t.Fatal("the conversation with a cursor that moved again was left out")
+	}
+	if len(seen) != len(convs)-1 {
+		t.Fatalf("rounds returned %d of the %d conversations without a cursor", len(seen), len(convs)-1)
+	}
+}
