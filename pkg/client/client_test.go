@@ -1406,3 +1406,63 @@ func TestDeliveredAcksCoalescedWhileMoving(t *testing.T) {
 		}
 	}
 }
+
+// More conversations than one Sync has room for: each round sends the
+// cursors the earlier rounds did not show up to date, so every
+// conversation's cursor reaches the server and the rounds end without a
+// stall.
+func TestCursorSyncRoundsRotateCursorsPastMaxBody(t *testing.T) {
+	const nConvs = 30
+	srv := newFakeServer(t, TransportTCP)
+	srv.set(func(s *fakeServer) { s.maxConvs = 4 })
+	cfg := testConfig(srv)
+	cfg.MaxBody = 200 // a handful of cursors per Sync
+	cfg.SyncLimit = 20
+	cfg.Cursors = map[string]int64{}
+	seqs := seqRange(1, 31)
+	for i := 1; i <= nConvs; i++ {
+		conv := fmt.Sprintf("g:%02d", i)
+		srv.addMsgs(conv, seqs...)
+		cfg.Cursors[conv] = 30 // one message moved while away
+	}
+	c, r := startClient(t, cfg)
+	waitCursorSyncDone(t, c, srv)
+	waitFor(t, "every conversation caught up", func() bool {
+		for _, seq := range c.Cursors() {
+			if seq != 31 {
+				return false
+			}
+		}
+		return true
+	})
+	sent := map[string]bool{}
+	syncs := cursorSyncsOf(srv)
+	for _, q := range syncs {
+		if size := proto.Size(q); size > cfg.MaxBody {
+			t.Fatalf("cursor sync of %d bytes exceeds MaxBody %d", size, cfg.MaxBody)
+		}
+		for _, cu := range q.Cursors {
+			sent[cu.ConvId] = true
+		}
+	}
+	if len(sent) != nConvs {
+		t.Fatalf("%d rounds sent cursors for %d of %d conversations", len(syncs), len(sent), nConvs)
+	}
+	if len(syncs) > nConvs {
+		t.Fatalf("%d cursor sync rounds", len(syncs))
+	}
+	for _, e := range eventsOf[Error](r) {
+		if errors.Is(e.Err, ErrSyncStalled) {
+			for _, q := range syncs {
+				t.Logf("round cursors %v", cursorMap(q))
+			}
+			t.Fatalf("stalled after %d rounds: %v", len(syncs), e.Err)
+		}
+	}
+	for i := 1; i <= nConvs; i++ {
+		conv := fmt.Sprintf("g:%02d", i)
+		if got := msgSeqs(r, conv); !slices.Equal(got, []int64{31}) {
+			t.Fatalf("%s delivered %v, want [31]", conv, got)
+		}
+	}
+}

@@ -11,8 +11,12 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// syncCursorsField is the field number of Sync.cursors.
-const syncCursorsField = 4
+// syncCursorsField and syncAfterField are the field numbers of
+// Sync.cursors and Sync.after_conv_id.
+const (
+	syncCursorsField = 4
+	syncAfterField   = 5
+)
 
 // A missing seq above the server's settled_seq may still be in flight
 // (allocated by a concurrent send, not stored yet): the client waits
@@ -144,6 +148,7 @@ func (c *Client) Cursors() map[string]int64 {
 }
 
 type convMove struct {
+	id     string
 	st     *convState
 	before int64 // contig before the reply
 	cursor int64 // cursorLocked before the reply
@@ -375,9 +380,13 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 	if isCursor {
 		c.cursorSync = syncReq{}
 	}
+	lastUnsent := "" // the last conversation in the reply the Sync had no cursor for
 	for _, cm := range r.Convs {
 		if cm.ConvId == "" {
 			continue // malformed; nothing to attach it to
+		}
+		if _, sent := c.cursorSent[cm.ConvId]; isCursor && !sent {
+			lastUnsent = max(lastUnsent, cm.ConvId)
 		}
 		st := c.convLocked(cm.ConvId)
 		before, cursor := st.contig, st.cursorLocked()
@@ -398,7 +407,7 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 			}
 		}
 		st.target = max(st.target, cm.MaxSeq)
-		moved = append(moved, convMove{st, before, cursor})
+		moved = append(moved, convMove{cm.ConvId, st, before, cursor})
 		if !answers {
 			continue
 		}
@@ -443,10 +452,40 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 		st.target = st.contig
 		st.unsettledSince, st.repullAt = time.Time{}, time.Time{}
 	}
+	if isCursor && c.cursorSynced == nil {
+		c.cursorSynced = make(map[string]struct{})
+	}
 	advanced := false
 	for _, mv := range moved {
 		c.touchLocked(mv.st, mv.before)
 		advanced = advanced || mv.st.cursorLocked() > mv.cursor
+		if isCursor && mv.st.cursorLocked() >= mv.st.target {
+			c.cursorSynced[mv.id] = struct{}{} // caught up, or its pull is
+		}
+	}
+	if isCursor && lastUnsent != "" {
+		// The server lists the conversations the Sync has cursors for
+		// before the others (by id): every one of them that moved is in
+		// this reply, so those not in it are up to date. The next round
+		// sends the cursors that did not fit in this one first, and asks
+		// for the conversations without a cursor after the last one here.
+		if lastUnsent > c.cursorAfter {
+			c.cursorAfter = lastUnsent
+			advanced = true
+		}
+		in := make(map[string]struct{}, len(r.Convs))
+		for _, cm := range r.Convs {
+			in[cm.ConvId] = struct{}{}
+		}
+		for id := range c.cursorSent {
+			if _, ok := in[id]; ok {
+				continue
+			}
+			if _, ok := c.cursorSynced[id]; !ok {
+				c.cursorSynced[id] = struct{}{}
+				advanced = true
+			}
+		}
 	}
 	// A cursor sync reply is capped by the server (in conversations and
 	// bytes); more_convs says it left some out: ask again with the
@@ -476,34 +515,59 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 // it is sent on every new connection.
 func (c *Client) startCursorSync(s *session) {
 	c.convMu.Lock()
+	c.cursorSent, c.cursorSynced, c.cursorAfter = nil, make(map[string]struct{}), ""
 	f := c.cursorSyncLocked()
 	c.convMu.Unlock()
 	c.sendAll(s, []outFrame{f})
 }
 
 // cursorSyncOverhead is room left in MaxBody for the Sync fields other
-// than the cursors.
+// than the cursors and after_conv_id.
 const cursorSyncOverhead = 16
+
+// The order of the cursors of a cursor sync round: not yet shown up to
+// date and carried by the previous round, not yet shown up to date, shown
+// up to date by an earlier round of this connection.
+const (
+	cursorRankSent = iota
+	cursorRankUnsent
+	cursorRankSynced
+)
 
 func (c *Client) cursorSyncLocked() outFrame {
 	type entry struct {
 		cur    *protocol.Cursor
+		rank   int // cursorRank*
 		active uint64
 	}
 	entries := make([]entry, 0, len(c.convs))
 	for id, st := range c.convs {
-		cursor := st.contig
-		if st.pulling {
-			cursor = max(cursor, st.target) // its pull is fetching the rest
+		rank := cursorRankSent
+		if _, ok := c.cursorSynced[id]; ok {
+			rank = cursorRankSynced
+		} else if _, ok := c.cursorSent[id]; !ok {
+			rank = cursorRankUnsent
 		}
-		entries = append(entries, entry{&protocol.Cursor{ConvId: id, Seq: cursor}, st.active})
+		// While a pull is fetching the rest, the cursor is its target.
+		entries = append(entries, entry{&protocol.Cursor{ConvId: id, Seq: st.cursorLocked()}, rank, st.active})
 	}
-	// The server's frame limit bounds the cursors of one Sync: the most
-	// recently active conversations go first; the others are caught up by
-	// their next push or notice (a gap makes them pull).
-	slices.SortFunc(entries, func(a, b entry) int { return cmp.Compare(b.active, a.active) })
-	sync := &protocol.Sync{Limit: c.cfg.SyncLimit, Cursors: make([]*protocol.Cursor, 0, len(entries))}
+	// The server's frame limit bounds the cursors of one Sync. Those not
+	// shown up to date by an earlier round of this connection go first
+	// (the ones the last round carried, then the others), the most
+	// recently active first; the server lists the conversations without
+	// a cursor after the others, from after_conv_id on.
+	slices.SortFunc(entries, func(a, b entry) int {
+		if a.rank != b.rank {
+			return cmp.Compare(a.rank, b.rank)
+		}
+		return cmp.Compare(b.active, a.active)
+	})
+	sync := &protocol.Sync{Limit: c.cfg.SyncLimit, Cursors: make([]*protocol.Cursor, 0, len(entries)), AfterConvId: c.cursorAfter}
 	size := cursorSyncOverhead
+	if c.cursorAfter != "" {
+		size += protowire.SizeTag(syncAfterField) + protowire.SizeBytes(len(c.cursorAfter))
+	}
+	c.cursorSent = make(map[string]struct{}, len(entries))
 	for _, e := range entries {
 		n := protowire.SizeTag(syncCursorsField) + protowire.SizeBytes(proto.Size(e.cur))
 		if size+n > c.cfg.MaxBody {
@@ -511,6 +575,7 @@ func (c *Client) cursorSyncLocked() outFrame {
 		}
 		size += n
 		sync.Cursors = append(sync.Cursors, e.cur)
+		c.cursorSent[e.cur.ConvId] = struct{}{}
 	}
 	seq := c.nextSeq()
 	c.cursorSync = syncReq{seq: seq, at: time.Now()}

@@ -76,9 +76,13 @@
 // fit in MaxBody), so whatever moved while the device was away is pulled;
 // the server caps one reply (in conversations and bytes) and sets
 // more_convs when it left some out: the client then asks again with the
-// cursors the reply advanced, until more_convs is clear. A round that
-// advances no cursor ends the rounds with an Error event wrapping
-// ErrSyncStalled (the client never loops). Cursors returns the cursors for
+// cursors the reply advanced, until more_convs is clear. The server lists
+// the conversations with a cursor first, then the others by id; the next
+// round carries the cursors not yet shown up to date first and asks for
+// the conversations without a cursor after the last one returned
+// (after_conv_id), so rounds also get through more conversations than one
+// Sync has room for. A round that advances nothing ends the rounds with an
+// Error event wrapping ErrSyncStalled (the client never loops). Cursors returns the cursors for
 // the app to persist and Config.Cursors restores them.
 //
 // The skip rule trusts the server's max_seq to be the highest stored seq of

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -426,9 +427,23 @@ func (s *fakeServer) syncReplyLocked(req *protocol.Sync) *protocol.SyncReply {
 	for conv := range s.counters {
 		convs = append(convs, conv)
 	}
-	slices.Sort(convs)
+	// As logic: conversations with a cursor first, then by id.
+	slices.SortFunc(convs, func(a, b string) int {
+		_, ka := cursors[a]
+		_, kb := cursors[b]
+		if ka != kb {
+			if ka {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
 	for _, conv := range convs {
 		if s.maxSeqLocked(conv) <= cursors[conv] {
+			continue
+		}
+		if _, ok := cursors[conv]; !ok && conv <= req.AfterConvId {
 			continue
 		}
 		if s.maxConvs > 0 && len(r.Convs) == s.maxConvs {

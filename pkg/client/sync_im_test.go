@@ -24,7 +24,7 @@ func (nopProducer) Publish(context.Context, string, []byte, []byte) error { retu
 func (nopProducer) Close() error                                          { return nil }
 
 // newIMService is logic's IM service over a Bolt store in a temp dir.
-func newIMService(tb testing.TB) (*im.Service, *store.Bolt) {
+func newIMService(tb testing.TB, cfg im.Config) (*im.Service, *store.Bolt) {
 	tb.Helper()
 	st, err := store.OpenBolt(store.BoltConfig{Dir: tb.TempDir(), NoSync: true})
 	if err != nil {
@@ -35,7 +35,7 @@ func newIMService(tb testing.TB) (*im.Service, *store.Bolt) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	svc, err := im.NewService(im.Config{}, im.Deps{Seq: seq, Dedup: im.NewMemoryDedup(0, 0), Store: st, IDs: &seqIDs{}, Producer: nopProducer{}})
+	svc, err := im.NewService(cfg, im.Deps{Seq: seq, Dedup: im.NewMemoryDedup(0, 0), Store: st, IDs: &seqIDs{}, Producer: nopProducer{}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestCursorSyncAgainstIMService(t *testing.T) {
 		groupID   = 7
 		groupMsgs = im.DefaultCursorSyncLimit + 5 // needs a pull after its first page
 	)
-	svc, st := newIMService(t)
+	svc, st := newIMService(t, im.Config{})
 	srv := newFakeServer(t, TransportTCP)
 	ctx := context.Background()
 	srv.set(func(s *fakeServer) {
@@ -107,6 +107,67 @@ func TestCursorSyncAgainstIMService(t *testing.T) {
 	}
 	if n := len(cursorSyncsOf(srv)); n != 2 {
 		t.Fatalf("%d cursor sync rounds for %d conversations, want 2", n, len(want))
+	}
+	for _, e := range eventsOf[Error](r) {
+		t.Errorf("error event: %v", e.Err)
+	}
+}
+
+// End to end: the device holds more conversations than its Sync has room
+// for cursors, and a reply holds only a few (SyncMaxBytes). The rounds
+// carry every cursor to the server and catch up every conversation,
+// without a stall and without a push.
+func TestCursorSyncAgainstIMServiceCursorsPastMaxBody(t *testing.T) {
+	const (
+		peers   = 40
+		held    = im.DefaultCursorSyncLimit + 1 // a page from seq 0 is all duplicates
+		payload = 100
+	)
+	svc, _ := newIMService(t, im.Config{SyncMaxBytes: 10 * payload})
+	srv := newFakeServer(t, TransportTCP)
+	ctx := context.Background()
+	srv.set(func(s *fakeServer) {
+		s.syncFn = func(mid int64, req *protocol.Sync) *protocol.SyncReply { return svc.Sync(ctx, mid, req) }
+	})
+	cfg := testConfig(srv)
+	cfg.SendTimeout = 5 * time.Second
+	cfg.MaxBody = 200 // about a dozen cursors
+	user := cfg.Mid
+	cfg.Cursors = map[string]int64{}
+	body := make([]byte, payload)
+	for p := int64(1); p <= peers; p++ {
+		for i := 0; i <= held; i++ {
+			ack := svc.Send(ctx, 1000+p, "d", &protocol.MsgSend{ClientMsgId: fmt.Sprintf("%d-%d", p, i), ConvType: protocol.ConvType_CONV_TYPE_SINGLE, To: user, Payload: body})
+			if ack.Status != protocol.Status_STATUS_OK {
+				t.Fatalf("send: %v %s", ack.Status, ack.Reason)
+			}
+		}
+		cfg.Cursors[store.SingleConvID(user, 1000+p)] = held
+	}
+	c, r := startClient(t, cfg)
+	waitCursorSyncDone(t, c, srv)
+	waitFor(t, "every conversation caught up", func() bool {
+		for _, seq := range c.Cursors() {
+			if seq != held+1 {
+				return false
+			}
+		}
+		return true
+	})
+	syncs := cursorSyncsOf(srv)
+	sent := map[string]bool{}
+	for _, q := range syncs {
+		for _, cu := range q.Cursors {
+			sent[cu.ConvId] = true
+		}
+	}
+	if len(sent) != peers || len(syncs) > 2*peers {
+		t.Fatalf("%d rounds carried cursors of %d of %d conversations", len(syncs), len(sent), peers)
+	}
+	for conv := range cfg.Cursors {
+		if got := msgSeqs(r, conv); !slices.Equal(got, []int64{held + 1}) {
+			t.Fatalf("%s delivered %v, want [%d]", conv, got, held+1)
+		}
 	}
 	for _, e := range eventsOf[Error](r) {
 		t.Errorf("error event: %v", e.Err)
