@@ -38,9 +38,9 @@ func (b *blockingDevices) Devices(_ context.Context, mids []int64) (map[int64][]
 }
 
 func (c *deviceCoalescer) state() (inflight, queued int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.inflight, len(c.queue)
+	c.once.Do(c.init)
+	s := c.group.Stats()
+	return s.InFlight, s.Calls
 }
 
 func pollUntil(tb testing.TB, cond func() bool) {
