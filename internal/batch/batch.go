@@ -6,7 +6,8 @@
 // context). A call arriving while every slot is busy queues: it joins the
 // last queued batch if that stays within MaxItems items, or starts a new
 // batch of which it is the leader. When a batch finishes, its slot goes to
-// the oldest queued batch, whose leader runs it in its own goroutine.
+// the oldest queued batch, whose leader runs it in its own goroutine; the
+// batch takes the calls that join it until the leader starts it.
 //
 // Contexts: a batch of several calls runs with
 // context.WithoutCancel(leader's context) (bounded by Timeout if set): no
@@ -60,6 +61,7 @@ type Group[In, Out any] struct {
 	mu       sync.Mutex
 	inflight int
 	queue    []*pending[In, Out]
+	granted  int // queue[:granted] have a slot, their leaders are waking up
 }
 
 // pending is a queued batch.
@@ -137,13 +139,21 @@ func (g *Group[In, Out]) Do(ctx context.Context, in []In) (out Out, off int, err
 	}
 }
 
-// run runs a batch and hands its slot on, also if it panics.
+// run takes a granted batch out of the queue, runs it and hands its slot
+// on, also if it panics.
 func (g *Group[In, Out]) run(ctx context.Context, b *pending[In, Out]) {
+	g.mu.Lock()
+	i := slices.Index(g.queue[:g.granted], b)
+	g.queue = slices.Delete(g.queue, i, i+1)
+	g.granted--
+	in, calls := b.in, b.calls // no call joins b from now on
+	g.mu.Unlock()
+
 	b.err = ErrAborted
 	defer g.release()
 	defer close(b.done)
-	if b.calls == 1 { // no follower joins once the batch left the queue
-		b.out, b.err = g.cfg.Lone(ctx, b.in)
+	if calls == 1 {
+		b.out, b.err = g.cfg.Lone(ctx, in)
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
@@ -152,21 +162,20 @@ func (g *Group[In, Out]) run(ctx context.Context, b *pending[In, Out]) {
 		ctx, cancel = context.WithTimeout(ctx, g.cfg.Timeout)
 		defer cancel()
 	}
-	b.out, b.err = g.cfg.Run(ctx, b.in)
+	b.out, b.err = g.cfg.Run(ctx, in)
 }
 
-// release ends a batch: its slot goes to the oldest queued batch.
+// release ends a batch: its slot goes to the oldest queued batch without
+// one.
 func (g *Group[In, Out]) release() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(g.queue) == 0 {
+	if g.granted == len(g.queue) {
 		g.inflight--
 		return
 	}
-	next := g.queue[0]
-	g.queue[0] = nil
-	g.queue = g.queue[1:]
-	close(next.ready)
+	close(g.queue[g.granted].ready)
+	g.granted++
 }
 
 // Stats is a snapshot of a Group.
