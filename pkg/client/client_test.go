@@ -953,7 +953,8 @@ func TestCursorSyncRoundsPastServerCap(t *testing.T) {
 		srv.addMsgs(fmt.Sprintf("g:%d", i), 1, 2, 3)
 	}
 	cfg := testConfig(srv)
-	cfg.SyncLimit = 2 // pages: convs need a pull after their first page
+	cfg.SyncLimit = 2                 // pages: convs need a pull after their first page
+	cfg.SendTimeout = 5 * time.Second // no resent round on a loaded machine
 	reg := prometheus.NewRegistry()
 	m, err := NewMetrics(reg)
 	if err != nil {
@@ -1023,6 +1024,7 @@ func TestCursorSyncCatchesUpManyConversations(t *testing.T) {
 	}
 	cfg := testConfig(srv)
 	cfg.Cursors = saved
+	cfg.SendTimeout = 5 * time.Second // no resent round on a loaded machine
 	c, r := startClient(t, cfg)
 	waitCursorSyncDone(t, c, srv)
 	waitFor(t, "every conversation", func() bool {
@@ -1055,7 +1057,9 @@ func TestCursorSyncStopsWithoutProgress(t *testing.T) {
 	srv := newFakeServer(t, TransportTCP)
 	srv.set(func(s *fakeServer) { s.alwaysMoreConvs = true })
 	srv.addMsgs("g:1", 1, 2, 3)
-	c, r := startClient(t, testConfig(srv))
+	cfg := testConfig(srv)
+	cfg.SendTimeout = 5 * time.Second // no resent round on a loaded machine
+	c, r := startClient(t, cfg)
 	waitFor(t, "stall reported", func() bool {
 		for _, e := range eventsOf[Error](r) {
 			if errors.Is(e.Err, ErrSyncStalled) {
@@ -1418,6 +1422,7 @@ func TestCursorSyncRoundsRotateCursorsPastMaxBody(t *testing.T) {
 	cfg := testConfig(srv)
 	cfg.MaxBody = 200 // a handful of cursors per Sync
 	cfg.SyncLimit = 20
+	cfg.SendTimeout = 5 * time.Second
 	cfg.Cursors = map[string]int64{}
 	seqs := seqRange(1, 31)
 	for i := 1; i <= nConvs; i++ {

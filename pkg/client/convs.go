@@ -490,9 +490,11 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 	// A cursor sync reply is capped by the server (in conversations and
 	// bytes); more_convs says it left some out: ask again with the
 	// advanced cursors (conversations being pulled are excluded by their
-	// targets). A round that advanced no cursor would get the same reply
-	// again: stop and report it (what was left out catches up on its next
-	// push or notice, or on the next connection).
+	// targets). Every round must advance a cursor, show a conversation up
+	// to date or move after_conv_id — each is bounded, so the rounds end;
+	// one that did none of these would get the same reply again: stop and
+	// report it (what was left out catches up on its next push or notice,
+	// or on the next connection).
 	if isCursor && r.MoreConvs {
 		if advanced {
 			out = append(out, c.cursorSyncLocked())
