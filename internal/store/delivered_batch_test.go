@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hubuim/hubuim/internal/batch"
 )
 
 // TestDeliveredBatcherCoalesces: calls queued behind the statements in
@@ -38,12 +40,12 @@ func TestDeliveredBatcherCoalesces(t *testing.T) {
 	for i := range deliveredConcurrency {
 		set("lead", int64(i+1))
 	}
-	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.inflight == deliveredConcurrency })
+	waitFor(t, func() bool { return b.stats().InFlight == deliveredConcurrency })
 	set("s:1:3", 7)
 	set("s:1:2", 5)
 	set("s:1:3", 9)
 	set("s:1:3", 8)
-	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return len(b.queue) == 4 })
+	waitFor(t, func() bool { return b.stats().Calls == 4 })
 	close(release)
 	wg.Wait()
 	// The two leaderships pass to two queued calls, which take the rest:
@@ -56,9 +58,14 @@ func TestDeliveredBatcherCoalesces(t *testing.T) {
 			t.Fatalf("statement %v: keys not sorted and unique", c)
 		}
 	}
-	if b.inflight != 0 || len(b.queue) != 0 {
-		t.Fatalf("inflight %d, queue %d after all calls", b.inflight, len(b.queue))
+	if s := b.stats(); s.InFlight != 0 || s.Calls != 0 {
+		t.Fatalf("inflight %d, queue %d after all calls", s.InFlight, s.Calls)
 	}
+}
+
+func (b *deliveredBatcher) stats() batch.Stats {
+	b.once.Do(b.init)
+	return b.group.Stats()
 }
 
 func waitFor(tb testing.TB, cond func() bool) {
@@ -82,10 +89,7 @@ func TestDeliveredBatcherRunKeepsHighest(t *testing.T) {
 		}
 		return nil
 	}}
-	var batch []*deliveredCall
-	for _, m := range []deliveredMark{{2, "d", "s:1:2", 3}, {1, "d", "s:1:3", 7}, {1, "d", "s:1:3", 9}, {1, "d", "s:1:3", 8}, {1, "c", "s:1:3", 1}} {
-		batch = append(batch, &deliveredCall{mark: m})
-	}
+	batch := []deliveredMark{{2, "d", "s:1:2", 3}, {1, "d", "s:1:3", 7}, {1, "d", "s:1:3", 9}, {1, "d", "s:1:3", 8}, {1, "c", "s:1:3", 1}}
 	if err := b.run(context.Background(), batch); err != nil {
 		t.Fatal(err)
 	}

@@ -3,10 +3,11 @@ package store
 import (
 	"cmp"
 	"context"
-	"errors"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/hubuim/hubuim/internal/batch"
 )
 
 // Delivered marks coalescing (PostgreSQL).
@@ -29,9 +30,6 @@ const sqlSetDeliveredBatch = `INSERT INTO delivered (user_id, device_key, conv_i
 	ON CONFLICT (user_id, device_key, conv_id) DO UPDATE SET seq = excluded.seq
 	WHERE delivered.seq < excluded.seq`
 
-// errDeliveredLead tells a queued call that it leads the next statement.
-var errDeliveredLead = errors.New("store: lead the next delivered statement")
-
 type deliveredMark struct {
 	user   int64
 	device string
@@ -39,76 +37,46 @@ type deliveredMark struct {
 	seq    int64
 }
 
-type deliveredCall struct {
-	mark deliveredMark
-	done chan error // the result, or errDeliveredLead; buffered 1
-}
-
-// deliveredBatcher group-commits concurrent SetDelivered calls: at most
-// deliveredConcurrency statements run at once; calls arriving meanwhile
-// queue and the first of them leads the next statement for the queue. No
-// goroutine, no timer: a lone call runs at once.
+// deliveredBatcher group-commits concurrent SetDelivered calls (leader and
+// followers, batch.Group): at most deliveredConcurrency statements run at
+// once; calls arriving meanwhile queue and the first of them leads the
+// next statement for the queue (at most deliveredMaxBatch marks). No
+// goroutine, no timer: a lone call runs at once. Every call waits for its
+// statement's result.
 type deliveredBatcher struct {
 	exec func(ctx context.Context, users []int64, devices, convs []string, seqs []int64) error
 
-	mu       sync.Mutex
-	queue    []*deliveredCall
-	inflight int
+	once  sync.Once
+	group *batch.Group[deliveredMark, struct{}]
+	err   error // of batch.New; never set with the constant config
+}
+
+func (b *deliveredBatcher) init() {
+	b.group, b.err = batch.New(batch.Config[deliveredMark, struct{}]{
+		Run:         b.runBatch,
+		MaxInFlight: deliveredConcurrency,
+		MaxItems:    deliveredMaxBatch,
+	})
 }
 
 func (b *deliveredBatcher) set(ctx context.Context, m deliveredMark) error {
-	c := &deliveredCall{mark: m, done: make(chan error, 1)}
-	b.mu.Lock()
-	lead := b.inflight < deliveredConcurrency
-	if lead {
-		b.inflight++
-	} else {
-		b.queue = append(b.queue, c)
+	if b.once.Do(b.init); b.err != nil {
+		return b.err
 	}
-	b.mu.Unlock()
-	if !lead {
-		if err := <-c.done; !errors.Is(err, errDeliveredLead) {
-			return err
-		}
-	}
-	return b.lead(ctx, c)
+	_, _, err := b.group.Do(ctx, []deliveredMark{m})
+	return err
 }
 
-// lead runs own with the head of the queue, then passes the leadership on.
-func (b *deliveredBatcher) lead(ctx context.Context, own *deliveredCall) error {
-	b.mu.Lock()
-	n := min(len(b.queue), deliveredMaxBatch-1)
-	batch := append([]*deliveredCall{own}, b.queue[:n]...)
-	rest := copy(b.queue, b.queue[n:])
-	clear(b.queue[rest:])
-	b.queue = b.queue[:rest]
-	b.mu.Unlock()
-
-	err := b.run(ctx, batch)
-	for _, c := range batch[1:] {
-		c.done <- err
-	}
-
-	b.mu.Lock()
-	if len(b.queue) > 0 {
-		next := b.queue[0]
-		rest := copy(b.queue, b.queue[1:])
-		b.queue[rest] = nil
-		b.queue = b.queue[:rest]
-		next.done <- errDeliveredLead // inflight unchanged
-	} else {
-		b.inflight--
-	}
-	b.mu.Unlock()
-	return err
+func (b *deliveredBatcher) runBatch(ctx context.Context, marks []deliveredMark) (struct{}, error) {
+	return struct{}{}, b.run(ctx, marks)
 }
 
 // run keeps the highest seq per key, sorts the keys and sends them in one
 // statement.
-func (b *deliveredBatcher) run(ctx context.Context, batch []*deliveredCall) error {
-	marks := make([]deliveredMark, len(batch))
-	for i, c := range batch {
-		marks[i] = c.mark
+func (b *deliveredBatcher) run(ctx context.Context, in []deliveredMark) error {
+	marks := in
+	if len(in) > 1 {
+		marks = slices.Clone(in) // in is the group's: not sorted in place
 	}
 	slices.SortFunc(marks, func(x, y deliveredMark) int {
 		return cmp.Or(cmp.Compare(x.user, y.user), cmp.Compare(x.device, y.device), cmp.Compare(x.conv, y.conv), cmp.Compare(y.seq, x.seq))
