@@ -14,6 +14,7 @@ import (
 	pb "github.com/hubuim/hubuim/api/logic"
 	"github.com/hubuim/hubuim/api/protocol"
 	"github.com/hubuim/hubuim/internal/auth"
+	"github.com/hubuim/hubuim/internal/batch"
 	"github.com/hubuim/hubuim/internal/logic/session"
 )
 
@@ -56,92 +57,41 @@ const (
 	sharedLookupTimeout = 5 * time.Second
 )
 
-// coalescer shares store lookups between concurrent pushes: while
-// maxLookupsInFlight lookups are in flight, the targets of the pushes that
-// arrive are queued into one batch (up to maxLookupBatch targets), looked
-// up in one call (one pipelined round trip) when a lookup finishes. A lone
-// push is looked up at once, without waiting. The first push of a batch
-// runs it; the others wait for its answer or their context.
+// coalescer shares store lookups between concurrent pushes (leader and
+// followers, batch.Group): while maxLookupsInFlight lookups are in flight,
+// the targets of the pushes that arrive are queued into one batch (up to
+// maxLookupBatch targets), looked up in one call (one pipelined round
+// trip) when a lookup finishes. A lone push is looked up at once, without
+// waiting, with its own context. The first push of a batch runs it, also
+// if its context ends, on its context without the cancellation, bounded by
+// sharedLookupTimeout; the others wait for its answer or their context. A
+// lookup that panics answers the other pushes of its batch
+// batch.ErrAborted.
 type coalescer[In, Out any] struct {
 	lookup func(context.Context, []In) (Out, error)
 
-	mu       sync.Mutex
-	inflight int
-	queue    []*lookupBatch[In, Out]
+	once  sync.Once
+	group *batch.Group[In, Out]
+	err   error // of batch.New; never set with the constant config
 }
 
-type lookupBatch[In, Out any] struct {
-	in    []In
-	ready chan struct{} // closed when the batch may run
-	done  chan struct{} // closed when out and err are set
-	out   Out
-	err   error
+func (c *coalescer[In, Out]) init() {
+	c.group, c.err = batch.New(batch.Config[In, Out]{
+		Run:         c.lookup,
+		MaxInFlight: maxLookupsInFlight,
+		MaxItems:    maxLookupBatch,
+		Timeout:     sharedLookupTimeout,
+		Abandon:     true,
+	})
 }
 
 // do looks in up, possibly together with other pushes: out is the answer
 // for a batch in which in starts at off. out is shared: read it only.
 func (c *coalescer[In, Out]) do(ctx context.Context, in []In) (out Out, off int, err error) {
-	c.mu.Lock()
-	if c.inflight < maxLookupsInFlight && len(c.queue) == 0 {
-		c.inflight++
-		c.mu.Unlock()
-		defer c.release()
-		out, err = c.lookup(ctx, in)
-		return out, 0, err
+	if c.once.Do(c.init); c.err != nil {
+		return out, 0, c.err
 	}
-	var b *lookupBatch[In, Out]
-	leader := false
-	if n := len(c.queue); n > 0 && len(c.queue[n-1].in)+len(in) <= maxLookupBatch {
-		b = c.queue[n-1]
-	} else {
-		b = &lookupBatch[In, Out]{ready: make(chan struct{}), done: make(chan struct{})}
-		c.queue = append(c.queue, b)
-		leader = true
-	}
-	off = len(b.in)
-	b.in = append(b.in, in...)
-	c.mu.Unlock()
-
-	if leader {
-		// The leader runs the batch even if its own context ends: the
-		// others wait for it. The wait is bounded by the lookups in flight.
-		<-b.ready
-		c.run(ctx, b)
-	}
-	select {
-	case <-b.done:
-		return b.out, off, b.err
-	case <-ctx.Done():
-		return out, 0, ctx.Err()
-	}
-}
-
-// run looks a batch up and hands its slot on, also if the lookup panics
-// (the waiting pushes then get errLookupAborted).
-func (c *coalescer[In, Out]) run(ctx context.Context, b *lookupBatch[In, Out]) {
-	b.err = errLookupAborted
-	defer c.release()
-	defer close(b.done)
-	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sharedLookupTimeout)
-	defer cancel()
-	b.out, b.err = c.lookup(lctx, b.in)
-}
-
-// errLookupAborted answers the pushes of a shared lookup that panicked.
-var errLookupAborted = errors.New("logic: shared store lookup aborted")
-
-// release ends a lookup: its slot goes to the oldest queued batch.
-func (c *coalescer[In, Out]) release() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.queue) == 0 {
-		c.inflight--
-		return
-	}
-	next := c.queue[0]
-	c.queue[0] = nil
-	c.queue = c.queue[1:]
-	close(next.ready)
+	return c.group.Do(ctx, in)
 }
 
 // pushLookups are the coalesced store lookups of one push API (HTTP or

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hubuim/hubuim/internal/batch"
 )
 
 // gatedLookup answers with each input doubled, once released; it records
@@ -57,15 +59,12 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 	}
 }
 
-func (c *coalescer[In, Out]) queued() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, b := range c.queue {
-		n += len(b.in)
-	}
-	return n
+func (c *coalescer[In, Out]) stats() batch.Stats {
+	c.once.Do(c.init)
+	return c.group.Stats()
 }
+
+func (c *coalescer[In, Out]) queued() int { return c.stats().Items }
 
 // TestCoalescerBatchesWhileBusy: with maxLookupsInFlight lookups in flight,
 // the pushes that arrive share one lookup, and each gets its own answer.
@@ -120,10 +119,8 @@ func TestCoalescerBatchesWhileBusy(t *testing.T) {
 	if got := g.nCalls(); got != maxLookupsInFlight+1 {
 		t.Fatalf("%d lookups, want %d (the waiting pushes share one)", got, maxLookupsInFlight+1)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.inflight != 0 || len(c.queue) != 0 {
-		t.Fatalf("after: %d in flight, %d queued", c.inflight, len(c.queue))
+	if s := c.stats(); s.InFlight != 0 || s.Batches != 0 {
+		t.Fatalf("after: %d in flight, %d queued", s.InFlight, s.Batches)
 	}
 }
 
@@ -145,9 +142,7 @@ func TestCoalescerBatchLimit(t *testing.T) {
 	waitFor(t, "the big push to queue", func() bool { return c.queued() == len(big) })
 	wg.Go(func() { _, _, _ = c.do(ctx, []int{1, 2}) })
 	waitFor(t, "the second batch", func() bool { return c.queued() == len(big)+2 })
-	c.mu.Lock()
-	batches := len(c.queue)
-	c.mu.Unlock()
+	batches := c.stats().Batches
 	if batches != 2 {
 		t.Fatalf("%d queued batches, want 2", batches)
 	}
