@@ -1332,7 +1332,8 @@ func TestNoGapGracePullsAtOnce(t *testing.T) {
 	srv := newFakeServer(t, TransportTCP)
 	cfg := testConfig(srv)
 	cfg.GapGrace = -1
-	_, r := startClient(t, cfg)
+	c, r := startClient(t, cfg)
+	waitCursorSyncDone(t, c, srv) // else its reply may bring seq 1
 	msgs := srv.addMsgs("g:1", 1, 2)
 	srv.pushProto(protocol.OpMsgPush, msgs[1])
 	waitFor(t, "a pull", func() bool { reqs, _ := convSyncs(srv, "g:1"); return len(reqs) == 1 })

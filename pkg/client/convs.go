@@ -385,8 +385,10 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 		if cm.ConvId == "" {
 			continue // malformed; nothing to attach it to
 		}
-		if _, sent := c.cursorSent[cm.ConvId]; isCursor && !sent {
-			lastUnsent = max(lastUnsent, cm.ConvId)
+		if isCursor {
+			if _, sent := c.cursorSent[cm.ConvId]; !sent {
+				lastUnsent = max(lastUnsent, cm.ConvId)
+			}
 		}
 		st := c.convLocked(cm.ConvId)
 		before, cursor := st.contig, st.cursorLocked()
