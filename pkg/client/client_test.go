@@ -938,6 +938,13 @@ func waitCursorSyncDone(t testing.TB, c *Client, srv *fakeServer) {
 	})
 }
 
+// waitMessages waits until n Message events were recorded (a cursor moves
+// before its messages reach Events).
+func waitMessages(t testing.TB, r *eventRecorder, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d messages", n), func() bool { return len(eventsOf[Message](r)) >= n })
+}
+
 func cursorMap(q *protocol.Sync) map[string]int64 {
 	out := make(map[string]int64, len(q.Cursors))
 	for _, cu := range q.Cursors {
@@ -1036,6 +1043,7 @@ func TestCursorSyncCatchesUpManyConversations(t *testing.T) {
 		}
 		return true
 	})
+	waitMessages(t, r, nConvs/2*4+nConvs/2*2)
 	for i := 1; i <= nConvs; i++ {
 		conv := fmt.Sprintf("g:%03d", i)
 		want := []int64{1, 2, 3, 4}
@@ -1441,6 +1449,7 @@ func TestCursorSyncRoundsRotateCursorsPastMaxBody(t *testing.T) {
 		}
 		return true
 	})
+	waitMessages(t, r, nConvs)
 	sent := map[string]bool{}
 	syncs := cursorSyncsOf(srv)
 	for _, q := range syncs {

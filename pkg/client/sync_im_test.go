@@ -99,6 +99,11 @@ func TestCursorSyncAgainstIMService(t *testing.T) {
 	waitFor(t, "every conversation caught up", func() bool {
 		return maps.Equal(c.Cursors(), want)
 	})
+	total := 0
+	for conv, top := range want {
+		total += int(top - cfg.Cursors[conv])
+	}
+	waitMessages(t, r, total)
 	for conv, top := range want {
 		from := cfg.Cursors[conv]
 		if got := msgSeqs(r, conv); !slices.Equal(got, seqRange(from+1, top)) {
@@ -154,6 +159,7 @@ func TestCursorSyncAgainstIMServiceCursorsPastMaxBody(t *testing.T) {
 		}
 		return true
 	})
+	waitMessages(t, r, peers)
 	syncs := cursorSyncsOf(srv)
 	sent := map[string]bool{}
 	for _, q := range syncs {
