@@ -2,8 +2,8 @@
 // followers: no goroutine, no timer.
 //
 // A Group runs at most MaxInFlight batches at once. A call arriving while
-// a slot is free runs at once, alone (Lone, with the caller's own
-// context). A call arriving while every slot is busy queues: it joins the
+// a slot is free and no batch is queued runs at once, alone (Lone, with
+// the caller's own context). Any other call queues: it joins the
 // last queued batch if that stays within MaxItems items, or starts a new
 // batch of which it is the leader. When a batch finishes, its slot goes to
 // the oldest queued batch, whose leader runs it in its own goroutine; the
@@ -99,6 +99,8 @@ func New[In, Out any](cfg Config[In, Out]) (*Group[In, Out], error) {
 // batch in which in starts at off. out may be shared: read it only.
 func (g *Group[In, Out]) Do(ctx context.Context, in []In) (out Out, off int, err error) {
 	g.mu.Lock()
+	// A call joins a granted batch whose leader is waking up rather than
+	// run alone on a free slot: the batch costs one round trip either way.
 	if g.inflight < g.cfg.MaxInFlight && len(g.queue) == 0 {
 		g.inflight++
 		g.mu.Unlock()
