@@ -53,6 +53,12 @@ const lateAfter = 10 * time.Millisecond
 // were issued or d elapsed or ctx ended, whichever comes first. Both count
 // and d must be positive: every loop is bounded. Calls in flight when d
 // ends are waited for (they are bounded by the parent ctx).
+//
+// The indices called are exactly 0..Issued-1 (unless ctx ends): an index
+// is reserved only while d has not elapsed and if it is scheduled before
+// d ends, and a reserved index is always called, at its scheduled time. The trackers
+// count missing messages over that range, so a reserved index left uncalled
+// would be a false loss.
 func pace(ctx context.Context, ratePerSec float64, count int64, d time.Duration, workers int, fn func(ctx context.Context, i int64)) paceResult {
 	if count <= 0 || d <= 0 {
 		return paceResult{}
@@ -70,6 +76,7 @@ func pace(ctx context.Context, ratePerSec float64, count int64, d time.Duration,
 		issued atomic.Int64
 	)
 	start := time.Now()
+	deadline, _ := ctx.Deadline()
 	interval := time.Duration(0)
 	if ratePerSec > 0 {
 		interval = time.Duration(float64(time.Second) / ratePerSec)
@@ -78,12 +85,13 @@ func pace(ctx context.Context, ratePerSec float64, count int64, d time.Duration,
 	take := func() (int64, time.Time, bool) {
 		mu.Lock()
 		defer mu.Unlock()
-		if next >= count {
+		at := start.Add(time.Duration(next) * interval)
+		if next >= count || ctx.Err() != nil || at.After(deadline) {
 			return 0, time.Time{}, false
 		}
 		i := next
 		next++
-		return i, start.Add(time.Duration(i) * interval), true
+		return i, at, true
 	}
 	var wg sync.WaitGroup
 	for range workers {
@@ -94,13 +102,13 @@ func pace(ctx context.Context, ratePerSec float64, count int64, d time.Duration,
 			defer timer.Stop()
 			for {
 				i, at, ok := take()
-				if !ok || ctx.Err() != nil {
+				if !ok {
 					return
 				}
 				if wait := time.Until(at); wait > 0 {
 					timer.Reset(wait)
 					select {
-					case <-ctx.Done():
+					case <-parent.Done():
 						return
 					case <-timer.C:
 					}
