@@ -39,6 +39,7 @@ type JobDeps struct {
 // JobServer is a job: goim pushes and the IM fan-out.
 type JobServer struct {
 	job *job.Job
+	fan *im.Fanout
 	log *slog.Logger
 }
 
@@ -63,13 +64,14 @@ func NewJob(cfg JobConfig, deps JobDeps) (*JobServer, error) {
 		return nil, err
 	}
 	j.Handle(mq.TopicMessage, fan.Handle)
-	return &JobServer{job: j, log: deps.Logger}, nil
+	return &JobServer{job: j, fan: fan, log: deps.Logger}, nil
 }
 
 // Run consumes until ctx ends, then flushes and stops.
 func (s *JobServer) Run(ctx context.Context) error {
 	s.log.Info("job running")
 	err := s.job.Run(ctx)
+	s.fan.Wait() // the consumer stopped: its records' contexts are done
 	if cerr := s.job.Close(); cerr != nil && !errors.Is(cerr, job.ErrClosed) {
 		s.log.Warn("job: close", "err", cerr)
 	}

@@ -184,6 +184,11 @@ func (f *Fanout) enqueue(id partitionID, it fanItem) {
 	}
 }
 
+// Wait waits for the goroutines fanning out deferred records. They end
+// once their queues are empty or the records' contexts are done, so call
+// it after the consumer stopped, before the Dispatcher is closed.
+func (f *Fanout) Wait() { f.wg.Wait() }
+
 // drain fans out q's records in batches of at most fanoutBatchMax until q
 // is empty, then forgets q.
 func (f *Fanout) drain(id partitionID, q *partitionQueue) {
@@ -197,8 +202,8 @@ func (f *Fanout) drain(id partitionID, q *partitionQueue) {
 			f.qmu.Unlock()
 			return
 		}
-		batch := slices.Clone(q.items[:n])
-		q.items = slices.Delete(q.items, 0, n)
+		batch := q.items[:n:n] // appends go past it, never into it
+		q.items = q.items[n:]
 		f.qmu.Unlock()
 		f.fanOutRetrying(batch)
 	}

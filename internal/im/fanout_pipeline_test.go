@@ -115,6 +115,7 @@ func TestFanoutPipelinesConsumedRecords(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	f.Wait() // the drain goroutines end with their queue
 	var again atomic.Int64
 	c2 := q.Consumer("job", mq.TopicMessage)
 	ctx2, stop2 := context.WithTimeout(ctx, 300*time.Millisecond)
