@@ -103,6 +103,22 @@ func (r deliveryResult) String() string {
 		r.Delivered, r.Expected, r.PerSecond, r.Missing, r.Duplicates, r.Bad, r.Latency)
 }
 
+// reportPushes prints a push scenario's result (human lines, plus the
+// first push error) and fails the run when a push failed or a delivery is
+// missing.
+func (c *common) reportPushes(human []string, doc any, firstErr string, d deliveryResult, pushErrors int64) error {
+	if firstErr != "" {
+		human = append(human, "first push error: "+firstErr)
+	}
+	if err := report(c.out, c.jsonOut, human, doc); err != nil {
+		return err
+	}
+	if d.Missing > 0 || pushErrors > 0 {
+		return errFailed
+	}
+	return nil
+}
+
 // httpPusher posts to logic's goim push API.
 type httpPusher struct {
 	client *http.Client

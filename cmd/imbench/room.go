@@ -94,16 +94,7 @@ func runRoom(ctx context.Context, args []string, c *common) error {
 		"push accept: " + res.PushLatency.String(),
 		"delivery: " + res.Delivery.String(),
 	}
-	if res.FirstError != "" {
-		human = append(human, "first push error: "+res.FirstError)
-	}
-	if err := report(c.out, c.jsonOut, human, res); err != nil {
-		return err
-	}
-	if res.Delivery.Missing > 0 || res.PushErrors > 0 {
-		return errFailed
-	}
-	return nil
+	return c.reportPushes(human, res, res.FirstError, res.Delivery, res.PushErrors)
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
