@@ -220,6 +220,31 @@ func (e *env) counter(tb testing.TB, name string, labels map[string]string) floa
 	return 0
 }
 
+// histCount reads the sample count of a histogram of e's registry by name
+// and labels.
+func (e *env) histCount(tb testing.TB, name string, labels map[string]string) uint64 {
+	tb.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue next
+				}
+			}
+			return m.GetHistogram().GetSampleCount()
+		}
+	}
+	return 0
+}
+
 func authBody(mid int64, key, token string) []byte {
 	return fmt.Appendf(nil, `{"mid":%d,"key":%q,"room_id":"live://1","platform":"web","token":%q}`, mid, key, token)
 }

@@ -130,6 +130,12 @@ func TestHTTPPushMids(t *testing.T) {
 	if len(recs) != 2 || !slices.Equal(got["comet-1"], []string{"dev-1", "dev-2"}) || !slices.Equal(got["comet-2"], []string{"dev-3"}) {
 		t.Fatalf("records by comet = %v (%d records)", got, len(recs))
 	}
+	// One lookup and one publish phase per push, however many records.
+	for _, phase := range []string{"lookup", "publish"} {
+		if n := h.histCount(t, "hubuim_logic_push_phase_seconds", map[string]string{"phase": phase}); n != 1 {
+			t.Fatalf("push phase %s observed %d times, want 1", phase, n)
+		}
+	}
 }
 
 func TestHTTPPushRoomAndAll(t *testing.T) {
@@ -147,6 +153,11 @@ func TestHTTPPushRoomAndAll(t *testing.T) {
 	recs = h.producer.take()
 	if len(recs) != 1 || recs[0].msg.Type != pb.PushMsg_BROADCAST || recs[0].msg.Speed != 50 || recs[0].msg.Operation != 1003 || recs[0].key != "" {
 		t.Fatalf("broadcast records = %+v", recs)
+	}
+	// Room and broadcast pushes look nothing up.
+	if l, p := h.histCount(t, "hubuim_logic_push_phase_seconds", map[string]string{"phase": "lookup"}),
+		h.histCount(t, "hubuim_logic_push_phase_seconds", map[string]string{"phase": "publish"}); l != 0 || p != 2 {
+		t.Fatalf("push phases: lookup %d, publish %d; want 0 and 2", l, p)
 	}
 }
 

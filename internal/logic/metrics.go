@@ -19,6 +19,15 @@ const (
 	resultUnhandled    = "unhandled"
 )
 
+// Phases of a push (label values of push_phase_seconds) and the buckets:
+// 0.1 ms doubling to 1.6 s.
+const (
+	phaseLookup          = "lookup"
+	phasePublish         = "publish"
+	pushPhaseFirstBucket = 100e-6
+	pushPhaseBuckets     = 15
+)
+
 type metrics struct {
 	connect      *prometheus.CounterVec // result
 	disconnect   *prometheus.CounterVec // result
@@ -28,7 +37,10 @@ type metrics struct {
 	push         *prometheus.CounterVec // kind, result
 	pushRecords  *prometheus.CounterVec // type
 	pushMissed   prometheus.Counter
-	onlineLoads  *prometheus.CounterVec // result
+	pushPhase    *prometheus.HistogramVec // phase
+	pushLookup   prometheus.Observer      // pushPhase{phase="lookup"}
+	pushPublish  prometheus.Observer      // pushPhase{phase="publish"}
+	onlineLoads  *prometheus.CounterVec   // result
 	nodeRequests prometheus.Counter
 	comets       prometheus.Gauge
 }
@@ -47,17 +59,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		pushRecords: counter("push_records_total", "Records published to the push topic by type.", "type"),
 		pushMissed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "hubuim", Subsystem: "logic",
 			Name: "push_offline_targets_total", Help: "Keys of pushes by key or user that were not online."}),
+		pushPhase: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "hubuim", Subsystem: "logic",
+			Name: "push_phase_seconds", Help: "Time of the phases of a business push: lookup (the targets' sessions in the store), publish (until the push topic acknowledged the record(s)).",
+			Buckets: prometheus.ExponentialBuckets(pushPhaseFirstBucket, 2, pushPhaseBuckets)}, []string{"phase"}),
 		onlineLoads: counter("online_loads_total", "Loads of the cluster-wide room counts from the store by result.", "result"),
 		nodeRequests: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "hubuim", Subsystem: "logic",
 			Name: "node_list_requests_total", Help: "Node list requests."}),
 		comets: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "hubuim", Subsystem: "logic",
 			Name: "comets", Help: "Comets currently known from discovery."}),
 	}
+	m.pushLookup = m.pushPhase.WithLabelValues(phaseLookup)
+	m.pushPublish = m.pushPhase.WithLabelValues(phasePublish)
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.connect, m.disconnect, m.heartbeat, m.renewOnline, m.receive,
-		m.push, m.pushRecords, m.pushMissed, m.onlineLoads, m.nodeRequests, m.comets} {
+		m.push, m.pushRecords, m.pushMissed, m.pushPhase, m.onlineLoads, m.nodeRequests, m.comets} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

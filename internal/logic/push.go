@@ -273,6 +273,7 @@ func (l *Logic) pushKeys(ctx context.Context, lk *pushLookups, op int32, keys []
 		servers []string
 		err     error
 	)
+	start := time.Now()
 	if lk == nil {
 		servers, err = l.store.Servers(ctx, keys)
 	} else {
@@ -281,6 +282,7 @@ func (l *Logic) pushKeys(ctx context.Context, lk *pushLookups, op int32, keys []
 			servers = servers[off : off+len(keys)]
 		}
 	}
+	l.m.pushLookup.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
@@ -311,6 +313,7 @@ func (l *Logic) pushMids(ctx context.Context, lk *pushLookups, op int32, mids []
 		devs map[int64][]session.Device
 		err  error
 	)
+	start := time.Now()
 	if lk == nil {
 		devs, err = l.store.Devices(ctx, mids)
 	} else {
@@ -319,6 +322,7 @@ func (l *Logic) pushMids(ctx context.Context, lk *pushLookups, op int32, mids []
 		// the grouping).
 		devs, _, err = lk.devices.do(ctx, mids)
 	}
+	l.m.pushLookup.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
@@ -372,6 +376,8 @@ func (l *Logic) publishGroups(ctx context.Context, s *pushScratch, op int32, key
 		first error
 		sem   = make(chan struct{}, maxParallelPublish)
 	)
+	begin := time.Now()
+	defer func() { l.m.pushPublish.Observe(time.Since(begin).Seconds()) }()
 	start := 0
 	for i := range s.groups {
 		value, key := s.buf[start:s.ends[2*i]], s.buf[s.ends[2*i]:s.ends[2*i+1]]
@@ -407,7 +413,10 @@ func (l *Logic) publish(ctx context.Context, s *pushScratch, m *pb.PushMsg, key,
 	if key != "" {
 		rk = s.buf[n:]
 	}
-	if err := l.producer.Publish(ctx, l.cfg.Push.Topic, rk, s.buf[:n]); err != nil {
+	begin := time.Now()
+	err = l.producer.Publish(ctx, l.cfg.Push.Topic, rk, s.buf[:n])
+	l.m.pushPublish.Observe(time.Since(begin).Seconds())
+	if err != nil {
 		return fmt.Errorf("%w: publish: %w", ErrUnavailable, err)
 	}
 	l.m.pushRecords.WithLabelValues(typ).Inc()
