@@ -208,6 +208,13 @@ type produceResult struct {
 	done chan error // buffered, one answer
 }
 
+// asyncResult carries one record's outcome to PublishAsync's callback (the
+// record's Metadata).
+type asyncResult struct {
+	topic string
+	done  func(error)
+}
+
 // NewKafkaProducer connects to the brokers. logger nil means slog.Default();
 // reg nil means the metrics are not registered. The producer's result loops
 // run until Close.
@@ -240,8 +247,17 @@ func NewKafkaProducer(cfg KafkaConfig, logger *slog.Logger, reg prometheus.Regis
 // answer hands a record's outcome to its Publish (which may have stopped
 // waiting: the channel is buffered).
 func (p *KafkaProducer) answer(m *sarama.ProducerMessage, err error) {
-	if r, ok := m.Metadata.(*produceResult); ok {
+	switch r := m.Metadata.(type) {
+	case *produceResult:
 		r.done <- err
+	case *asyncResult:
+		if err != nil {
+			p.metrics.produceErrors.WithLabelValues(r.topic).Inc()
+			err = fmt.Errorf("mq: kafka publish to %s: %w", r.topic, err)
+		} else {
+			p.metrics.produced.WithLabelValues(r.topic).Inc()
+		}
+		r.done(err)
 	}
 	p.inflight.Done()
 }
@@ -270,15 +286,7 @@ func (p *KafkaProducer) Publish(ctx context.Context, topic string, key, value []
 	p.inflight.Add(1)
 	p.mu.Unlock()
 
-	// One copy of key and value: sarama encodes the record later, possibly
-	// after a canceled Publish returned and its caller reused the buffers.
-	buf := make([]byte, len(key)+len(value))
-	copy(buf, value)
-	copy(buf[len(value):], key)
-	msg := &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(buf[:len(value):len(value)])}
-	if key != nil {
-		msg.Key = sarama.ByteEncoder(buf[len(value):])
-	}
+	msg := newRecord(topic, key, value)
 	r := p.getResult()
 	msg.Metadata = r
 	// Input is buffered; the send blocks only when the producer is far
@@ -307,6 +315,51 @@ func (p *KafkaProducer) Publish(ctx context.Context, topic string, key, value []
 	}
 	p.metrics.produced.WithLabelValues(topic).Inc()
 	return nil
+}
+
+// newRecord makes a record with one copy of key and value: sarama encodes
+// it later, possibly after a canceled Publish returned and its caller
+// reused the buffers.
+func newRecord(topic string, key, value []byte) *sarama.ProducerMessage {
+	buf := make([]byte, len(key)+len(value))
+	copy(buf, value)
+	copy(buf[len(value):], key)
+	msg := &sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(buf[:len(value):len(value)])}
+	if key != nil {
+		msg.Key = sarama.ByteEncoder(buf[len(value):])
+	}
+	return msg
+}
+
+// PublishAsync hands one record to the producer and returns without
+// waiting for its acknowledgement: done is called exactly once with the
+// outcome (nil when all in-sync replicas have it), from the producer's
+// result loop — it must not block. Records handed over in order with the
+// same key are written in that order (as with Publish). key and value are
+// copied. An error return (ctx ended while the producer's input was full,
+// or the producer is closed) means the record was not handed over and done
+// is not called. Close waits for every record handed over to be answered.
+func (p *KafkaProducer) PublishAsync(ctx context.Context, topic string, key, value []byte, done func(error)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	p.inflight.Add(1)
+	p.mu.Unlock()
+	msg := newRecord(topic, key, value)
+	msg.Metadata = &asyncResult{topic: topic, done: done}
+	select {
+	case p.p.Input() <- msg:
+		return nil
+	case <-ctx.Done():
+		p.inflight.Done()
+		p.metrics.produceErrors.WithLabelValues(topic).Inc()
+		return ctx.Err()
+	}
 }
 
 // Close waits for the records in flight to be answered and closes the

@@ -72,8 +72,15 @@ func TestKafkaProducerConcurrentPublish(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Read back with a plain sarama consumer (not the group consumer under
-	// test elsewhere): partition by partition, from the oldest offset.
+	checkRecords(ctx, t, cfg, publishers, perKey)
+}
+
+// checkRecords reads the test topic back with a plain sarama consumer (not
+// the group consumer under test elsewhere), partition by partition from
+// the oldest offset, and checks that it holds exactly keys×perKey records
+// "k<g>:<i>" keyed "k<g>", intact and in order per key.
+func checkRecords(ctx context.Context, t *testing.T, cfg mq.KafkaConfig, keys, perKey int) {
+	t.Helper()
 	sc := sarama.NewConfig()
 	sc.Version = sarama.V3_6_0_0
 	c, err := sarama.NewConsumer(cfg.Brokers, sc)
@@ -111,9 +118,92 @@ func TestKafkaProducerConcurrentPublish(t *testing.T) {
 		}
 		_ = pc.Close()
 	}
-	if seen != publishers*perKey {
-		t.Fatalf("broker has %d of %d records", seen, publishers*perKey)
+	if seen != keys*perKey {
+		t.Fatalf("broker has %d of %d records", seen, keys*perKey)
 	}
+}
+
+// TestKafkaProducerPublishAsync hands records over without waiting: each
+// callback is called once with nil, the records reach the broker intact and
+// in per-key order although the caller reused its buffers at once, and
+// Close waits for every callback.
+func TestKafkaProducerPublishAsync(t *testing.T) {
+	_, cfg := newProducerCluster(t)
+	p := newTestProducer(t, cfg)
+	const (
+		keys   = 8
+		perKey = 50
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), kafkaTestTimeout)
+	defer cancel()
+	var (
+		mu     sync.Mutex
+		calls  int
+		failed []error
+	)
+	done := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if err != nil {
+			failed = append(failed, err)
+		}
+	}
+	var wg sync.WaitGroup
+	for g := range keys {
+		wg.Go(func() {
+			key, value := make([]byte, 0, 8), make([]byte, 0, 16)
+			for i := range perKey {
+				key = fmt.Appendf(key[:0], "k%d", g)
+				value = fmt.Appendf(value[:0], "k%d:%d", g, i)
+				if err := p.PublishAsync(ctx, producerTestTopic, key, value, done); err != nil {
+					t.Error(err)
+					return
+				}
+				clear(value)
+				clear(key)
+			}
+		})
+	}
+	wg.Wait()
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if calls != keys*perKey || len(failed) > 0 {
+		t.Fatalf("after Close: %d callbacks of %d, failures %v", calls, keys*perKey, failed)
+	}
+	mu.Unlock()
+	checkRecords(ctx, t, cfg, keys, perKey)
+	if err := p.PublishAsync(ctx, producerTestTopic, nil, []byte("v"), done); !errors.Is(err, mq.ErrClosed) {
+		t.Fatalf("PublishAsync after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestKafkaProducerPublishAsyncBrokerDown: with the broker gone the
+// record's callback gets an error (not never), and Close returns.
+func TestKafkaProducerPublishAsyncBrokerDown(t *testing.T) {
+	cluster, cfg := newProducerCluster(t)
+	p := newTestProducer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), kafkaTestTimeout)
+	defer cancel()
+	if err := p.Publish(ctx, producerTestTopic, []byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Close()
+	res := make(chan error, 1)
+	if err := p.PublishAsync(ctx, producerTestTopic, []byte("k"), []byte("v"), func(err error) { res <- err }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-res:
+		if err == nil {
+			t.Fatal("record to a dead broker acknowledged")
+		}
+	case <-ctx.Done():
+		t.Fatal("no answer for a record to a dead broker")
+	}
+	_ = p.Close()
 }
 
 // TestKafkaProducerBrokerDown: with the broker gone Publish fails with an
