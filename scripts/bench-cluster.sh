@@ -9,7 +9,11 @@
 #
 # Usage: scripts/bench-cluster.sh [seconds]   (default 600; Ctrl-C stops)
 # Env: BENCH_KAFKA_PORT (19092), BENCH_PG_MAX_CONNS (logic's pool size),
-# BENCH_PORT_BASE (5100: several clusters can run side by side).
+# BENCH_PORT_BASE (5100: several clusters can run side by side),
+# BENCH_GOMAXPROCS (1: each service and the broker get GOMAXPROCS=1, like a
+# pod with a 1-CPU limit; 0 keeps Go's default of one per core),
+# BENCH_LOGIC_YAML (extra lines appended to logic's YAML, e.g.
+# "im: {append_concurrency: 2}").
 # Listens on (with the default base): comet TCP 127.0.0.1:5101, WS
 # :5102/sub, logic HTTP 127.0.0.1:5111, gRPC :5119; admin/metrics (with
 # pprof) comet :5901, logic :5911, job :5921. Only the processes this
@@ -23,6 +27,10 @@ dsn=${HUBUIM_TEST_POSTGRES_DSN:?set HUBUIM_TEST_POSTGRES_DSN}
 kafka_port=${BENCH_KAFKA_PORT:-19092}
 b=${BENCH_PORT_BASE:-5100}
 pg_conns=${BENCH_PG_MAX_CONNS:-0} # logic's postgres.max_conns (0: pgxpool's default)
+# Five Go processes on a small machine, each with one P per core, spend a
+# good part of the CPU spinning for work and switching; a pod in a cluster
+# would have a CPU limit (and Go sets GOMAXPROCS from it).
+procs=${BENCH_GOMAXPROCS:-1}
 tag="imbench$$$RANDOM"
 dir=$(mktemp -d)
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,6 +44,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 (cd "$root" && go build -o "$dir/" ./cmd/logic ./cmd/comet ./cmd/job ./cmd/imbench)
+# After the build: the services only.
+if [ "$procs" != 0 ]; then export GOMAXPROCS=$procs; fi
 
 cat >"$dir/logic.yaml" <<YAML
 id: bench-logic
@@ -50,6 +60,7 @@ kafka: {brokers: ["127.0.0.1:$kafka_port"]}
 discovery: {endpoints: ["$etcd"], prefix: "/$tag/discovery"}
 idgen: {prefix: "/$tag"}
 push: {unauthenticated: true}
+${BENCH_LOGIC_YAML:-}
 YAML
 cat >"$dir/comet.yaml" <<YAML
 id: bench-comet
@@ -80,7 +91,7 @@ sleep 2
 pids+=($!)
 "$dir/comet" -config "$dir/comet.yaml" >"$dir/comet.log" 2>&1 &
 pids+=($!)
-echo "kafka=${pids[0]} logic=${pids[1]} job=${pids[2]} comet=${pids[3]} dir=$dir tag=$tag"
+echo "GOMAXPROCS=${GOMAXPROCS:-default} kafka=${pids[0]} logic=${pids[1]} job=${pids[2]} comet=${pids[3]} dir=$dir tag=$tag"
 echo "imbench flags: -addr 127.0.0.1:$((b + 1)) -ws-addr 127.0.0.1:$((b + 2)) -http http://127.0.0.1:$((b + 11)) -grpc 127.0.0.1:$((b + 19))"
 sleep "$life" &
 pids+=($!)
