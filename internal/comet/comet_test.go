@@ -31,6 +31,7 @@ func TestConfigValidation(t *testing.T) {
 		{"buckets not power of two", Config{Buckets: 3}, "buckets"},
 		{"negative timeout", Config{HandshakeTimeout: -1}, "handshake_timeout"},
 		{"negative pollers", Config{TCPPollers: -1}, "tcp_pollers"},
+		{"negative deep workers", Config{DeepWorkers: -1}, "deep_workers"},
 		{"queue smaller than a frame", Config{MaxBody: 1024, MaxQueueBytes: 100}, "max_queue_bytes"},
 		{"tls without cert", Config{WSSAddr: ":0"}, "tls_cert_file"},
 	} {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/hubuim/hubuim/api/protocol"
@@ -38,6 +39,8 @@ const (
 	DefaultMaxAccepts           = 64
 	DefaultBroadcastBatchPeriod = 10 * time.Millisecond
 	DefaultTCPPollers           = 1
+	// DefaultDeepWorkersPerProc × GOMAXPROCS is the default DeepWorkers.
+	DefaultDeepWorkersPerProc = 128
 )
 
 // Config configures a comet. The zero value of every field means its
@@ -87,6 +90,15 @@ type Config struct {
 	// DisableTCPPoller keeps a reader goroutine per plain-TCP connection
 	// (the other platforms' behaviour). Default false.
 	DisableTCPPoller bool `yaml:"disable_tcp_poller"`
+
+	// DeepWorkers bounds the long-lived goroutines that make the readers'
+	// logic calls and WebSocket frame reads (deep stacks) so that an idle
+	// reader's stack stays at 2 KB and a call finds a stack already grown.
+	// They start on demand and stop at Shutdown; a call finding none idle
+	// with DeepWorkers running uses a short-lived goroutine. Size it for
+	// the logic calls in flight at once (closed-loop senders waiting for
+	// their ACK). Default DefaultDeepWorkersPerProc × GOMAXPROCS.
+	DeepWorkers int `yaml:"deep_workers"`
 
 	// TimerWheels is the number of timing wheels holding handshake and
 	// heartbeat deadlines (one goroutine each). Default 8.
@@ -194,6 +206,7 @@ func (c *Config) withDefaults() error {
 	defInt(&c.RoomQueue, DefaultRoomQueue)
 	defInt(&c.TimerWheels, DefaultTimerWheels)
 	defInt(&c.TCPPollers, DefaultTCPPollers)
+	defInt(&c.DeepWorkers, DefaultDeepWorkersPerProc*runtime.GOMAXPROCS(0))
 	defDur(&c.TimerTick, DefaultTimerTick)
 	defDur(&c.HandshakeTimeout, DefaultHandshakeTimeout)
 	defDur(&c.HeartbeatInterval, DefaultHeartbeatInterval)
@@ -228,6 +241,7 @@ func (c *Config) withDefaults() error {
 		{"room_queue", int64(c.RoomQueue)},
 		{"timer_wheels", int64(c.TimerWheels)},
 		{"tcp_pollers", int64(c.TCPPollers)},
+		{"deep_workers", int64(c.DeepWorkers)},
 		{"timer_tick", int64(c.TimerTick)},
 		{"logic_timeout", int64(c.LogicTimeout)},
 		{"handshake_timeout", int64(c.HandshakeTimeout)},

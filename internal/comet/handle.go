@@ -315,7 +315,7 @@ func (c *conn) readLoop() {
 
 // serveOne reads and handles one frame. For plain WebSocket the reader
 // parks in a shallow wait and runs gorilla's (deep) frame reader on a
-// short-lived goroutine, so that its own stack stays at 2 KB.
+// deep-stack worker (deepstack.go), so that its own stack stays at 2 KB.
 func (c *conn) serveOne() bool {
 	if c.ws != nil {
 		switch err := c.waitReadable(); {
@@ -323,21 +323,21 @@ func (c *conn) serveOne() bool {
 		case err != nil:
 			return false // closed; the read below would say the same
 		default:
-			var ok bool
-			offStack(func() { ok = c.readAndHandle() })
-			return ok
+			return c.srv.deep.run(c, deepReadWS, protocol.Frame{})
 		}
 	}
-	return c.readAndHandle()
+	return c.readAndHandle(false)
 }
 
-func (c *conn) readAndHandle() bool {
+// readAndHandle reads and handles one frame; deep: the caller runs on a
+// deep-stack worker, which makes the frame's logic calls itself.
+func (c *conn) readAndHandle(deep bool) bool {
 	f, bp, err := c.readFrame()
 	if err != nil {
 		c.protocolError(err)
 		return false
 	}
-	c.handle(f)
+	c.handleOn(f, deep)
 	c.putBody(bp)
 	return true
 }
@@ -346,7 +346,13 @@ func (c *conn) reply(op, seq int32, body []byte) {
 	_ = c.enqueue(protocol.AppendFrame(nil, protocol.Version, op, seq, body))
 }
 
-func (c *conn) handle(f protocol.Frame) {
+// handle handles one frame on a reader's stack: logic calls go to a
+// deep-stack worker.
+func (c *conn) handle(f protocol.Frame) { c.handleOn(f, false) }
+
+// handleOn handles one frame; deep: the caller is a deep-stack worker and
+// makes logic calls itself.
+func (c *conn) handleOn(f protocol.Frame, deep bool) {
 	s := c.srv
 	switch f.Op {
 	case protocol.OpHeartbeat:
@@ -357,7 +363,7 @@ func (c *conn) handle(f protocol.Frame) {
 		// Logic renews the session TTL at most once per LogicHeartbeat.
 		if now := time.Now().UnixNano(); time.Duration(now-c.lastLogicHB) >= s.cfg.LogicHeartbeat {
 			c.lastLogicHB = now
-			offStack(c.logicHeartbeat)
+			c.deepCall(deepHeartbeat, f, deep)
 		}
 	case protocol.OpAuth:
 		// Already authenticated: ignored.
@@ -375,22 +381,21 @@ func (c *conn) handle(f protocol.Frame) {
 		c.mu.Unlock()
 		c.reply(protocol.OpUnsubReply, f.Seq, f.Body)
 	default:
-		offStack(func() { c.receive(f) })
+		c.deepCall(deepReceive, f, deep)
 	}
 }
 
-// offStack runs fn on a short-lived goroutine and waits for it. The reader
-// calls logic (gRPC, a deep stack) this way so that its own stack never
-// grows: Go shrinks a parked goroutine's stack only when it uses under a
-// quarter of it, so one deep call would leave every idle reader at 4-8 KB
-// instead of 2 KB.
-func offStack(fn func()) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fn()
-	}()
-	<-done
+// deepCall runs op here when the caller is already a deep-stack worker,
+// else on one. A reader calls logic (gRPC, a deep stack) this way so that
+// its own stack never grows: Go shrinks a parked goroutine's stack only
+// when it uses under a quarter of it, so one deep call would leave every
+// idle reader at 4-8 KB instead of 2 KB.
+func (c *conn) deepCall(op deepOp, f protocol.Frame, deep bool) {
+	if deep {
+		c.runDeep(op, f)
+		return
+	}
+	c.srv.deep.run(c, op, f)
 }
 
 func (c *conn) logicHeartbeat() {

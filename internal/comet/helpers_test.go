@@ -124,13 +124,13 @@ func (f *fakeLogic) connIDOf(key string) string {
 }
 
 // startLogic serves f on 127.0.0.1:0 and returns a client for it.
-func startLogic(tb testing.TB, f *fakeLogic) logic.LogicClient {
+func startLogic(tb testing.TB, f *fakeLogic, opts ...grpc.ServerOption) logic.LogicClient {
 	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	gs := newGRPCServer()
+	gs := newGRPCServer(opts...)
 	logic.RegisterLogicServer(gs, f)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = gs.Serve(l) }()
@@ -141,7 +141,7 @@ func startLogic(tb testing.TB, f *fakeLogic) logic.LogicClient {
 	return dialLogic(tb, l.Addr().String())
 }
 
-func newGRPCServer() *grpc.Server { return grpc.NewServer() }
+func newGRPCServer(opts ...grpc.ServerOption) *grpc.Server { return grpc.NewServer(opts...) }
 
 func dialLogic(tb testing.TB, addr string) logic.LogicClient {
 	tb.Helper()

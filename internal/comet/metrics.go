@@ -59,6 +59,8 @@ type metrics struct {
 	writes         prometheus.Counter
 	framesCoalesce prometheus.Counter
 	pollWakeups    prometheus.Counter
+	deepWorkers    prometheus.Gauge
+	deepFallbacks  prometheus.Counter
 	logicErrors    *prometheus.CounterVec
 	grpc           *grpcmetrics.Metrics // the comet's gRPC server
 }
@@ -119,6 +121,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		pollWakeups: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "hubuim_comet_tcp_poller_wakeups_total", Help: "Readers started by the TCP poller for parked (idle, goroutine-less) connections that became readable.",
 		}),
+		deepWorkers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hubuim_comet_deep_workers", Help: "Deep-stack worker goroutines running (they make the readers' logic calls and WebSocket frame reads).",
+		}),
+		deepFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hubuim_comet_deep_worker_fallbacks_total", Help: "Deep calls run on a short-lived goroutine because all deep_workers were busy.",
+		}),
 		logicErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hubuim_comet_logic_errors_total", Help: "Failed calls to logic, by method.",
 		}, []string{"method"}),
@@ -140,7 +148,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	cs := []prometheus.Collector{m.conns, m.clientIPs, m.framesRead, m.bytesRead, m.bytesWritten, m.accepted, m.authFailures, m.protoErrors, m.kicks,
 		m.slowConsumers, m.pushed, m.roomMsgs, m.broadcastMsgs, m.roomQueueFull, m.writeErrors,
-		m.writes, m.framesCoalesce, m.pollWakeups, m.logicErrors}
+		m.writes, m.framesCoalesce, m.pollWakeups, m.deepWorkers, m.deepFallbacks, m.logicErrors}
 	var errs []error
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

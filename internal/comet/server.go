@@ -9,9 +9,11 @@
 // a reader when data arrives, and the reader exits once the socket has
 // nothing more (Config.TCPPollers, Config.DisableTCPPoller). Other
 // connections (TLS, WebSocket, other platforms) have one goroutine each
-// (the reader, started fresh after the handshake, which
-// runs anything deep - logic calls, gorilla's frame reader - on short-lived
-// goroutines so that its own stack stays at 2 KB); the header is read into
+// (the reader, started fresh after the handshake). Readers run anything
+// deep - logic calls, gorilla's frame reader - on long-lived deep-stack
+// workers (deepstack.go; a short-lived goroutine when all are busy) so that
+// a reader's stack stays at 2 KB and the deep call does not grow a fresh
+// stack every time; the header is read into
 // an array inside the connection and bodies into pooled buffers; a flusher
 // goroutine exists only while the connection has queued frames and writes
 // all of them in one write (writev on TCP, one OpRaw message on WebSocket);
@@ -37,6 +39,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -60,7 +63,18 @@ const (
 	nonceBytes       = 4
 	// maxPooledWriteBuf is the largest coalescing buffer kept in the pool.
 	maxPooledWriteBuf = 64 << 10
+	// grpcStreamWorkersPerProc × GOMAXPROCS long-lived goroutines serve
+	// the gRPC API's calls (grpc.NumStreamWorkers), so that a handler runs
+	// on a stack already grown instead of growing a fresh goroutine's;
+	// with all of them busy a call gets a fresh goroutine (grpc-go's
+	// default). The handlers are short (queue a frame), so a few per CPU.
+	grpcStreamWorkersPerProc = 4
 )
+
+// grpcStreamWorkers is the gRPC server's stream worker count.
+func grpcStreamWorkers() uint32 {
+	return uint32(grpcStreamWorkersPerProc * runtime.GOMAXPROCS(0))
+}
 
 // Deps are the comet's collaborators.
 type Deps struct {
@@ -92,6 +106,7 @@ type Server struct {
 	mask    uint32
 	wheels  []*timer.Wheel
 	pollers []*poller // idle plain-TCP connections (Linux); set by Start
+	deep    *deepPool // deep-stack workers for the readers' logic calls
 
 	bodyPool      sync.Pool // *[]byte of MaxBody
 	writePool     sync.Pool // *[]byte coalescing buffers
@@ -164,6 +179,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		discSem:    make(chan struct{}, cfg.DrainParallelism),
 	}
 	s.ips.gauge = m.clientIPs
+	s.deep = newDeepPool(cfg.DeepWorkers, (*conn).runDeep, &s.wg, m)
 	if cfg.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
 		if err != nil {
@@ -293,6 +309,7 @@ func (s *Server) Start() error {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); w.Run(s.runCtx) }()
 	}
+	s.deep.start()
 	for _, b := range s.buckets {
 		for _, q := range b.queues {
 			s.wg.Add(1)
@@ -317,7 +334,8 @@ func (s *Server) Start() error {
 		s.serveHTTP(tls.NewListener(wssL, s.tlsConfig), transportWSS)
 	}
 	if grpcL != nil {
-		s.grpcSrv = grpc.NewServer(grpc.UnaryInterceptor(s.m.grpc.UnaryServerInterceptor()))
+		s.grpcSrv = grpc.NewServer(grpc.UnaryInterceptor(s.m.grpc.UnaryServerInterceptor()),
+			grpc.NumStreamWorkers(grpcStreamWorkers()))
 		cometapi.RegisterCometServer(s.grpcSrv, s.API())
 		s.wg.Add(1)
 		go func() {
@@ -640,6 +658,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	s.cancelRun()
+	s.deep.close()
 	s.wg.Wait()
 	// Every connection has finished: none is parked or can be armed.
 	for _, p := range s.pollers {
