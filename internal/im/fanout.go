@@ -13,6 +13,7 @@ import (
 
 	logicpb "github.com/hubuim/hubuim/api/logic"
 	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/im/members"
 	"github.com/hubuim/hubuim/internal/logic/session"
 	"github.com/hubuim/hubuim/internal/mq"
 	"github.com/hubuim/hubuim/internal/store"
@@ -46,7 +47,11 @@ type DeviceLookup interface {
 	Devices(ctx context.Context, mids []int64) (map[int64][]session.Device, error)
 }
 
-// MemberLister lists the members of a group.
+// MemberLister lists the members of a group. NewFanout puts a
+// members.Cache in front of it (FanoutConfig.MemberCache) unless it is a
+// *members.Cache already (a process running logic too may pass the IM
+// service's, whose group changes then take effect at once). The fan-out
+// never modifies the returned slice.
 type MemberLister interface {
 	Members(ctx context.Context, groupID int64) ([]int64, error)
 }
@@ -67,6 +72,13 @@ type FanoutConfig struct {
 	BurstPerSecond int `yaml:"burst_per_second"`
 	// PreviewBytes bounds the notification preview. Default DefaultPreviewBytes.
 	PreviewBytes int `yaml:"preview_bytes"`
+	// MemberCache caches the member lists group messages are fanned out
+	// to (ttl default 2s, negative: off, every group message batch reads
+	// the store; max_groups default 10000; max_members default 1048576).
+	// Group changes are made by logic, never through the fan-out's cache:
+	// a member added or removed is pushed to, or not, as before the change
+	// for up to ttl (a new member can always sync the messages it missed).
+	MemberCache members.Config `yaml:"member_cache"`
 }
 
 // FanoutDeps are the fan-out's collaborators. Notifier may be nil (no
@@ -119,6 +131,16 @@ func NewFanout(cfg FanoutConfig, deps FanoutDeps) (*Fanout, error) {
 	}
 	if deps.Now == nil {
 		deps.Now = time.Now
+	}
+	if err := cfg.MemberCache.Validate("fanout.member_cache."); err != nil {
+		return nil, err
+	}
+	if _, shared := deps.Members.(*members.Cache); !shared && cfg.MemberCache.Enabled() {
+		c, err := members.New(cfg.MemberCache, deps.Members)
+		if err != nil {
+			return nil, err
+		}
+		deps.Members = c
 	}
 	deps.Devices = &deviceCoalescer{next: deps.Devices}
 	return &Fanout{cfg: cfg, deps: deps, burst: make(map[string]*burstCount), queues: make(map[partitionID]*partitionQueue)}, nil

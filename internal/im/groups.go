@@ -55,7 +55,9 @@ func (g *Groups) Create(ctx context.Context, actor int64, id int64, name string,
 		return nil, storeErr(err)
 	}
 	if len(members) > 0 {
-		if _, err := g.store.AddMembers(ctx, grp.ID, members); err != nil {
+		_, err := g.store.AddMembers(ctx, grp.ID, members)
+		g.im.groupChanged(grp.ID)
+		if err != nil {
 			return nil, storeErr(err)
 		}
 	}
@@ -76,6 +78,7 @@ func (g *Groups) AddMembers(ctx context.Context, actor, groupID int64, users []i
 		return 0, err
 	}
 	n, err := g.store.AddMembers(ctx, groupID, users)
+	g.im.groupChanged(groupID) // even after an error: the change may have been made
 	return n, storeErr(err)
 }
 
@@ -98,6 +101,7 @@ func (g *Groups) RemoveMembers(ctx context.Context, actor, groupID int64, users 
 		}
 	}
 	n, err := g.store.RemoveMembers(ctx, groupID, users)
+	g.im.groupChanged(groupID) // even after an error: the change may have been made
 	return n, storeErr(err)
 }
 

@@ -11,6 +11,7 @@ import (
 
 	logicpb "github.com/hubuim/hubuim/api/logic"
 	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/im/members"
 	"github.com/hubuim/hubuim/internal/mq"
 	"github.com/hubuim/hubuim/internal/store"
 )
@@ -99,6 +100,14 @@ type Config struct {
 	// DefaultClaimPipelines. Used when the dedup store and the seq counter
 	// are a RedisDedup and a RedisSeqCounter on the same client.
 	ClaimPipelines int `yaml:"claim_pipelines"`
+	// MemberCache caches group member lists for the membership check of
+	// group sends and syncs (ttl default 2s, negative: off, every check
+	// queries the store; max_groups default 10000; max_members default
+	// 1048576). A change made through this logic takes effect at once; a
+	// member removed through another logic replica may still send to and
+	// sync the group here for up to ttl. An added member is never refused:
+	// a member missing from the cached list is checked in the store.
+	MemberCache members.Config `yaml:"member_cache"`
 }
 
 // Deps are the IM service's collaborators.
@@ -120,7 +129,9 @@ type Service struct {
 	log    *slog.Logger
 	app    *appender
 	claims sendClaimer
-	events *eventPublisher
+	// members caches member lists for checkMember; nil when
+	// cfg.MemberCache disables it.
+	members *members.Cache
 }
 
 // NewService validates cfg and deps.
@@ -140,6 +151,17 @@ func NewService(cfg Config, deps Deps) (*Service, error) {
 	if cfg.MaxPayload < 0 || cfg.SyncLimit < 0 || cfg.SettleTime < 0 || cfg.SyncMaxBytes < 0 ||
 		cfg.AppendWindow < 0 || cfg.AppendMaxBatch < 0 || cfg.AppendConcurrency < 0 || cfg.ClaimPipelines < 0 {
 		return nil, errors.New("im: max_payload, sync_limit, settle_time, sync_max_bytes, append_window, append_max_batch, append_concurrency and claim_pipelines must not be negative")
+	}
+	if err := cfg.MemberCache.Validate("member_cache."); err != nil {
+		return nil, err
+	}
+	var memberCache *members.Cache
+	if cfg.MemberCache.Enabled() {
+		var err error
+		if memberCache, err = members.New(cfg.MemberCache, deps.Store); err != nil {
+			return nil, err
+		}
+		cfg.MemberCache = memberCache.Config()
 	}
 	if cfg.ClaimPipelines == 0 {
 		cfg.ClaimPipelines = DefaultClaimPipelines
@@ -178,8 +200,7 @@ func NewService(cfg Config, deps Deps) (*Service, error) {
 	}
 	app := newAppender(deps.Store, cfg.AppendWindow, cfg.AppendMaxBatch, cfg.AppendConcurrency, deps.Metrics)
 	claims := newSendClaimer(deps.Dedup, deps.Seq, cfg.ClaimPipelines, claimMaxBatch, deps.Logger)
-	return &Service{cfg: cfg, deps: deps, log: deps.Logger, app: app, claims: claims,
-		events: newEventPublisher(deps.Producer, cfg.MessageTopic, maxEventsInFlight, deps.Metrics, deps.Logger)}, nil
+	return &Service{cfg: cfg, deps: deps, log: deps.Logger, app: app, claims: claims, members: memberCache}, nil
 }
 
 // statusError is a client-visible failure of an IM operation.
@@ -299,11 +320,25 @@ func (s *Service) checkSend(ctx context.Context, sender int64, req *protocol.Msg
 }
 
 func (s *Service) checkMember(ctx context.Context, groupID, user int64) error {
+	if s.members != nil {
+		ok, err := s.members.IsMember(ctx, groupID, user)
+		switch {
+		case ok:
+			return nil
+		case errors.Is(err, store.ErrNotFound): // a fresh load: not-found is never cached
+			return errStatus(protocol.Status_STATUS_NOT_FOUND, "no such group")
+		case err != nil:
+			return fmt.Errorf("membership: %w", err)
+		}
+		// Not in the cached list: the store decides, so a member added
+		// through another logic replica is never refused.
+	}
 	ok, err := s.deps.Store.IsMember(ctx, groupID, user)
 	if err != nil {
 		return fmt.Errorf("membership: %w", err)
 	}
 	if ok {
+		s.groupChanged(groupID) // the cached list is behind
 		return nil
 	}
 	if _, err := s.deps.Store.Group(ctx, groupID); errors.Is(err, store.ErrNotFound) {
@@ -312,6 +347,19 @@ func (s *Service) checkMember(ctx context.Context, groupID, user int64) error {
 		return fmt.Errorf("group: %w", err)
 	}
 	return errStatus(protocol.Status_STATUS_FORBIDDEN, "not a member of the group")
+}
+
+// MemberCache returns the service's member cache (nil when
+// Config.MemberCache disables it), for a fan-out in the same process.
+func (s *Service) MemberCache() *members.Cache { return s.members }
+
+// groupChanged drops the cached members of a group; every change of a
+// group's members made through this process calls it after the store
+// change, so it takes effect here at once.
+func (s *Service) groupChanged(groupID int64) {
+	if s.members != nil {
+		s.members.Invalidate(groupID)
+	}
 }
 
 // store allocates a seq and message id and appends the message (touching
@@ -370,11 +418,18 @@ func (s *Service) publish(ctx context.Context, ev *logicpb.MsgEvent) {
 	s.publishKeyed(ctx, convID, ev)
 }
 
-// publishKeyed publishes ev with record key key (one key stays in order),
-// see eventPublisher: it does not wait for the queue's acknowledgement
-// when the producer can hand records over.
+// publishKeyed publishes ev with record key key (one key stays in order).
 func (s *Service) publishKeyed(ctx context.Context, key string, ev *logicpb.MsgEvent) {
-	s.events.publish(ctx, key, ev)
+	value, err := proto.Marshal(ev)
+	if err == nil {
+		err = s.deps.Producer.Publish(ctx, s.cfg.MessageTopic, []byte(key), value)
+	}
+	if err != nil {
+		// The message is stored: recipients get it by sync on their next
+		// reconnect or pull. Only the live push is lost.
+		s.deps.Metrics.publishFailed()
+		s.log.Warn("im: publish event", "key", key, "err", err)
+	}
 }
 
 // checkAccess reports whether user may read convID.
