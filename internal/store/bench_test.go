@@ -84,6 +84,30 @@ func BenchmarkAppendBatch(b *testing.B) {
 	})
 }
 
+// BenchmarkAppendTouch is the group commit of 1:1 messages as the send
+// path does it: benchBatch messages of benchConvs conversations, each
+// touching its two users, who mostly have the conversation already.
+func BenchmarkAppendTouch(b *testing.B) {
+	benchStores(b, func(b *testing.B, s store.Store) {
+		ctx := context.Background()
+		seq := int64(0)
+		items := make([]store.AppendItem, benchBatch)
+		b.ReportAllocs()
+		for b.Loop() {
+			for i := range items {
+				seq++
+				a := seq%benchConvs + 1
+				items[i] = store.AppendItem{Msg: storetest.Msg(store.SingleConvID(a, a+benchConvs), seq), Users: []int64{a, a + benchConvs}}
+			}
+			res, err := s.AppendTouch(ctx, items)
+			if err != nil || res[0].Err != nil {
+				b.Fatal(err, res[0].Err)
+			}
+		}
+		b.ReportMetric(float64(b.N*benchBatch)/b.Elapsed().Seconds(), "msgs/s")
+	})
+}
+
 func BenchmarkRange(b *testing.B) {
 	benchStores(b, func(b *testing.B, s store.Store) {
 		ctx := context.Background()

@@ -80,8 +80,14 @@ const (
 	// sqlAppendTouch inserts a batch of messages and touches the users of
 	// the inserted ones in one statement (one transaction, one commit).
 	// Touches join the inserted rows by (conv_id, seq, msg_id); a user's
-	// touches of one conversation collapse to the highest seq (ON CONFLICT
-	// DO UPDATE may not hit a row twice), in key order against deadlocks.
+	// touches of one conversation collapse to the highest seq, in key
+	// order against deadlocks. A touch only creates the user's entry: an
+	// existing one is left alone, because a user's LastSeq is never read
+	// below the conversation's highest stored message (sqlEffectiveLast)
+	// and the touched seq is that of a message stored by this statement.
+	// Not rewriting the two hot user_convs rows of a 1:1 conversation on
+	// every message saves a row version, its index entries and WAL per
+	// user per message.
 	sqlAppendTouch = `WITH ins AS (
 			INSERT INTO messages (` + msgColumns + `)
 			SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
@@ -94,8 +100,7 @@ const (
 			FROM ins JOIN unnest($11::text[], $12::bigint[], $13::bigint[], $14::bigint[]) AS tu(c, s, id, u)
 				ON tu.c = ins.conv_id AND tu.s = ins.seq AND tu.id = ins.msg_id
 			GROUP BY tu.u, ins.conv_id ORDER BY tu.u, ins.conv_id
-			ON CONFLICT (user_id, conv_id) DO UPDATE SET last_seq = excluded.last_seq
-			WHERE user_convs.last_seq < excluded.last_seq)
+			ON CONFLICT (user_id, conv_id) DO NOTHING)
 		SELECT conv_id, seq, msg_id FROM ins`
 	sqlMsgBySeq    = `SELECT ` + msgColumns + ` FROM messages WHERE conv_id = $1 AND seq = $2`
 	sqlMsgByClient = `SELECT ` + msgColumns + ` FROM messages WHERE sender = $1 AND client_msg_id = $2`

@@ -416,6 +416,13 @@ func testAppendTouch(t *testing.T, ctx context.Context, s store.Store) {
 	checkConv(t, ctx, s, 6, other, 4, 0)
 	checkConv(t, ctx, s, 7, other, 4, 0)
 	checkConv(t, ctx, s, 9, store.GroupConvID(2), 1, 0)
+	// A later message of a conversation the users already have moves
+	// their LastSeq (with a gap: seq 4 was skipped).
+	if res, err := s.AppendTouch(ctx, []store.AppendItem{{Msg: Msg(conv, 5), Users: []int64{4, 5}}}); err != nil || res[0].Err != nil {
+		t.Fatalf("AppendTouch(seq 5): %v %+v", err, res)
+	}
+	checkConv(t, ctx, s, 4, conv, 5, 0)
+	checkConv(t, ctx, s, 5, conv, 5, 0)
 	for _, u := range []int64{40, 41, 42} {
 		if _, err := s.Conversation(ctx, u, conv); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("user %d touched by a message that was not inserted: err=%v", u, err)
