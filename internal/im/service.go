@@ -129,6 +129,7 @@ type Service struct {
 	log    *slog.Logger
 	app    *appender
 	claims sendClaimer
+	events *eventPublisher
 	// members caches member lists for checkMember; nil when
 	// cfg.MemberCache disables it.
 	members *members.Cache
@@ -200,7 +201,8 @@ func NewService(cfg Config, deps Deps) (*Service, error) {
 	}
 	app := newAppender(deps.Store, cfg.AppendWindow, cfg.AppendMaxBatch, cfg.AppendConcurrency, deps.Metrics)
 	claims := newSendClaimer(deps.Dedup, deps.Seq, cfg.ClaimPipelines, claimMaxBatch, deps.Logger)
-	return &Service{cfg: cfg, deps: deps, log: deps.Logger, app: app, claims: claims, members: memberCache}, nil
+	return &Service{cfg: cfg, deps: deps, log: deps.Logger, app: app, claims: claims,
+		events: newEventPublisher(deps.Producer, cfg.MessageTopic, maxEventsInFlight, deps.Metrics, deps.Logger), members: memberCache}, nil
 }
 
 // statusError is a client-visible failure of an IM operation.
@@ -418,18 +420,11 @@ func (s *Service) publish(ctx context.Context, ev *logicpb.MsgEvent) {
 	s.publishKeyed(ctx, convID, ev)
 }
 
-// publishKeyed publishes ev with record key key (one key stays in order).
+// publishKeyed publishes ev with record key key (one key stays in order),
+// see eventPublisher: it does not wait for the queue's acknowledgement
+// when the producer can hand records over.
 func (s *Service) publishKeyed(ctx context.Context, key string, ev *logicpb.MsgEvent) {
-	value, err := proto.Marshal(ev)
-	if err == nil {
-		err = s.deps.Producer.Publish(ctx, s.cfg.MessageTopic, []byte(key), value)
-	}
-	if err != nil {
-		// The message is stored: recipients get it by sync on their next
-		// reconnect or pull. Only the live push is lost.
-		s.deps.Metrics.publishFailed()
-		s.log.Warn("im: publish event", "key", key, "err", err)
-	}
+	s.events.publish(ctx, key, ev)
 }
 
 // checkAccess reports whether user may read convID.
