@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"time"
 
 	"github.com/hubuim/hubuim/api/protocol"
@@ -39,8 +38,12 @@ const (
 	DefaultMaxAccepts           = 64
 	DefaultBroadcastBatchPeriod = 10 * time.Millisecond
 	DefaultTCPPollers           = 1
-	// DefaultDeepWorkersPerProc × GOMAXPROCS is the default DeepWorkers.
-	DefaultDeepWorkersPerProc = 128
+	// DefaultDeepWorkers bounds the deep-stack workers: enough for the
+	// logic calls in flight at once, which is the message rate times
+	// logic's latency, not a number of CPUs (imbench chat's 225
+	// closed-loop senders keep ~225 Receive calls in flight). Workers
+	// start on demand, so an idle comet holds none.
+	DefaultDeepWorkers = 1024
 )
 
 // Config configures a comet. The zero value of every field means its
@@ -97,7 +100,7 @@ type Config struct {
 	// They start on demand and stop at Shutdown; a call finding none idle
 	// with DeepWorkers running uses a short-lived goroutine. Size it for
 	// the logic calls in flight at once (closed-loop senders waiting for
-	// their ACK). Default DefaultDeepWorkersPerProc × GOMAXPROCS.
+	// their ACK). Default 1024.
 	DeepWorkers int `yaml:"deep_workers"`
 
 	// TimerWheels is the number of timing wheels holding handshake and
@@ -206,7 +209,7 @@ func (c *Config) withDefaults() error {
 	defInt(&c.RoomQueue, DefaultRoomQueue)
 	defInt(&c.TimerWheels, DefaultTimerWheels)
 	defInt(&c.TCPPollers, DefaultTCPPollers)
-	defInt(&c.DeepWorkers, DefaultDeepWorkersPerProc*runtime.GOMAXPROCS(0))
+	defInt(&c.DeepWorkers, DefaultDeepWorkers)
 	defDur(&c.TimerTick, DefaultTimerTick)
 	defDur(&c.HandshakeTimeout, DefaultHandshakeTimeout)
 	defDur(&c.HeartbeatInterval, DefaultHeartbeatInterval)

@@ -22,7 +22,7 @@ func newReceiveBenchServer(tb testing.TB, fresh bool) *Server {
 	tb.Helper()
 	var opts []grpc.ServerOption
 	if !fresh {
-		opts = append(opts, grpc.NumStreamWorkers(grpcStreamWorkers()))
+		opts = append(opts, grpc.NumStreamWorkers(grpcStreamWorkers))
 	}
 	lc := startLogic(tb, &fakeLogic{onlineMul: 1}, opts...)
 	s, err := New(Config{ID: "bench"}, Deps{Logic: lc, Logger: testLogger(tb)})
@@ -62,7 +62,7 @@ func BenchmarkDeepCall(b *testing.B) {
 	for _, pooled := range []bool{true, false} {
 		name := map[bool]string{true: "pool", false: "fresh"}[pooled]
 		b.Run(name, func(b *testing.B) {
-			p := newTestDeepPool(b, DefaultDeepWorkersPerProc, func() { deepDepth(deepLevels) })
+			p := newTestDeepPool(b, DefaultDeepWorkers, func() { deepDepth(deepLevels) })
 			if !pooled {
 				p.close()
 			}

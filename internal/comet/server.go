@@ -39,7 +39,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -63,18 +62,16 @@ const (
 	nonceBytes       = 4
 	// maxPooledWriteBuf is the largest coalescing buffer kept in the pool.
 	maxPooledWriteBuf = 64 << 10
-	// grpcStreamWorkersPerProc × GOMAXPROCS long-lived goroutines serve
-	// the gRPC API's calls (grpc.NumStreamWorkers), so that a handler runs
-	// on a stack already grown instead of growing a fresh goroutine's;
-	// with all of them busy a call gets a fresh goroutine (grpc-go's
-	// default). The handlers are short (queue a frame), so a few per CPU.
-	grpcStreamWorkersPerProc = 4
+	// grpcStreamWorkers long-lived goroutines serve the gRPC API's calls
+	// (grpc.NumStreamWorkers), so that a handler runs on a stack already
+	// grown instead of growing a fresh goroutine's; with all of them busy
+	// a call gets a fresh goroutine (grpc-go's default). grpc-go starts
+	// them all at once and hands calls to them in turn. Sized for job's
+	// concurrent pushes, which arrive in bursts faster than one CPU runs
+	// the handlers (a few per CPU left most of them on fresh goroutines in
+	// imbench chat).
+	grpcStreamWorkers = 256
 )
-
-// grpcStreamWorkers is the gRPC server's stream worker count.
-func grpcStreamWorkers() uint32 {
-	return uint32(grpcStreamWorkersPerProc * runtime.GOMAXPROCS(0))
-}
 
 // Deps are the comet's collaborators.
 type Deps struct {
@@ -335,7 +332,7 @@ func (s *Server) Start() error {
 	}
 	if grpcL != nil {
 		s.grpcSrv = grpc.NewServer(grpc.UnaryInterceptor(s.m.grpc.UnaryServerInterceptor()),
-			grpc.NumStreamWorkers(grpcStreamWorkers()))
+			grpc.NumStreamWorkers(grpcStreamWorkers))
 		cometapi.RegisterCometServer(s.grpcSrv, s.API())
 		s.wg.Add(1)
 		go func() {
