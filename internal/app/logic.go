@@ -43,12 +43,15 @@ const (
 	httpIdleTimeout        = 60 * time.Second
 	// grpcStreamWorkers long-lived goroutines serve logic's gRPC calls
 	// (grpc.NumStreamWorkers), so that a handler runs on a stack already
-	// grown instead of growing a fresh goroutine's (~6% of logic's CPU in
-	// imbench chat); with all of them busy a call gets a fresh goroutine
-	// (grpc-go's default). Receive handlers wait for Redis, the store and
-	// Kafka, so the calls in flight are the message rate times that
-	// latency, not a number of CPUs (imbench chat keeps ~225 in flight).
-	grpcStreamWorkers = 512
+	// grown instead of growing a fresh goroutine's (~5-6% of logic's CPU
+	// in imbench chat, under 1% with them); with all of them busy a call
+	// gets a fresh goroutine (grpc-go's default). Receive handlers wait for
+	// Redis, the store and Kafka, so the calls in flight are the message
+	// rate times that latency, not a number of CPUs (imbench chat keeps
+	// ~225 in flight). Not many more: grpc-go hands calls to the workers
+	// in turn (longest idle first), and a worker idle through a GC cycle
+	// has its stack halved and regrows it (512 left ~3-5% in newstack).
+	grpcStreamWorkers = 256
 )
 
 // LogicConfig is the part of logic's configuration app needs besides the

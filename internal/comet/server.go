@@ -65,12 +65,14 @@ const (
 	// grpcStreamWorkers long-lived goroutines serve the gRPC API's calls
 	// (grpc.NumStreamWorkers), so that a handler runs on a stack already
 	// grown instead of growing a fresh goroutine's; with all of them busy
-	// a call gets a fresh goroutine (grpc-go's default). grpc-go starts
-	// them all at once and hands calls to them in turn. Sized for job's
-	// concurrent pushes, which arrive in bursts faster than one CPU runs
-	// the handlers (a few per CPU left most of them on fresh goroutines in
-	// imbench chat).
-	grpcStreamWorkers = 256
+	// a call gets a fresh goroutine (grpc-go's default). The handlers are
+	// short (queue a frame), but job's pushes arrive in bursts. Not many
+	// more than are busy at once: grpc-go hands calls to the workers in
+	// turn (longest idle first), and a worker idle through a GC cycle has
+	// its stack halved and regrows it. 32 (imbench chat: the comet's
+	// newstack share 8% → under 1% with the deep-stack workers; 256 left
+	// ~2% in the gRPC handlers).
+	grpcStreamWorkers = 32
 )
 
 // Deps are the comet's collaborators.
