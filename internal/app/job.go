@@ -59,6 +59,7 @@ func NewJob(cfg JobConfig, deps JobDeps) (*JobServer, error) {
 	}
 	fan, err := im.NewFanout(cfg.Fanout, im.FanoutDeps{
 		Devices: deps.Devices, Members: deps.Members, Dispatcher: j, Notifier: deps.Notifier, Logger: deps.Logger,
+		Registerer: deps.Registerer,
 	})
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	logicpb "github.com/hubuim/hubuim/api/logic"
@@ -90,6 +91,9 @@ type FanoutDeps struct {
 	Notifier   Notifier
 	Logger     *slog.Logger
 	Now        func() time.Time
+	// Registerer registers the member cache's metrics
+	// (hubuim_member_cache_lookups_total{cache="fanout"}); nil: none.
+	Registerer prometheus.Registerer
 }
 
 // Fanout consumes MsgEvents (the message topic) and pushes them to every
@@ -136,7 +140,14 @@ func NewFanout(cfg FanoutConfig, deps FanoutDeps) (*Fanout, error) {
 		return nil, err
 	}
 	if _, shared := deps.Members.(*members.Cache); !shared && cfg.MemberCache.Enabled() {
-		c, err := members.New(cfg.MemberCache, deps.Members)
+		var m *members.Metrics
+		if deps.Registerer != nil {
+			var err error
+			if m, err = members.NewMetrics(deps.Registerer, "fanout"); err != nil {
+				return nil, err
+			}
+		}
+		c, err := members.New(cfg.MemberCache, deps.Members, m)
 		if err != nil {
 			return nil, err
 		}

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/im/members"
 )
 
 // Metrics of the IM service. A nil *Metrics records nothing.
@@ -19,6 +20,7 @@ type Metrics struct {
 	publishFailure prometheus.Counter
 	appendBatch    prometheus.Histogram
 	phases         [numPhases]prometheus.Observer
+	memberCache    *members.Metrics // the service's member cache: cache="logic"
 }
 
 // phase is a step of Send, measured by hubuim_im_send_phase_seconds.
@@ -82,7 +84,20 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			}
 		}
 	}
+	mc, err := members.NewMetrics(reg, "logic")
+	if err != nil {
+		return nil, err
+	}
+	m.memberCache = mc
 	return m, nil
+}
+
+// memberCacheMetrics returns the member cache's metrics; nil for a nil m.
+func (m *Metrics) memberCacheMetrics() *members.Metrics {
+	if m == nil {
+		return nil
+	}
+	return m.memberCache
 }
 
 // OnSeqJump counts a seq counter re-creation; pass it as

@@ -159,7 +159,7 @@ func NewService(cfg Config, deps Deps) (*Service, error) {
 	var memberCache *members.Cache
 	if cfg.MemberCache.Enabled() {
 		var err error
-		if memberCache, err = members.New(cfg.MemberCache, deps.Store); err != nil {
+		if memberCache, err = members.New(cfg.MemberCache, deps.Store, deps.Metrics.memberCacheMetrics()); err != nil {
 			return nil, err
 		}
 		cfg.MemberCache = memberCache.Config()

@@ -78,6 +78,7 @@ var ErrDisabled = errors.New("members: cache disabled (negative ttl)")
 type Cache struct {
 	cfg    Config
 	loader Loader
+	m      *Metrics
 	now    func() time.Time
 
 	mu      sync.Mutex
@@ -105,9 +106,10 @@ type flight struct {
 	stale   bool // invalidated while loading: not stored
 }
 
-// New returns a cache over loader. It returns ErrDisabled when cfg
-// disables the cache: the caller then uses loader directly.
-func New(cfg Config, loader Loader) (*Cache, error) {
+// New returns a cache over loader, counted in m (nil: not measured). It
+// returns ErrDisabled when cfg disables the cache: the caller then uses
+// loader directly.
+func New(cfg Config, loader Loader, m *Metrics) (*Cache, error) {
 	if loader == nil {
 		return nil, errors.New("members: cache needs a loader")
 	}
@@ -126,7 +128,7 @@ func New(cfg Config, loader Loader) (*Cache, error) {
 	if cfg.MaxMembers == 0 {
 		cfg.MaxMembers = DefaultMaxMembers
 	}
-	c := &Cache{cfg: cfg, loader: loader, now: time.Now, entries: make(map[int64]*entry), flights: make(map[int64]*flight)}
+	c := &Cache{cfg: cfg, loader: loader, m: m, now: time.Now, entries: make(map[int64]*entry), flights: make(map[int64]*flight)}
 	c.lru.next, c.lru.prev = &c.lru, &c.lru
 	return c, nil
 }
@@ -146,6 +148,7 @@ func (c *Cache) Members(ctx context.Context, groupID int64) ([]int64, error) {
 				c.pushFront(e)
 				m := e.members
 				c.mu.Unlock()
+				c.m.hit()
 				return m, nil
 			}
 			c.remove(e)
@@ -155,6 +158,7 @@ func (c *Cache) Members(ctx context.Context, groupID int64) ([]int64, error) {
 			if c.onWait != nil {
 				c.onWait()
 			}
+			c.m.wait()
 			select {
 			case <-f.done:
 			case <-ctx.Done():
@@ -169,6 +173,7 @@ func (c *Cache) Members(ctx context.Context, groupID int64) ([]int64, error) {
 		f := &flight{done: make(chan struct{})}
 		c.flights[groupID] = f
 		c.mu.Unlock()
+		c.m.load()
 		return c.load(ctx, groupID, f)
 	}
 }

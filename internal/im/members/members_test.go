@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/hubuim/hubuim/internal/config"
 	"github.com/hubuim/hubuim/internal/store"
 )
@@ -73,7 +75,7 @@ func (c *fakeClock) advance(d time.Duration) {
 
 func newCache(tb testing.TB, cfg Config, l *fakeLoader) (*Cache, *fakeClock) {
 	tb.Helper()
-	c, err := New(cfg, l)
+	c, err := New(cfg, l, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -300,7 +302,7 @@ func TestEvictionBounds(t *testing.T) {
 
 func TestConfig(t *testing.T) {
 	l := &fakeLoader{}
-	if _, err := New(Config{TTL: -1}, l); !errors.Is(err, ErrDisabled) {
+	if _, err := New(Config{TTL: -1}, l, nil); !errors.Is(err, ErrDisabled) {
 		t.Fatalf("negative ttl: %v, want ErrDisabled", err)
 	}
 	for _, tc := range []struct {
@@ -310,20 +312,20 @@ func TestConfig(t *testing.T) {
 		{Config{MaxGroups: -1}, "max_groups"},
 		{Config{MaxMembers: -1}, "max_members"},
 	} {
-		_, err := New(tc.cfg, l)
+		_, err := New(tc.cfg, l, nil)
 		var fe *config.FieldError
 		if !errors.As(err, &fe) || fe.Field != tc.field {
 			t.Errorf("%+v: %v, want a field error on %s", tc.cfg, err, tc.field)
 		}
 	}
-	c, err := New(Config{}, l)
+	c, err := New(Config{}, l, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := c.Config(); got.TTL != DefaultTTL || got.MaxGroups != DefaultMaxGroups || got.MaxMembers != DefaultMaxMembers {
 		t.Fatalf("defaults = %+v", got)
 	}
-	if _, err := New(Config{}, nil); err == nil {
+	if _, err := New(Config{}, nil, nil); err == nil {
 		t.Fatal("a nil loader must be refused")
 	}
 }
@@ -344,7 +346,7 @@ func BenchmarkIsMemberHit(b *testing.B) {
 		m[i] = int64(i * 2)
 	}
 	l := &fakeLoader{groups: map[int64][]int64{1: m}}
-	c, err := New(Config{TTL: time.Hour}, l)
+	c, err := New(Config{TTL: time.Hour}, l, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -357,4 +359,41 @@ func BenchmarkIsMemberHit(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg, "logic")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewMetrics(reg, "fanout"); err != nil {
+		t.Fatalf("a second cache in the same registry: %v", err)
+	}
+	l := &fakeLoader{groups: map[int64][]int64{1: {5}}}
+	c, err := New(Config{}, l, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		isMember(t, c, 1, 5)
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range fams {
+		for _, mt := range f.GetMetric() {
+			key := ""
+			for _, lp := range mt.GetLabel() {
+				key += lp.GetName() + "=" + lp.GetValue() + " "
+			}
+			got[f.GetName()+" "+key] = mt.GetCounter().GetValue()
+		}
+	}
+	const name = "hubuim_member_cache_lookups_total cache=logic "
+	if got[name+"result=hit "] != 2 || got[name+"result=load "] != 1 {
+		t.Fatalf("metrics %v; want 2 logic hits and 1 load", got)
+	}
 }
