@@ -119,7 +119,7 @@ func TestServeIM(t *testing.T) {
 	a, e, stop := startLogic(t, nil)
 	apptest.WaitReady(t, a.admin.String())
 	e.StartJob(t)
-	tcp := e.StartComet(t, "comet-"+e.ID)
+	tcp := e.StartComet(t, "comet-"+e.ID).TCP
 	alice, bob := apptest.Dial(t, 1001, tcp), apptest.Dial(t, 1002, tcp)
 	apptest.SendAndReceive(t, alice, bob)
 	apptest.SendAndReceive(t, bob, alice)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/app/apptest"
 	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/pkg/client"
 )
@@ -17,12 +18,11 @@ import (
 // with SERVER_DRAINING, and they reconnect to the other comet; messages
 // sent to them meanwhile arrive live or by the reconnect sync.
 func TestCometDrain(t *testing.T) {
-	c := newCluster(t)
-	c.addLogic(c.redisAddr)
-	a := c.addComet("comet-a", "127.0.0.1:0")
-	b := c.addComet("comet-b", "127.0.0.1:0")
-	c.addJob()
-	aAddr, bAddr := hostPort(a.tcp), hostPort(b.tcp)
+	e := newEnv(t)
+	e.StartLogic(t)
+	a := e.StartComet(t, "comet-a")
+	b := e.StartComet(t, "comet-b")
+	e.StartJob(t)
 
 	const receivers = 4
 	type rx struct {
@@ -32,7 +32,7 @@ func TestCometDrain(t *testing.T) {
 	}
 	var rxs []*rx
 	for i := int64(0); i < receivers; i++ {
-		r := &rx{cl: c.dialIM(20+i, nil, aAddr, bAddr), got: &received{convs: map[string][]*protocol.Msg{}}}
+		r := &rx{cl: apptest.Dial(t, 20+i, a.TCP, apptest.Fallback(b.TCP)), got: &received{convs: map[string][]*protocol.Msg{}}}
 		rxs = append(rxs, r)
 		go func() {
 			for ev := range r.cl.Events() {
@@ -49,14 +49,14 @@ func TestCometDrain(t *testing.T) {
 			}
 		}()
 	}
-	sender := c.dialIM(1, nil, bAddr)
+	sender := apptest.Dial(t, 1, b.TCP)
 	go func() {
 		for range sender.Events() {
 		}
 	}()
 
 	// The draining flag reaches discovery before the comet goes away.
-	reg := c.registry()
+	reg := e.Registry(t)
 	watch, err := reg.Watch(context.Background(), discovery.ServiceComet)
 	if err != nil {
 		t.Fatal(err)
@@ -88,13 +88,13 @@ func TestCometDrain(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	})
-	waitFor(t, "some messages sent", func() bool { return sent.Load() >= receivers*perReceiver/4 })
-	a.stop() // SIGTERM: drain
+	apptest.WaitFor(t, "some messages sent", func() bool { return sent.Load() >= receivers*perReceiver/4 })
+	a.Stop() // SIGTERM: drain
 	wg.Wait()
 
 	select {
 	case <-sawDraining:
-	case <-time.After(waitTimeout):
+	case <-time.After(apptest.WaitTimeout):
 		t.Fatal("discovery never showed comet-a draining")
 	}
 	for _, r := range rxs {
@@ -102,7 +102,7 @@ func TestCometDrain(t *testing.T) {
 			t.Errorf("mid %d was not kicked with SERVER_DRAINING", r.cl.Mid())
 		}
 		conv := fmt.Sprintf("s:1:%d", r.cl.Mid())
-		if !eventuallyWithin(progressTimeout, func() bool { return r.got.count(conv) >= perReceiver }) {
+		if !apptest.Eventually(progressTimeout, func() bool { return r.got.count(conv) >= perReceiver }) {
 			t.Fatalf("mid %d holds %d of %d messages after the drain", r.cl.Mid(), r.got.count(conv), perReceiver)
 		}
 		r.got.mu.Lock()

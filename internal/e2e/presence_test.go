@@ -8,13 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hubuim/hubuim/internal/app/apptest"
 	"github.com/hubuim/hubuim/internal/auth"
 	"github.com/hubuim/hubuim/pkg/client"
 )
 
 func expectPresence(t *testing.T, c *client.Client, user int64, online bool) {
 	t.Helper()
-	deadline := time.After(waitTimeout)
+	deadline := time.After(apptest.WaitTimeout)
 	for {
 		select {
 		case ev := <-c.Events():
@@ -30,14 +31,14 @@ func expectPresence(t *testing.T, c *client.Client, user int64, online bool) {
 // A subscriber hears a user's first device come online and its last device
 // go offline, and nothing for the devices in between.
 func TestPresence(t *testing.T) {
-	c := newCluster(t)
-	l := c.addLogic(c.redisAddr)
-	a := c.addComet("comet-a", "127.0.0.1:0")
-	c.addJob()
-	watcher := c.dial(5, "", hostPort(a.tcp))
+	e := newEnv(t)
+	l := e.StartLogic(t)
+	a := e.StartComet(t, "comet-a")
+	e.StartJob(t)
+	watcher := apptest.Dial(t, 5, a.TCP, apptest.Accepts(testOp))
 
-	tok, _ := auth.SignHS256([]byte(jwtSecret), 5, "", time.Hour)
-	req, _ := http.NewRequest(http.MethodPost, "http://"+l.srv.HTTPAddr()+"/im/v1/presence/subscribe", bytes.NewBufferString(`{"users":[6]}`))
+	tok, _ := auth.SignHS256([]byte(apptest.JWTSecret), 5, "", time.Hour)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+l.HTTPAddr()+"/im/v1/presence/subscribe", bytes.NewBufferString(`{"users":[6]}`))
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -49,9 +50,9 @@ func TestPresence(t *testing.T) {
 		t.Fatalf("subscribe: %d %s", resp.StatusCode, body)
 	}
 
-	phone := c.dial(6, "", hostPort(a.tcp))
+	phone := apptest.Dial(t, 6, a.TCP, apptest.Accepts(testOp))
 	expectPresence(t, watcher, 6, true)
-	web := c.dial(6, "", hostPort(a.tcp)) // a second device: no new event
+	web := apptest.Dial(t, 6, a.TCP, apptest.Accepts(testOp)) // a second device: no new event
 	phone.Close()
 	web.Close()
 	expectPresence(t, watcher, 6, false)

@@ -10,16 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hubuim/hubuim/internal/app/apptest"
 	"github.com/hubuim/hubuim/pkg/client"
 )
-
-const testOp = 1000
 
 // pushHTTP calls a goim push endpoint of a logic with the push secret.
 func pushHTTP(t *testing.T, base, path string, q url.Values, msg string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, "http://"+base+path+"?"+q.Encode(), strings.NewReader(msg))
-	req.Header.Set("Authorization", "Bearer "+pushSecret)
+	req.Header.Set("Authorization", "Bearer "+apptest.PushSecret)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +33,7 @@ func pushHTTP(t *testing.T, base, path string, q url.Values, msg string) {
 // expectPush waits for a push with body msg on c.
 func expectPush(t *testing.T, c *client.Client, msg string) {
 	t.Helper()
-	deadline := time.After(waitTimeout)
+	deadline := time.After(apptest.WaitTimeout)
 	for {
 		select {
 		case ev, ok := <-c.Events():
@@ -70,18 +69,19 @@ func expectNoPush(t *testing.T, c *client.Client, msg string, d time.Duration) {
 }
 
 func TestDistributedPush(t *testing.T) {
-	c := newCluster(t)
-	l1, l2 := c.addLogic(c.redisAddr), c.addLogic(c.redisAddr)
-	a := c.addComet("comet-a", "127.0.0.1:0")
-	b := c.addComet("comet-b", "127.0.0.1:0")
-	c.addJob()
+	e := newEnv(t)
+	l1, l2 := e.StartLogic(t), e.StartLogic(t)
+	a := e.StartComet(t, "comet-a")
+	b := e.StartComet(t, "comet-b")
+	e.StartJob(t)
 
-	alice := c.dial(1, "live://1", hostPort(a.tcp))        // on a, in the room
-	bobB := c.dial(2, "live://1", hostPort(b.tcp))         // on b, in the room
-	bobA := c.dial(2, "", hostPort(a.tcp))                 // bob's second device, on a
-	carol := c.dial(3, "live://2", hostPort(b.tcp))        // on b, another room
-	everyone := []*client.Client{alice, bobB, bobA, carol} //
-	h1, h2 := l1.srv.HTTPAddr(), l2.srv.HTTPAddr()
+	push := apptest.Accepts(testOp)
+	alice := apptest.Dial(t, 1, a.TCP, push, apptest.Room("live://1")) // on a, in the room
+	bobB := apptest.Dial(t, 2, b.TCP, push, apptest.Room("live://1"))  // on b, in the room
+	bobA := apptest.Dial(t, 2, a.TCP, push)                            // bob's second device, on a
+	carol := apptest.Dial(t, 3, b.TCP, push, apptest.Room("live://2")) // on b, another room
+	everyone := []*client.Client{alice, bobB, bobA, carol}
+	h1, h2 := l1.HTTPAddr(), l2.HTTPAddr()
 
 	op := url.Values{"operation": {fmt.Sprint(testOp)}}
 	with := func(k, v string) url.Values {
@@ -118,16 +118,16 @@ func TestDistributedPush(t *testing.T) {
 	}
 
 	// Room counts come back from logic through heartbeats' data path.
-	waitFor(t, "room live://1 online count 2", func() bool {
-		counts, err := l1.srv.Logic().OnlineRoom(context.Background(), "live", []string{"1"})
+	apptest.WaitFor(t, "room live://1 online count 2", func() bool {
+		counts, err := l1.Logic().OnlineRoom(context.Background(), "live", []string{"1"})
 		return err == nil && counts["1"] == 2
 	})
 
 	// Comet b stops: its clients' sessions go away, the others keep
 	// receiving.
-	sessions := c.sessions(c.redisClient(c.redisAddr))
-	b.stop()
-	waitFor(t, "comet b's sessions removed", func() bool {
+	sessions := e.Sessions(t)
+	b.Stop()
+	apptest.WaitFor(t, "comet b's sessions removed", func() bool {
 		devs, err := sessions.Devices(context.Background(), []int64{2, 3})
 		return err == nil && len(devs[3]) == 0 && len(devs[2]) == 1 && devs[2][0].Key == bobA.Key()
 	})

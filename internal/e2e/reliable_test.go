@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/app/apptest"
 	"github.com/hubuim/hubuim/internal/store"
 	"github.com/hubuim/hubuim/internal/testenv"
 	"github.com/hubuim/hubuim/pkg/client"
@@ -61,19 +62,18 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("long end-to-end test")
 	}
-	c := newCluster(t)
 	rs := testenv.StartRedis(t)
-	c.redisAddr = rs.Addr
-	c.addLogic(rs.Addr)
-	c.addLogic(rs.Addr)
-	a := c.addComet("comet-a", "127.0.0.1:0")
-	b := c.addComet("comet-b", "127.0.0.1:0")
-	aAddr, bAddr := hostPort(a.tcp), hostPort(b.tcp)
-	c.addJob()
+	e := newEnv(t, apptest.RedisAt(rs.Addr))
+	e.StartLogic(t)
+	e.StartLogic(t)
+	a := e.StartComet(t, "comet-a")
+	b := e.StartComet(t, "comet-b")
+	aAddr, bAddr := a.TCP, b.TCP
+	e.StartJob(t)
 
 	const group = 100
 	ctx := context.Background()
-	st := c.store()
+	st := e.Store(t)
 	if _, err := st.CreateGroup(ctx, store.Group{ID: group, Name: "proof", Owner: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 	}
 	addrsOf := map[string][]string{"u10-a": {aAddr, bAddr}, "u10-b": {bAddr, aAddr}, "u11-b": {bAddr, aAddr}}
 	for _, d := range devices {
-		d.cl = c.dialIM(d.mid, nil, addrsOf[d.name]...)
+		d.cl = dialIM(t, d.mid, nil, addrsOf[d.name])
 		d.got = &received{convs: map[string][]*protocol.Msg{}}
 		d.wg = collect(d.cl, d.got)
 	}
@@ -116,7 +116,7 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 		if s%2 == 0 {
 			addrs = []string{bAddr, aAddr}
 		}
-		cl := c.dialIM(s, nil, addrs...)
+		cl := dialIM(t, s, nil, addrs)
 		go func() {
 			for range cl.Events() { // senders only care about ACKs
 			}
@@ -144,10 +144,9 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 	// Restart comet a after a third, Redis after two thirds (every sender
 	// waiting at its gate).
 	seqBeforeRedis := map[string]int64{}
-	waitForWithin(t, progressTimeout, "a third of the messages acked", func() bool { return acked.Load() >= int64(total/3) })
-	a.stop()
-	c.addComet("comet-a", aAddr) // restarted where its clients expect it
-	waitForWithin(t, progressTimeout, "two thirds of the messages acked", func() bool { return acked.Load() >= int64(senders*gateAt*2) })
+	apptest.WaitForWithin(t, progressTimeout, "a third of the messages acked", func() bool { return acked.Load() >= int64(total/3) })
+	a.Restart(t) // where its clients expect it
+	apptest.WaitForWithin(t, progressTimeout, "two thirds of the messages acked", func() bool { return acked.Load() >= int64(senders*gateAt*2) })
 	acks.mu.Lock()
 	for conv, list := range acks.acks {
 		for _, ack := range list {
@@ -208,7 +207,7 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 		d.cl.Close()
 		d.wg.Wait()
 		cursors := d.cl.Cursors()
-		d.cl = c.dialIM(d.mid, cursors, addrsOf[d.name]...)
+		d.cl = dialIM(t, d.mid, cursors, addrsOf[d.name])
 		d.wg = collect(d.cl, d.got)
 	}
 	for _, d := range devices {
@@ -219,7 +218,7 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 			myConvs = []string{store.GroupConvID(group)}
 		}
 		for _, conv := range myConvs {
-			if !eventuallyWithin(progressTimeout, func() bool { return d.got.count(conv) >= len(want[conv]) }) {
+			if !apptest.Eventually(progressTimeout, func() bool { return d.got.count(conv) >= len(want[conv]) }) {
 				d.got.mu.Lock()
 				got := d.got.convs[conv]
 				have := map[int64]bool{}
@@ -283,18 +282,9 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 	}
 }
 
-// progressTimeout bounds waits for a load's progress (hundreds of sends on
-// a loaded 2-core CI machine with the race detector), not for one event.
-const progressTimeout = 2 * time.Minute
-
-// eventuallyWithin polls cond until it holds or d passes.
-func eventuallyWithin(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
+// dialIM connects an IM device of mid to the comets at addrs (tried in
+// order), syncing from cursors.
+func dialIM(t *testing.T, mid int64, cursors map[string]int64, addrs []string) *client.Client {
+	t.Helper()
+	return apptest.Dial(t, mid, addrs[0], apptest.Fallback(addrs[1:]...), apptest.Cursors(cursors))
 }

@@ -1,9 +1,11 @@
-// Package apptest builds HubuIM tiers for process-wiring tests of the
-// commands (cmd/logic, cmd/comet): a shared Env on the real test services
-// (Redis, etcd, PostgreSQL from internal/testenv, plus an in-process Kafka
-// broker) with unique key prefixes and schema, and the tiers a command
-// under test needs around it, composed through internal/app exactly like
-// the commands compose them.
+// Package apptest builds HubuIM tiers for tests that compose processes:
+// the command tests (cmd/logic, cmd/comet) and the distributed end-to-end
+// tests (internal/e2e). An Env holds the real test services (Redis, etcd,
+// PostgreSQL from internal/testenv, plus an in-process Kafka broker) with
+// unique key prefixes and schema; StartLogic, StartComet and StartJob run
+// tiers on it, each on its own loopback ports, composed through
+// internal/app exactly like the commands compose them, and Dial connects
+// SDK clients to the comets.
 package apptest
 
 import (
@@ -16,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,11 +49,25 @@ const (
 	// PushSecret authenticates the push API.
 	PushSecret = "apptest-push-secret"
 	// WaitTimeout bounds every wait of these helpers.
-	WaitTimeout  = 30 * time.Second
-	etcdTTL      = 2 * time.Second
-	pollEvery    = 20 * time.Millisecond
-	idLen        = 5
-	readyTimeout = 5 * time.Second
+	WaitTimeout = 30 * time.Second
+
+	etcdTTL           = 2 * time.Second
+	pollEvery         = 20 * time.Millisecond
+	idLen             = 5
+	readyTimeout      = 5 * time.Second
+	defaultPartitions = 1
+	shutdownTimeout   = 5 * time.Second
+	drainTimeout      = 5 * time.Second
+	registerInterval  = 200 * time.Millisecond
+	redisTimeout      = time.Second
+	redisMaxRetries   = 1 // a stopped Redis (restart tests) fails fast
+	// settleTime: a store attempt gets a third; the rest absorbs
+	// overrunning commits under -race.
+	settleTime      = 5 * time.Second
+	onlineCache     = 100 * time.Millisecond
+	onlineInterval  = 200 * time.Millisecond
+	logicHeartbeat  = 300 * time.Millisecond
+	etcdDialTimeout = 5 * time.Second
 )
 
 // Env is the infrastructure of one test, isolated by unique prefixes.
@@ -63,12 +80,37 @@ type Env struct {
 	Kafka       []string
 	Postgres    store.PostgresConfig
 	Log         *slog.Logger
+
+	logics atomic.Int64 // logics started, for their ids
 }
+
+type envOptions struct {
+	partitions int32
+	redisAddr  string
+}
+
+// EnvOption changes a default of NewEnv.
+type EnvOption func(*envOptions)
+
+// KafkaPartitions sets the partitions of the push and message topics
+// (default 1).
+func KafkaPartitions(n int32) EnvOption { return func(o *envOptions) { o.partitions = n } }
+
+// RedisAt uses the Redis at addr (e.g. a testenv.StartRedis of the test,
+// to restart it) instead of the shared one.
+func RedisAt(addr string) EnvOption { return func(o *envOptions) { o.redisAddr = addr } }
 
 // NewEnv reads the test services (skipping locally when unset) and starts
 // a Kafka broker with the push and message topics.
-func NewEnv(tb testing.TB) *Env {
+func NewEnv(tb testing.TB, opts ...EnvOption) *Env {
 	tb.Helper()
+	o := envOptions{partitions: defaultPartitions}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.redisAddr == "" {
+		o.redisAddr = testenv.RedisAddr(tb)
+	}
 	var b [idLen]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		tb.Fatal(err)
@@ -76,11 +118,11 @@ func NewEnv(tb testing.TB) *Env {
 	id := hex.EncodeToString(b[:])
 	return &Env{
 		ID:          id,
-		RedisAddr:   testenv.RedisAddr(tb),
+		RedisAddr:   o.redisAddr,
 		RedisPrefix: "apptest:" + id + ":",
 		Etcd:        testenv.EtcdEndpoints(tb),
 		EtcdPrefix:  "/apptest-" + id,
-		Kafka:       testenv.Kafka(tb, 1, mq.TopicPush, mq.TopicMessage),
+		Kafka:       testenv.Kafka(tb, o.partitions, mq.TopicPush, mq.TopicMessage),
 		Postgres:    store.PostgresConfig{DSN: testenv.PostgresDSN(tb), Schema: "apptest_" + id},
 		Log:         Logger(),
 	}
@@ -118,21 +160,25 @@ func (e *Env) Registry(tb testing.TB) *discovery.Etcd {
 
 func (e *Env) redis(tb testing.TB) redis.UniversalClient {
 	tb.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: e.RedisAddr, DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
+	rdb := redis.NewClient(&redis.Options{
+		Addr: e.RedisAddr, DialTimeout: redisTimeout, ReadTimeout: redisTimeout, WriteTimeout: redisTimeout, MaxRetries: redisMaxRetries,
+	})
 	tb.Cleanup(func() { rdb.Close() })
 	return rdb
 }
 
-func (e *Env) sessions(tb testing.TB, rdb redis.UniversalClient) *session.Redis {
+// Sessions returns the session store the Env's logics and job share.
+func (e *Env) Sessions(tb testing.TB) *session.Redis {
 	tb.Helper()
-	s, err := session.NewRedis(rdb, session.RedisConfig{Prefix: e.RedisPrefix})
+	s, err := session.NewRedis(e.redis(tb), session.RedisConfig{Prefix: e.RedisPrefix})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return s
 }
 
-func (e *Env) store(tb testing.TB) *store.Postgres {
+// Store opens the Env's PostgreSQL schema (migrated), closed at cleanup.
+func (e *Env) Store(tb testing.TB) *store.Postgres {
 	tb.Helper()
 	st, err := app.OpenPostgres(context.Background(), e.Postgres, "postgres", e.Log, nil)
 	if err != nil {
@@ -167,8 +213,9 @@ func Run(tb testing.TB, fn func(ctx context.Context) error) (stop func()) {
 	return stop
 }
 
-// StartJob runs a job that finds the comets in etcd.
-func (e *Env) StartJob(tb testing.TB) {
+// StartJob runs a job consuming both topics that finds the comets in
+// etcd; stop stops it and waits (also at cleanup).
+func (e *Env) StartJob(tb testing.TB) (stop func()) {
 	tb.Helper()
 	cons, err := mq.NewKafkaConsumer(e.KafkaConfig(), app.JobTopics, "job-"+e.ID, e.Log, nil)
 	if err != nil {
@@ -176,17 +223,26 @@ func (e *Env) StartJob(tb testing.TB) {
 	}
 	tb.Cleanup(func() { cons.Close() })
 	j, err := app.NewJob(app.JobConfig{}, app.JobDeps{
-		Consumer: cons, Watcher: e.Registry(tb), Devices: e.sessions(tb, e.redis(tb)), Members: e.store(tb),
+		Consumer: cons, Watcher: e.Registry(tb), Devices: e.Sessions(tb), Members: e.Store(tb),
 		Logger: e.Log.With("node", "job"),
 	})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	Run(tb, j.Run)
+	return Run(tb, j.Run)
 }
 
-// StartLogic runs a logic registered in etcd (JWT auth with JWTSecret).
-func (e *Env) StartLogic(tb testing.TB) *app.LogicServer {
+// Logic is a running logic.
+type Logic struct {
+	*app.LogicServer
+	// Stop stops it and waits (also at cleanup).
+	Stop func()
+}
+
+// StartLogic runs a logic registered in etcd (JWT auth with JWTSecret,
+// push API with PushSecret, presence on), on the Env's Redis; each gets
+// its own id.
+func (e *Env) StartLogic(tb testing.TB) *Logic {
 	tb.Helper()
 	rdb := e.redis(tb)
 	seq, err := im.NewRedisSeqCounter(rdb, e.RedisPrefix, 0)
@@ -194,6 +250,10 @@ func (e *Env) StartLogic(tb testing.TB) *app.LogicServer {
 		tb.Fatal(err)
 	}
 	dedup, err := im.NewRedisDedup(rdb, im.RedisDedupConfig{Prefix: e.RedisPrefix})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	presence, err := im.NewRedisPresence(rdb, e.RedisPrefix)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -206,7 +266,7 @@ func (e *Env) StartLogic(tb testing.TB) *app.LogicServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Etcd, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Etcd, DialTimeout: etcdDialTimeout, Logger: zap.NewNop()})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -223,13 +283,15 @@ func (e *Env) StartLogic(tb testing.TB) *app.LogicServer {
 	WaitFor(tb, "a worker id", func() bool { _, ok := ids.WorkerID(); return ok })
 	reg := e.Registry(tb)
 	var cfg app.LogicConfig
-	cfg.ID = "logic-" + e.ID
+	cfg.ID = fmt.Sprintf("logic-%s-%d", e.ID, e.logics.Add(1))
 	cfg.HTTPAddr, cfg.GRPCAddr, cfg.AdvertiseHost = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1"
-	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.ShutdownTimeout = shutdownTimeout
 	cfg.Push.Secret = PushSecret
+	cfg.Conn.OnlineCache = onlineCache
+	cfg.IM.SettleTime = settleTime
 	srv, err := app.NewLogic(cfg, app.LogicDeps{
-		Sessions: e.sessions(tb, rdb), Verifier: verifier, Producer: producer, Store: e.store(tb),
-		Seq: seq, Dedup: dedup, IDs: ids, Watcher: reg, Registrar: reg, Logger: e.Log.With("node", cfg.ID),
+		Sessions: e.Sessions(tb), Verifier: verifier, Producer: producer, Store: e.Store(tb),
+		Seq: seq, Dedup: dedup, IDs: ids, Presence: presence, Watcher: reg, Registrar: reg, Logger: e.Log.With("node", cfg.ID),
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -238,14 +300,44 @@ func (e *Env) StartLogic(tb testing.TB) *app.LogicServer {
 		tb.Fatal(err)
 	}
 	stopSrv := Run(tb, srv.Run)
-	tb.Cleanup(func() { stopSrv(); stopIDs() })
-	return srv
+	var once sync.Once
+	stop := func() { once.Do(func() { stopSrv(); stopIDs() }) }
+	tb.Cleanup(stop)
+	return &Logic{LogicServer: srv, Stop: stop}
 }
 
+// Comet is a running comet.
+type Comet struct {
+	*app.CometServer
+	// ID is the comet's server id.
+	ID string
+	// TCP is the address its clients dial.
+	TCP string
+	// Stop drains it and waits (also at cleanup).
+	Stop func()
+
+	env *Env
+}
+
+type cometOptions struct {
+	tcpAddr string
+}
+
+// CometOption changes a default of StartComet.
+type CometOption func(*cometOptions)
+
+// CometTCPAddr makes the comet listen for clients at addr (default
+// 127.0.0.1:0).
+func CometTCPAddr(addr string) CometOption { return func(o *cometOptions) { o.tcpAddr = addr } }
+
 // StartComet runs a comet that finds logic through etcd and registers
-// there; it returns the comet's TCP address.
-func (e *Env) StartComet(tb testing.TB, id string) string {
+// there.
+func (e *Env) StartComet(tb testing.TB, id string, opts ...CometOption) *Comet {
 	tb.Helper()
+	o := cometOptions{tcpAddr: "127.0.0.1:0"}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	reg := e.Registry(tb)
 	cc, err := grpc.NewClient(discovery.Scheme+":///"+discovery.ServiceLogic,
 		grpc.WithResolvers(discovery.NewResolverBuilder(reg, e.Log)),
@@ -256,8 +348,11 @@ func (e *Env) StartComet(tb testing.TB, id string) string {
 	}
 	tb.Cleanup(func() { cc.Close() })
 	srv, err := app.NewComet(app.CometConfig{
-		Config:        comet.Config{ID: id, TCPAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", DrainTimeout: 5 * time.Second},
-		AdvertiseHost: "127.0.0.1", RegisterInterval: 200 * time.Millisecond,
+		Config: comet.Config{
+			ID: id, TCPAddr: o.tcpAddr, GRPCAddr: "127.0.0.1:0", DrainTimeout: drainTimeout,
+			OnlineInterval: onlineInterval, LogicHeartbeat: logicHeartbeat,
+		},
+		AdvertiseHost: "127.0.0.1", RegisterInterval: registerInterval,
 	}, app.CometDeps{Logic: logicpb.NewLogicClient(cc), Registrar: reg, Logger: e.Log.With("node", id)})
 	if err != nil {
 		tb.Fatal(err)
@@ -265,29 +360,63 @@ func (e *Env) StartComet(tb testing.TB, id string) string {
 	if err := srv.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	Run(tb, srv.Run)
-	return srv.Server().Addrs().TCP
+	return &Comet{CometServer: srv, ID: id, TCP: srv.Server().Addrs().TCP, Stop: Run(tb, srv.Run), env: e}
+}
+
+// Restart stops the comet and starts another with its id at its TCP
+// address, where its clients expect it.
+func (c *Comet) Restart(tb testing.TB) *Comet {
+	tb.Helper()
+	c.Stop()
+	return c.env.StartComet(tb, c.ID, CometTCPAddr(c.TCP))
+}
+
+// DialOption changes a default of Dial.
+type DialOption func(*client.Config)
+
+// Room enters the room (e.g. "live://1") at connect.
+func Room(id string) DialOption { return func(c *client.Config) { c.RoomID = id } }
+
+// Cursors starts the client's sync from known per-conversation cursors.
+func Cursors(cursors map[string]int64) DialOption {
+	return func(c *client.Config) { c.Cursors = cursors }
+}
+
+// Accepts subscribes the client to push operations.
+func Accepts(ops ...int32) DialOption { return func(c *client.Config) { c.Accepts = ops } }
+
+// Fallback adds comet addresses tried after the first one.
+func Fallback(addrs ...string) DialOption {
+	return func(c *client.Config) { c.Addrs = append(c.Addrs, addrs...) }
 }
 
 // Dial connects user mid (token signed with JWTSecret) to the comet at
-// addr.
-func Dial(tb testing.TB, mid int64, addr string) *client.Client {
+// addr. Its heartbeats are frequent and its resends many, so that a lost
+// session is re-created quickly and a send outlives a restart.
+func Dial(tb testing.TB, mid int64, addr string, opts ...DialOption) *client.Client {
 	tb.Helper()
 	tok, err := auth.SignHS256([]byte(JWTSecret), mid, "", time.Hour)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cl, err := client.New(client.Config{
-		Addrs: []string{addr}, Mid: mid, Token: tok, SendTimeout: 2 * time.Second, MaxResends: 10,
-		BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, Logger: Logger(),
-	})
+	cfg := client.Config{
+		Addrs: []string{addr}, Mid: mid, Token: tok,
+		SendTimeout: time.Second, MaxResends: 60, BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
+		HeartbeatMin: 200 * time.Millisecond, HeartbeatMax: 400 * time.Millisecond, HeartbeatStep: 100 * time.Millisecond,
+		HeartbeatTimeout: 5 * time.Second, EventBuffer: 8192, AckInterval: 100 * time.Millisecond,
+		Logger: Logger().With("client", mid),
+	}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	cl, err := client.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), WaitTimeout)
 	defer cancel()
 	if err := cl.Connect(ctx); err != nil {
-		tb.Fatalf("mid %d connect to %s: %v", mid, addr, err)
+		tb.Fatalf("mid %d connect to %v: %v", mid, cfg.Addrs, err)
 	}
 	tb.Cleanup(cl.Close)
 	return cl
@@ -324,15 +453,29 @@ func SendAndReceive(tb testing.TB, from, to *client.Client) {
 	}
 }
 
+// Eventually polls cond until it holds (true) or d passes (false).
+func Eventually(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(pollEvery)
+	}
+	return true
+}
+
 // WaitFor polls cond until it holds or WaitTimeout passes.
 func WaitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(WaitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(pollEvery)
+	WaitForWithin(tb, WaitTimeout, what, cond)
+}
+
+// WaitForWithin polls cond until it holds or d passes.
+func WaitForWithin(tb testing.TB, d time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	if !Eventually(d, cond) {
+		tb.Fatalf("timed out waiting for %s", what)
 	}
 }
 
