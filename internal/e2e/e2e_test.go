@@ -26,7 +26,7 @@ const (
 )
 
 // newEnv is the infrastructure of one test (see apptest.NewEnv).
-func newEnv(t *testing.T, opts ...apptest.EnvOption) *apptest.Env {
+func newEnv(t testing.TB, opts ...apptest.EnvOption) *apptest.Env {
 	t.Helper()
 	return apptest.NewEnv(t, append([]apptest.EnvOption{apptest.KafkaPartitions(partitions)}, opts...)...)
 }

@@ -284,7 +284,7 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 
 // dialIM connects an IM device of mid to the comets at addrs (tried in
 // order), syncing from cursors.
-func dialIM(t *testing.T, mid int64, cursors map[string]int64, addrs []string) *client.Client {
+func dialIM(t testing.TB, mid int64, cursors map[string]int64, addrs []string) *client.Client {
 	t.Helper()
 	return apptest.Dial(t, mid, addrs[0], apptest.Fallback(addrs[1:]...), apptest.Cursors(cursors))
 }

@@ -56,18 +56,30 @@ const (
 	idLen             = 5
 	readyTimeout      = 5 * time.Second
 	defaultPartitions = 1
-	shutdownTimeout   = 5 * time.Second
-	drainTimeout      = 5 * time.Second
-	registerInterval  = 200 * time.Millisecond
-	redisTimeout      = time.Second
-	redisMaxRetries   = 1 // a stopped Redis (restart tests) fails fast
+)
+
+// The Env's clients.
+const (
+	redisTimeout    = time.Second
+	redisMaxRetries = 1 // a stopped Redis (restart tests) fails fast
+	etcdDialTimeout = 5 * time.Second
+)
+
+// The logics' settings.
+const (
+	shutdownTimeout = 5 * time.Second
 	// settleTime: a store attempt gets a third; the rest absorbs
 	// overrunning commits under -race.
-	settleTime      = 5 * time.Second
-	onlineCache     = 100 * time.Millisecond
-	onlineInterval  = 200 * time.Millisecond
-	logicHeartbeat  = 300 * time.Millisecond
-	etcdDialTimeout = 5 * time.Second
+	settleTime  = 5 * time.Second
+	onlineCache = 100 * time.Millisecond // room counts seen soon
+)
+
+// The comets' settings: short intervals, so that tests see changes soon.
+const (
+	drainTimeout     = 5 * time.Second
+	registerInterval = 200 * time.Millisecond
+	onlineInterval   = 200 * time.Millisecond
+	logicHeartbeat   = 300 * time.Millisecond
 )
 
 // Env is the infrastructure of one test, isolated by unique prefixes.
