@@ -19,14 +19,18 @@ import (
 // and session.mu (pending requests) are never held together, and none is
 // held across network I/O or while sending on Events.
 type Client struct {
-	cfg     Config
-	log     *slog.Logger
-	m       *Metrics
-	events  chan Event
-	ids     IDGen
-	hb      *adaptiveInterval
-	backoff Backoff
-	seq     atomic.Int32
+	cfg    Config
+	log    *slog.Logger
+	m      *Metrics
+	events chan Event
+	// eventsCut is set once an event could not be emitted because the
+	// client stopped: every later one is dropped too, so the app never
+	// sees a message after a dropped one (see deliver).
+	eventsCut atomic.Bool
+	ids       IDGen
+	hb        *adaptiveInterval
+	backoff   Backoff
+	seq       atomic.Int32
 
 	ctx      context.Context // ends on Close or when Run's context ends
 	cancel   context.CancelFunc
@@ -242,10 +246,21 @@ func (c *Client) nextSeq() int32 {
 // emit delivers ev, blocking while the channel is full, unless the client
 // stops.
 func (c *Client) emit(ev Event) bool {
+	if c.eventsCut.Load() {
+		return false
+	}
+	// With room in the buffer the event goes in even when the client is
+	// stopping (a select with both cases ready picks one at random).
+	select {
+	case c.events <- ev:
+		return true
+	default:
+	}
 	select {
 	case c.events <- ev:
 		return true
 	case <-c.ctx.Done():
+		c.eventsCut.Store(true)
 		return false
 	}
 }

@@ -195,9 +195,22 @@ func (c *Client) startPullLocked(conv string, st *convState) outFrame {
 	return outFrame{op: protocol.OpSync, seq: seq, body: body}
 }
 
+// deliver emits msgs, which already count in their conversations' cursors.
+// When the client stops before all are emitted, the cursors go back below
+// the first message of each conversation the app did not get, so Cursors
+// (saved by the app for its next connection) never covers a message the
+// app never saw: the next connection's sync brings it.
 func (c *Client) deliver(msgs []*protocol.Msg) {
-	for _, m := range msgs {
+	for i, m := range msgs {
 		if !c.emit(Message{m}) {
+			c.m.add(mReceived, i)
+			c.convMu.Lock()
+			for _, m := range msgs[i:] {
+				if st := c.convs[m.ConvId]; st != nil && st.contig >= m.Seq {
+					st.contig = m.Seq - 1
+				}
+			}
+			c.convMu.Unlock()
 			return
 		}
 	}

@@ -179,3 +179,40 @@ func TestGapGraceFollowsPushLag(t *testing.T) {
 		t.Fatalf("grace %v after huge lags, want the cap %v", g, maxGraceFactor*grace)
 	}
 }
+
+// A client that stops while messages it already counted in its cursors
+// are still being emitted moves the cursors back below the first message
+// the app did not get, and emits nothing after a dropped message.
+func TestDeliverAfterStopKeepsCursorsHonest(t *testing.T) {
+	c, err := New(Config{Addrs: []string{"127.0.0.1:1"}, Mid: 1, EventBuffer: 2,
+		Cursors: map[string]int64{"s:1:2": 10, "g:7": 5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func(conv string, seq int64) *protocol.Msg { return &protocol.Msg{ConvId: conv, Seq: seq} }
+	// As a sync reply does: the cursors move, then the messages are emitted.
+	c.convMu.Lock()
+	c.convs["s:1:2"].contig, c.convs["g:7"].contig = 13, 7
+	c.convMu.Unlock()
+	c.cancel()
+	c.deliver([]*protocol.Msg{msg("s:1:2", 11), msg("g:7", 6), msg("s:1:2", 12), msg("g:7", 7), msg("s:1:2", 13)})
+	// The buffer had room for two: those are emitted although the client
+	// stopped; the rest is not, and the cursors say so.
+	if got := c.Cursors(); got["s:1:2"] != 11 || got["g:7"] != 6 {
+		t.Fatalf("cursors %v, want s:1:2 at 11 and g:7 at 6", got)
+	}
+	c.deliver([]*protocol.Msg{msg("g:9", 1)})
+	if n := len(c.events); n != 2 {
+		t.Fatalf("%d events emitted, want 2", n)
+	}
+	for _, want := range []int64{11, 6} {
+		if ev := (<-c.events).(Message); ev.Seq != want {
+			t.Fatalf("emitted seq %d, want %d", ev.Seq, want)
+		}
+	}
+	// Once one was dropped, nothing more goes out, even with room again.
+	c.deliver([]*protocol.Msg{msg("g:9", 1)})
+	if n := len(c.events); n != 0 {
+		t.Fatalf("%d events emitted after a dropped one", n)
+	}
+}
