@@ -166,7 +166,8 @@ func start(cfg Config, log *slog.Logger) (_ *standalone, err error) {
 	consumer := queue.Consumer("job", app.JobTopics...)
 	s.closer = append(s.closer, consumer.Close)
 	s.job, err = app.NewJob(app.JobConfig{Config: cfg.Job, Fanout: cfg.Fanout}, app.JobDeps{
-		Consumer: consumer, Watcher: registry, Devices: sessions, Members: st,
+		// Logic's member cache: its group changes reach the fan-out at once.
+		Consumer: consumer, Watcher: registry, Devices: sessions, Members: s.logic.MemberLister(),
 		// The comet is in this process: call its API directly, no gRPC.
 		Dial:   job.LocalDial(s.comet.Server().Config().ID, s.comet.Server().API(), nil),
 		Logger: log.With("service", "job"), Registerer: reg,

@@ -172,6 +172,24 @@ func TestStandaloneEndToEnd(t *testing.T) {
 	if m := next[client.Message](t, bob, nil); m.Msg.ConvId != "g:1" || string(m.Msg.Payload) != "hi group" {
 		t.Fatalf("group message = %v", m.Msg)
 	}
+	// Removed from the group, bob gets its messages no more — at once: the
+	// job's fan-out shares logic's member cache, which the removal cleared.
+	req, _ = http.NewRequest(http.MethodDelete, r.http+"/im/v1/groups/1/members/2", nil)
+	req.Header.Set("X-Hubuim-Mid", "1")
+	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("remove member: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if _, err := alice.Send(ctx, client.Group(1), 0, []byte("after removal")); err != nil {
+		t.Fatal(err)
+	}
+	marker, err := alice.Send(ctx, client.User(2), 0, []byte("marker"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := next[client.Message](t, bob, nil); m.Msg.ConvId != "s:1:2" || string(m.Msg.Payload) != "marker" {
+		t.Fatalf("bob, removed from the group, got %s %q", m.Msg.ConvId, m.Msg.Payload)
+	}
 
 	// Restart on the same data directory: history survives and seq only
 	// grows (the in-memory counter restarts past the stored maximum).
@@ -185,8 +203,8 @@ func TestStandaloneEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ack.Seq <= n {
-		t.Fatalf("seq after restart = %d, want > %d", ack.Seq, n)
+	if ack.Seq <= marker.Seq {
+		t.Fatalf("seq after restart = %d, want > %d", ack.Seq, marker.Seq)
 	}
 	// Bob reconnects with his cursors and gets exactly the new message.
 	bob2 := dial(t, r2, 2, cursors)
@@ -194,8 +212,8 @@ func TestStandaloneEndToEnd(t *testing.T) {
 		t.Fatalf("bob after restart got seq %d %q", m.Msg.Seq, m.Msg.Payload)
 	}
 	sync := post(t, r2.http+"/im/v1/sync?mid=2", `{"convId":"s:1:2","limit":100}`)
-	if got := strings.Count(sync, `"clientMsgId"`); got != n+1 {
-		t.Fatalf("HTTP sync after restart returned %d messages, want %d", got, n+1)
+	if got := strings.Count(sync, `"clientMsgId"`); got != n+2 {
+		t.Fatalf("HTTP sync after restart returned %d messages, want %d", got, n+2)
 	}
 }
 

@@ -120,6 +120,7 @@ type LogicServer struct {
 	deps  LogicDeps
 	log   *slog.Logger
 	logic *logic.Logic
+	im    *im.Service
 	// The gRPC server is built in Run: its stream workers
 	// (grpc.NumStreamWorkers) start in grpc.NewServer and stop with it.
 	grpcOpts     []grpc.ServerOption
@@ -204,11 +205,21 @@ func NewLogic(cfg LogicConfig, deps LogicDeps) (*LogicServer, error) {
 		Handler: mux, ReadHeaderTimeout: httpReadTimeout, ReadTimeout: httpReadTimeout, IdleTimeout: httpIdleTimeout,
 		ErrorLog: slog.NewLogLogger(deps.Logger.Handler(), slog.LevelWarn),
 	}
-	return &LogicServer{cfg: cfg, deps: deps, log: deps.Logger, logic: l, grpcOpts: gopts, registerGRPC: register, http: hs}, nil
+	return &LogicServer{cfg: cfg, deps: deps, log: deps.Logger, logic: l, im: svc, grpcOpts: gopts, registerGRPC: register, http: hs}, nil
 }
 
 // Logic returns the logic core (tests, readiness).
 func (s *LogicServer) Logic() *logic.Logic { return s.logic }
+
+// MemberLister is the member lookup of the IM service: its member cache
+// (which this logic's group changes invalidate at once) or, with the cache
+// off, the store. A job in the same process uses it.
+func (s *LogicServer) MemberLister() im.MemberLister {
+	if c := s.im.MemberCache(); c != nil {
+		return c
+	}
+	return s.deps.Store
+}
 
 // Start binds the gRPC and HTTP listeners (the HTTP one speaks TLS when
 // LogicDeps.TLS is set).
