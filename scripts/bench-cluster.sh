@@ -13,7 +13,9 @@
 # BENCH_GOMAXPROCS (1: each service and the broker get GOMAXPROCS=1, like a
 # pod with a 1-CPU limit; 0 keeps Go's default of one per core),
 # BENCH_LOGIC_YAML (extra lines appended to logic's YAML, e.g.
-# "im: {append_concurrency: 2}").
+# "im: {append_concurrency: 2}"), BENCH_KEEP_DATA (set: keep the run's
+# Redis keys and PostgreSQL schema; by default they are removed at exit
+# when redis-cli and psql are installed).
 # Listens on (with the default base): comet TCP 127.0.0.1:5101, WS
 # :5102/sub, logic HTTP 127.0.0.1:5111, gRPC :5119; admin/metrics (with
 # pprof) comet :5901, logic :5911, job :5921. Only the processes this
@@ -39,6 +41,17 @@ pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
+	# The run's Redis keys (sessions, a dedup entry per message for 24 h)
+	# and PostgreSQL schema would otherwise pile up run after run.
+	if [ -z "${BENCH_KEEP_DATA:-}" ]; then
+		if command -v redis-cli >/dev/null; then
+			redis-cli -h "${redis%:*}" -p "${redis##*:}" --scan --pattern "$tag:*" |
+				xargs -r -n 1000 redis-cli -h "${redis%:*}" -p "${redis##*:}" unlink >/dev/null || true
+		fi
+		if command -v psql >/dev/null; then
+			psql "$dsn" -qc "DROP SCHEMA IF EXISTS \"$tag\" CASCADE" >/dev/null 2>&1 || true
+		fi
+	fi
 	echo "logs kept in $dir"
 }
 trap cleanup EXIT INT TERM
