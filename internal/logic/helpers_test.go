@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -196,8 +197,8 @@ func (e *env) grpcClient(tb testing.TB) *grpc.ClientConn {
 	return cc
 }
 
-// counter reads a counter of e's registry by name and labels.
-func (e *env) counter(tb testing.TB, name string, labels map[string]string) float64 {
+// metric finds a metric of e's registry by name and labels (nil: none).
+func (e *env) metric(tb testing.TB, name string, labels map[string]string) *dto.Metric {
 	tb.Helper()
 	mfs, err := e.reg.Gather()
 	if err != nil {
@@ -214,35 +215,23 @@ func (e *env) counter(tb testing.TB, name string, labels map[string]string) floa
 					continue next
 				}
 			}
-			return m.GetCounter().GetValue()
+			return m
 		}
 	}
-	return 0
+	return nil
+}
+
+// counter reads a counter of e's registry by name and labels.
+func (e *env) counter(tb testing.TB, name string, labels map[string]string) float64 {
+	tb.Helper()
+	return e.metric(tb, name, labels).GetCounter().GetValue()
 }
 
 // histCount reads the sample count of a histogram of e's registry by name
 // and labels.
 func (e *env) histCount(tb testing.TB, name string, labels map[string]string) uint64 {
 	tb.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue next
-				}
-			}
-			return m.GetHistogram().GetSampleCount()
-		}
-	}
-	return 0
+	return e.metric(tb, name, labels).GetHistogram().GetSampleCount()
 }
 
 func authBody(mid int64, key, token string) []byte {

@@ -262,6 +262,21 @@ func (p *KafkaProducer) answer(m *sarama.ProducerMessage, err error) {
 	p.inflight.Done()
 }
 
+// admit counts a record about to be handed to the producer as in flight
+// (Close waits for it), unless ctx ended or the producer is closed.
+func (p *KafkaProducer) admit(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	p.inflight.Add(1)
+	return nil
+}
+
 func (p *KafkaProducer) getResult() *produceResult {
 	if r, ok := p.pending.Get().(*produceResult); ok {
 		return r
@@ -275,16 +290,9 @@ func (p *KafkaProducer) getResult() *produceResult {
 // be written (the send itself is bounded by ProduceRetries and
 // ProduceTimeout).
 func (p *KafkaProducer) Publish(ctx context.Context, topic string, key, value []byte) error {
-	if err := ctx.Err(); err != nil {
+	if err := p.admit(ctx); err != nil {
 		return err
 	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return ErrClosed
-	}
-	p.inflight.Add(1)
-	p.mu.Unlock()
 
 	msg := newRecord(topic, key, value)
 	r := p.getResult()
@@ -340,16 +348,9 @@ func newRecord(topic string, key, value []byte) *sarama.ProducerMessage {
 // or the producer is closed) means the record was not handed over and done
 // is not called. Close waits for every record handed over to be answered.
 func (p *KafkaProducer) PublishAsync(ctx context.Context, topic string, key, value []byte, done func(error)) error {
-	if err := ctx.Err(); err != nil {
+	if err := p.admit(ctx); err != nil {
 		return err
 	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return ErrClosed
-	}
-	p.inflight.Add(1)
-	p.mu.Unlock()
 	msg := newRecord(topic, key, value)
 	msg.Metadata = &asyncResult{topic: topic, done: done}
 	select {
