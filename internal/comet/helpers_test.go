@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -419,7 +420,91 @@ func (w tbWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// testLogger logs through tb (shown only for failing tests).
+// debugTail is how many Debug lines testLogger keeps for a failure.
+const debugTail = 200
+
+// testLogger logs Info and above through tb (shown only for failing
+// tests). Debug lines (a connection's write error, for one) are too many
+// to log per connection in the benchmarks: the last debugTail of them are
+// kept and logged only if tb failed.
 func testLogger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tbWriter{tb}, nil))
+	tail := &debugRing{}
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			tb.Logf("last %d debug lines:", tail.len())
+			tail.flush(tb.Log)
+		}
+	})
+	return slog.New(levelSplit{
+		info:  slog.NewTextHandler(tbWriter{tb}, nil),
+		debug: slog.NewTextHandler(tail, &slog.HandlerOptions{Level: slog.LevelDebug}),
+	})
+}
+
+// levelSplit sends Debug records to debug and the others to info.
+type levelSplit struct{ info, debug slog.Handler }
+
+func (h levelSplit) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h levelSplit) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level < slog.LevelInfo {
+		return h.debug.Handle(ctx, r)
+	}
+	return h.info.Handle(ctx, r)
+}
+
+func (h levelSplit) WithAttrs(as []slog.Attr) slog.Handler {
+	return levelSplit{h.info.WithAttrs(as), h.debug.WithAttrs(as)}
+}
+
+func (h levelSplit) WithGroup(name string) slog.Handler {
+	return levelSplit{h.info.WithGroup(name), h.debug.WithGroup(name)}
+}
+
+// debugRing keeps the last debugTail lines written to it.
+type debugRing struct {
+	mu    sync.Mutex
+	lines []string
+	next  int
+}
+
+func (r *debugRing) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.lines) < debugTail {
+		r.lines = append(r.lines, line)
+	} else {
+		r.lines[r.next] = line
+		r.next = (r.next + 1) % debugTail
+	}
+	return len(p), nil
+}
+
+func (r *debugRing) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.lines)
+}
+
+// flush hands the kept lines to log, oldest first.
+func (r *debugRing) flush(log func(...any)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.lines {
+		log(r.lines[(r.next+i)%len(r.lines)])
+	}
+}
+
+// The debug tail keeps the last debugTail lines, oldest first.
+func TestDebugRingKeepsTheTail(t *testing.T) {
+	var r debugRing
+	for i := range debugTail + 50 {
+		fmt.Fprintf(&r, "line %d\n", i)
+	}
+	var got []string
+	r.flush(func(a ...any) { got = append(got, fmt.Sprint(a...)) })
+	if len(got) != debugTail || got[0] != "line 50" || got[debugTail-1] != fmt.Sprintf("line %d", debugTail+49) {
+		t.Fatalf("kept %d lines, first %q, last %q", len(got), got[0], got[len(got)-1])
+	}
 }
