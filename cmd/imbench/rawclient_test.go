@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 func frameOf(op int32, body []byte) protocol.Frame { return protocol.Frame{Ver: 1, Op: op, Body: body} }
@@ -154,13 +155,7 @@ func (fc *fakeComet) serveWS(t testing.TB) string {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitfor.Until(t, d, what, cond)
 }
 
 func TestFleetAgainstFakeComet(t *testing.T) {

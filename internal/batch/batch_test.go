@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 // gated answers each item doubled once gate is closed and records the
@@ -63,13 +65,7 @@ func (g *gated) nCalls() int {
 
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitfor.Until(tb, 5*time.Second, what, cond)
 }
 
 func newGroup(tb testing.TB, cfg Config[int, []int]) *Group[int, []int] {

@@ -24,6 +24,7 @@ import (
 	cometapi "github.com/hubuim/hubuim/api/comet"
 	"github.com/hubuim/hubuim/api/logic"
 	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 const waitFor = 5 * time.Second
@@ -372,13 +373,7 @@ func (e *env) wsClient(tb testing.TB, key, room string, accepts ...int32) *clien
 // eventually polls cond until it holds or the deadline passes.
 func eventually(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitfor.Until(tb, waitFor, what, cond)
 }
 
 type transportCase struct {

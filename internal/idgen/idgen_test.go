@@ -8,6 +8,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 // fakeClock's time moves only when set or slept on.
@@ -250,13 +252,7 @@ func (l *chanLeaser) loseCurrent() {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitfor.Until(t, timeout, what, cond)
 }
 
 func workerIs(g *Generator, want int64) func() bool {

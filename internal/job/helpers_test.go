@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"runtime"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/hubuim/hubuim/api/logic"
 	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/internal/mq"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 const testTimeout = 10 * time.Second
@@ -195,13 +197,7 @@ func (e *testEnv) publish(tb testing.TB, key string, pm *logic.PushMsg) {
 
 func eventually(tb testing.TB, cond func() bool, format string, args ...any) {
 	tb.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out: "+format, args...)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitfor.Until(tb, testTimeout, fmt.Sprintf(format, args...), cond)
 }
 
 func counterValue(c prometheus.Counter) float64 {

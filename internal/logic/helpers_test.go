@@ -20,6 +20,7 @@ import (
 	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/internal/logic"
 	"github.com/hubuim/hubuim/internal/logic/session"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 const testSecret = "s3cret"
@@ -241,11 +242,5 @@ func authBody(mid int64, key, token string) []byte {
 // eventually polls cond until true or the deadline.
 func eventually(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitfor.Until(tb, 15*time.Second, what, cond)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hubuim/hubuim/internal/batch"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 // gatedLookup answers with each input doubled, once released; it records
@@ -50,13 +51,7 @@ func (g *gatedLookup) nCalls() int {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitfor.Until(tb, 5*time.Second, what, cond)
 }
 
 func (c *coalescer[In, Out]) stats() batch.Stats {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hubuim/hubuim/internal/batch"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 // TestDeliveredBatcherCoalesces: calls queued behind the statements in
@@ -70,13 +71,7 @@ func (b *deliveredBatcher) stats() batch.Stats {
 
 func waitFor(tb testing.TB, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatal("condition not met within 5s")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitfor.Until(tb, 5*time.Second, "the condition", cond)
 }
 
 // TestDeliveredBatcherRunKeepsHighest: one statement carries each key once,

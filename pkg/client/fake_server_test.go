@@ -25,6 +25,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -580,13 +581,7 @@ func eventsOf[T Event](r *eventRecorder) []T {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	waitfor.Until(t, 10*time.Second, what, cond)
 }
 
 // startClient connects a client to cfg and closes it at the end of the test.

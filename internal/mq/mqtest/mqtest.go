@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hubuim/hubuim/internal/mq"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 // Backend is one fresh queue, with one topic, for one test.
@@ -49,13 +50,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) *Backend) {
 // Eventually polls cond until it holds or timeout passes.
 func Eventually(tb testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s: %s", timeout, fmt.Sprintf(format, args...))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitfor.Until(tb, timeout, fmt.Sprintf(format, args...), cond)
 }
 
 // record is one handled message: key and sequence number (value "key:seq").

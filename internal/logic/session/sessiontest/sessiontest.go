@@ -17,14 +17,14 @@ import (
 	"time"
 
 	"github.com/hubuim/hubuim/internal/logic/session"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 // Timings of the expiry cases.
 const (
-	shortTTL     = time.Second
-	longTTL      = time.Minute
-	pollInterval = 20 * time.Millisecond
-	expiryWait   = 5 * time.Second // generous: a loaded CI machine
+	shortTTL   = time.Second
+	longTTL    = time.Minute
+	expiryWait = 5 * time.Second // generous: a loaded CI machine
 )
 
 // Run runs every conformance case as a subtest.
@@ -58,13 +58,7 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 // Eventually polls cond until it returns true or the wait elapses.
 func Eventually(tb testing.TB, wait time.Duration, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", wait, what)
-		}
-		time.Sleep(pollInterval)
-	}
+	waitfor.Until(tb, wait, what, cond)
 }
 
 func ctx(tb testing.TB) context.Context {
