@@ -39,6 +39,7 @@ import (
 	"github.com/hubuim/hubuim/internal/mq"
 	"github.com/hubuim/hubuim/internal/store"
 	"github.com/hubuim/hubuim/internal/testenv"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 	"github.com/hubuim/hubuim/pkg/client"
 )
 
@@ -467,14 +468,7 @@ func SendAndReceive(tb testing.TB, from, to *client.Client) {
 
 // Eventually polls cond until it holds (true) or d passes (false).
 func Eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(pollEvery)
-	}
-	return true
+	return waitfor.Poll(d, cond)
 }
 
 // WaitFor polls cond until it holds or WaitTimeout passes.

@@ -14,11 +14,20 @@ const interval = 2 * time.Millisecond
 // after <within> waiting for <what>" if it still does not after within.
 func Until(tb testing.TB, within time.Duration, what string, cond func() bool) {
 	tb.Helper()
+	if !Poll(within, cond) {
+		tb.Fatalf("timed out after %v waiting for %s", within, what)
+	}
+}
+
+// Poll polls cond until it returns true (then true) or within passes
+// (then false), for callers that report the failure themselves.
+func Poll(within time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", within, what)
+			return false
 		}
 		time.Sleep(interval)
 	}
+	return true
 }

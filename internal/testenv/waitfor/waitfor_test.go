@@ -12,3 +12,9 @@ func TestUntilReturnsOnceTheConditionHolds(t *testing.T) {
 		t.Fatalf("polled %d times, want 3", n)
 	}
 }
+
+func TestPollGivesUp(t *testing.T) {
+	if Poll(10*time.Millisecond, func() bool { return false }) {
+		t.Fatal("Poll reported a condition that never held")
+	}
+}
