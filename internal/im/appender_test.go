@@ -10,6 +10,7 @@ import (
 
 	"github.com/hubuim/hubuim/api/protocol"
 	"github.com/hubuim/hubuim/internal/store"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 // fakeBatchStore records AppendTouch calls; gate (if set) holds each call
@@ -68,13 +69,7 @@ func (a *appender) queued() int {
 // waitQueued polls until n requests are queued.
 func waitQueued(tb testing.TB, a *appender, n int) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for a.queued() < n {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%d requests queued, want %d", a.queued(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitfor.Until(tb, 10*time.Second, fmt.Sprintf("%d queued requests", n), func() bool { return a.queued() >= n })
 }
 
 type appendOutcome struct {

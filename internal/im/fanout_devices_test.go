@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hubuim/hubuim/internal/logic/session"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 // blockingDevices answers every user with one device named after it, after
@@ -45,13 +46,7 @@ func (c *deviceCoalescer) state() (inflight, queued int) {
 
 func pollUntil(tb testing.TB, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatal("condition not met within 5s")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitfor.Until(tb, 5*time.Second, "the condition", cond)
 }
 
 func TestDeviceCoalescerMergesQueuedLookups(t *testing.T) {
