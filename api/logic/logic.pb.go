@@ -549,12 +549,17 @@ func (x *OnlineReply) GetAllRoomCount() map[string]int32 {
 }
 
 type ReceiveReq struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Mid           int64                  `protobuf:"varint,1,opt,name=mid,proto3" json:"mid,omitempty"`
-	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
-	Server        string                 `protobuf:"bytes,3,opt,name=server,proto3" json:"server,omitempty"`
-	ConnId        string                 `protobuf:"bytes,4,opt,name=conn_id,json=connId,proto3" json:"conn_id,omitempty"`
-	Proto         *protocol.Proto        `protobuf:"bytes,5,opt,name=proto,proto3" json:"proto,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Mid    int64                  `protobuf:"varint,1,opt,name=mid,proto3" json:"mid,omitempty"`
+	Key    string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Server string                 `protobuf:"bytes,3,opt,name=server,proto3" json:"server,omitempty"`
+	ConnId string                 `protobuf:"bytes,4,opt,name=conn_id,json=connId,proto3" json:"conn_id,omitempty"`
+	Proto  *protocol.Proto        `protobuf:"bytes,5,opt,name=proto,proto3" json:"proto,omitempty"`
+	// ReceiveStream only: the caller's id of this call, echoed in its reply.
+	CallId uint64 `protobuf:"varint,6,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// ReceiveStream only: how long the caller waits for the reply, in
+	// milliseconds (the deadline a unary Receive carries); 0: no bound.
+	TimeoutMs     int64 `protobuf:"varint,7,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -624,10 +629,35 @@ func (x *ReceiveReq) GetProto() *protocol.Proto {
 	return nil
 }
 
+func (x *ReceiveReq) GetCallId() uint64 {
+	if x != nil {
+		return x.CallId
+	}
+	return 0
+}
+
+func (x *ReceiveReq) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
 type ReceiveReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The reply to send back to the client (same seq), if any.
-	Proto         *protocol.Proto `protobuf:"bytes,1,opt,name=proto,proto3" json:"proto,omitempty"`
+	Proto *protocol.Proto `protobuf:"bytes,1,opt,name=proto,proto3" json:"proto,omitempty"`
+	// ReceiveStream only: the call this reply answers.
+	CallId uint64 `protobuf:"varint,2,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// ReceiveStream only: the call failed with this gRPC status code
+	// (google.golang.org/grpc/codes; 0: it did not fail) and message, as a
+	// unary Receive would have.
+	Code    uint32 `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// ReceiveStream only: logic refused the call without handling it (it is
+	// stopping; code is Unavailable): the caller may send it again on
+	// another stream.
+	Refused       bool `protobuf:"varint,5,opt,name=refused,proto3" json:"refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -667,6 +697,34 @@ func (x *ReceiveReply) GetProto() *protocol.Proto {
 		return x.Proto
 	}
 	return nil
+}
+
+func (x *ReceiveReply) GetCallId() uint64 {
+	if x != nil {
+		return x.CallId
+	}
+	return 0
+}
+
+func (x *ReceiveReply) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ReceiveReply) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ReceiveReply) GetRefused() bool {
+	if x != nil {
+		return x.Refused
+	}
+	return false
 }
 
 type PushKeysReq struct {
@@ -1726,16 +1784,23 @@ const file_logic_logic_proto_rawDesc = "" +
 	"\x0eall_room_count\x18\x01 \x03(\v2+.hubuim.logic.OnlineReply.AllRoomCountEntryR\fallRoomCount\x1a?\n" +
 	"\x11AllRoomCountEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\x8f\x01\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"\xc7\x01\n" +
 	"\n" +
 	"ReceiveReq\x12\x10\n" +
 	"\x03mid\x18\x01 \x01(\x03R\x03mid\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x16\n" +
 	"\x06server\x18\x03 \x01(\tR\x06server\x12\x17\n" +
 	"\aconn_id\x18\x04 \x01(\tR\x06connId\x12,\n" +
-	"\x05proto\x18\x05 \x01(\v2\x16.hubuim.protocol.ProtoR\x05proto\"<\n" +
+	"\x05proto\x18\x05 \x01(\v2\x16.hubuim.protocol.ProtoR\x05proto\x12\x17\n" +
+	"\acall_id\x18\x06 \x01(\x04R\x06callId\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\a \x01(\x03R\ttimeoutMs\"\x9d\x01\n" +
 	"\fReceiveReply\x12,\n" +
-	"\x05proto\x18\x01 \x01(\v2\x16.hubuim.protocol.ProtoR\x05proto\"C\n" +
+	"\x05proto\x18\x01 \x01(\v2\x16.hubuim.protocol.ProtoR\x05proto\x12\x17\n" +
+	"\acall_id\x18\x02 \x01(\x04R\x06callId\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12\x18\n" +
+	"\arefused\x18\x05 \x01(\bR\arefused\"C\n" +
 	"\vPushKeysReq\x12\x0e\n" +
 	"\x02op\x18\x01 \x01(\x05R\x02op\x12\x12\n" +
 	"\x04keys\x18\x02 \x03(\tR\x04keys\x12\x10\n" +
@@ -1815,14 +1880,15 @@ const file_logic_logic_proto_rawDesc = "" +
 	"\x04Type\x12\b\n" +
 	"\x04PUSH\x10\x00\x12\b\n" +
 	"\x04ROOM\x10\x01\x12\r\n" +
-	"\tBROADCAST\x10\x022\xdd\x02\n" +
+	"\tBROADCAST\x10\x022\xa8\x03\n" +
 	"\x05Logic\x12?\n" +
 	"\aConnect\x12\x18.hubuim.logic.ConnectReq\x1a\x1a.hubuim.logic.ConnectReply\x12H\n" +
 	"\n" +
 	"Disconnect\x12\x1b.hubuim.logic.DisconnectReq\x1a\x1d.hubuim.logic.DisconnectReply\x12E\n" +
 	"\tHeartbeat\x12\x1a.hubuim.logic.HeartbeatReq\x1a\x1c.hubuim.logic.HeartbeatReply\x12A\n" +
 	"\vRenewOnline\x12\x17.hubuim.logic.OnlineReq\x1a\x19.hubuim.logic.OnlineReply\x12?\n" +
-	"\aReceive\x12\x18.hubuim.logic.ReceiveReq\x1a\x1a.hubuim.logic.ReceiveReply2\x9d\x04\n" +
+	"\aReceive\x12\x18.hubuim.logic.ReceiveReq\x1a\x1a.hubuim.logic.ReceiveReply\x12I\n" +
+	"\rReceiveStream\x12\x18.hubuim.logic.ReceiveReq\x1a\x1a.hubuim.logic.ReceiveReply(\x010\x012\x9d\x04\n" +
 	"\x04Push\x12>\n" +
 	"\bPushKeys\x12\x19.hubuim.logic.PushKeysReq\x1a\x17.hubuim.logic.PushReply\x12>\n" +
 	"\bPushMids\x12\x19.hubuim.logic.PushMidsReq\x1a\x17.hubuim.logic.PushReply\x12>\n" +
@@ -1897,29 +1963,31 @@ var file_logic_logic_proto_depIdxs = []int32{
 	5,  // 11: hubuim.logic.Logic.Heartbeat:input_type -> hubuim.logic.HeartbeatReq
 	7,  // 12: hubuim.logic.Logic.RenewOnline:input_type -> hubuim.logic.OnlineReq
 	9,  // 13: hubuim.logic.Logic.Receive:input_type -> hubuim.logic.ReceiveReq
-	11, // 14: hubuim.logic.Push.PushKeys:input_type -> hubuim.logic.PushKeysReq
-	12, // 15: hubuim.logic.Push.PushMids:input_type -> hubuim.logic.PushMidsReq
-	13, // 16: hubuim.logic.Push.PushRoom:input_type -> hubuim.logic.PushRoomReq
-	14, // 17: hubuim.logic.Push.PushAll:input_type -> hubuim.logic.PushAllReq
-	16, // 18: hubuim.logic.Push.OnlineTotal:input_type -> hubuim.logic.OnlineTotalReq
-	18, // 19: hubuim.logic.Push.OnlineRoom:input_type -> hubuim.logic.OnlineRoomReq
-	20, // 20: hubuim.logic.Push.OnlineTop:input_type -> hubuim.logic.OnlineTopReq
-	23, // 21: hubuim.logic.Push.Nodes:input_type -> hubuim.logic.NodesReq
-	2,  // 22: hubuim.logic.Logic.Connect:output_type -> hubuim.logic.ConnectReply
-	4,  // 23: hubuim.logic.Logic.Disconnect:output_type -> hubuim.logic.DisconnectReply
-	6,  // 24: hubuim.logic.Logic.Heartbeat:output_type -> hubuim.logic.HeartbeatReply
-	8,  // 25: hubuim.logic.Logic.RenewOnline:output_type -> hubuim.logic.OnlineReply
-	10, // 26: hubuim.logic.Logic.Receive:output_type -> hubuim.logic.ReceiveReply
-	15, // 27: hubuim.logic.Push.PushKeys:output_type -> hubuim.logic.PushReply
-	15, // 28: hubuim.logic.Push.PushMids:output_type -> hubuim.logic.PushReply
-	15, // 29: hubuim.logic.Push.PushRoom:output_type -> hubuim.logic.PushReply
-	15, // 30: hubuim.logic.Push.PushAll:output_type -> hubuim.logic.PushReply
-	17, // 31: hubuim.logic.Push.OnlineTotal:output_type -> hubuim.logic.OnlineTotalReply
-	19, // 32: hubuim.logic.Push.OnlineRoom:output_type -> hubuim.logic.OnlineRoomReply
-	22, // 33: hubuim.logic.Push.OnlineTop:output_type -> hubuim.logic.OnlineTopReply
-	26, // 34: hubuim.logic.Push.Nodes:output_type -> hubuim.logic.NodesReply
-	22, // [22:35] is the sub-list for method output_type
-	9,  // [9:22] is the sub-list for method input_type
+	9,  // 14: hubuim.logic.Logic.ReceiveStream:input_type -> hubuim.logic.ReceiveReq
+	11, // 15: hubuim.logic.Push.PushKeys:input_type -> hubuim.logic.PushKeysReq
+	12, // 16: hubuim.logic.Push.PushMids:input_type -> hubuim.logic.PushMidsReq
+	13, // 17: hubuim.logic.Push.PushRoom:input_type -> hubuim.logic.PushRoomReq
+	14, // 18: hubuim.logic.Push.PushAll:input_type -> hubuim.logic.PushAllReq
+	16, // 19: hubuim.logic.Push.OnlineTotal:input_type -> hubuim.logic.OnlineTotalReq
+	18, // 20: hubuim.logic.Push.OnlineRoom:input_type -> hubuim.logic.OnlineRoomReq
+	20, // 21: hubuim.logic.Push.OnlineTop:input_type -> hubuim.logic.OnlineTopReq
+	23, // 22: hubuim.logic.Push.Nodes:input_type -> hubuim.logic.NodesReq
+	2,  // 23: hubuim.logic.Logic.Connect:output_type -> hubuim.logic.ConnectReply
+	4,  // 24: hubuim.logic.Logic.Disconnect:output_type -> hubuim.logic.DisconnectReply
+	6,  // 25: hubuim.logic.Logic.Heartbeat:output_type -> hubuim.logic.HeartbeatReply
+	8,  // 26: hubuim.logic.Logic.RenewOnline:output_type -> hubuim.logic.OnlineReply
+	10, // 27: hubuim.logic.Logic.Receive:output_type -> hubuim.logic.ReceiveReply
+	10, // 28: hubuim.logic.Logic.ReceiveStream:output_type -> hubuim.logic.ReceiveReply
+	15, // 29: hubuim.logic.Push.PushKeys:output_type -> hubuim.logic.PushReply
+	15, // 30: hubuim.logic.Push.PushMids:output_type -> hubuim.logic.PushReply
+	15, // 31: hubuim.logic.Push.PushRoom:output_type -> hubuim.logic.PushReply
+	15, // 32: hubuim.logic.Push.PushAll:output_type -> hubuim.logic.PushReply
+	17, // 33: hubuim.logic.Push.OnlineTotal:output_type -> hubuim.logic.OnlineTotalReply
+	19, // 34: hubuim.logic.Push.OnlineRoom:output_type -> hubuim.logic.OnlineRoomReply
+	22, // 35: hubuim.logic.Push.OnlineTop:output_type -> hubuim.logic.OnlineTopReply
+	26, // 36: hubuim.logic.Push.Nodes:output_type -> hubuim.logic.NodesReply
+	23, // [23:37] is the sub-list for method output_type
+	9,  // [9:23] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name

@@ -23,11 +23,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Logic_Connect_FullMethodName     = "/hubuim.logic.Logic/Connect"
-	Logic_Disconnect_FullMethodName  = "/hubuim.logic.Logic/Disconnect"
-	Logic_Heartbeat_FullMethodName   = "/hubuim.logic.Logic/Heartbeat"
-	Logic_RenewOnline_FullMethodName = "/hubuim.logic.Logic/RenewOnline"
-	Logic_Receive_FullMethodName     = "/hubuim.logic.Logic/Receive"
+	Logic_Connect_FullMethodName       = "/hubuim.logic.Logic/Connect"
+	Logic_Disconnect_FullMethodName    = "/hubuim.logic.Logic/Disconnect"
+	Logic_Heartbeat_FullMethodName     = "/hubuim.logic.Logic/Heartbeat"
+	Logic_RenewOnline_FullMethodName   = "/hubuim.logic.Logic/RenewOnline"
+	Logic_Receive_FullMethodName       = "/hubuim.logic.Logic/Receive"
+	Logic_ReceiveStream_FullMethodName = "/hubuim.logic.Logic/ReceiveStream"
 )
 
 // LogicClient is the client API for Logic service.
@@ -41,6 +42,16 @@ type LogicClient interface {
 	Heartbeat(ctx context.Context, in *HeartbeatReq, opts ...grpc.CallOption) (*HeartbeatReply, error)
 	RenewOnline(ctx context.Context, in *OnlineReq, opts ...grpc.CallOption) (*OnlineReply, error)
 	Receive(ctx context.Context, in *ReceiveReq, opts ...grpc.CallOption) (*ReceiveReply, error)
+	// ReceiveStream carries many Receive calls on one long-lived stream, so
+	// that a comet pays no stream setup, headers or interceptors per client
+	// frame. Each request names its call (call_id, chosen by the caller) and
+	// each reply the call it answers; replies come in completion order, not
+	// request order. The server ends the stream (status OK) when the caller
+	// closes its side and every call has been answered, or when logic stops:
+	// calls then unanswered fail and the caller retries them elsewhere, as a
+	// Receive on a closing connection would. A comet falls back to Receive
+	// when logic does not implement it.
+	ReceiveStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReceiveReq, ReceiveReply], error)
 }
 
 type logicClient struct {
@@ -101,6 +112,19 @@ func (c *logicClient) Receive(ctx context.Context, in *ReceiveReq, opts ...grpc.
 	return out, nil
 }
 
+func (c *logicClient) ReceiveStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReceiveReq, ReceiveReply], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Logic_ServiceDesc.Streams[0], Logic_ReceiveStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReceiveReq, ReceiveReply]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Logic_ReceiveStreamClient = grpc.BidiStreamingClient[ReceiveReq, ReceiveReply]
+
 // LogicServer is the server API for Logic service.
 // All implementations must embed UnimplementedLogicServer
 // for forward compatibility.
@@ -112,6 +136,16 @@ type LogicServer interface {
 	Heartbeat(context.Context, *HeartbeatReq) (*HeartbeatReply, error)
 	RenewOnline(context.Context, *OnlineReq) (*OnlineReply, error)
 	Receive(context.Context, *ReceiveReq) (*ReceiveReply, error)
+	// ReceiveStream carries many Receive calls on one long-lived stream, so
+	// that a comet pays no stream setup, headers or interceptors per client
+	// frame. Each request names its call (call_id, chosen by the caller) and
+	// each reply the call it answers; replies come in completion order, not
+	// request order. The server ends the stream (status OK) when the caller
+	// closes its side and every call has been answered, or when logic stops:
+	// calls then unanswered fail and the caller retries them elsewhere, as a
+	// Receive on a closing connection would. A comet falls back to Receive
+	// when logic does not implement it.
+	ReceiveStream(grpc.BidiStreamingServer[ReceiveReq, ReceiveReply]) error
 	mustEmbedUnimplementedLogicServer()
 }
 
@@ -136,6 +170,9 @@ func (UnimplementedLogicServer) RenewOnline(context.Context, *OnlineReq) (*Onlin
 }
 func (UnimplementedLogicServer) Receive(context.Context, *ReceiveReq) (*ReceiveReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Receive not implemented")
+}
+func (UnimplementedLogicServer) ReceiveStream(grpc.BidiStreamingServer[ReceiveReq, ReceiveReply]) error {
+	return status.Error(codes.Unimplemented, "method ReceiveStream not implemented")
 }
 func (UnimplementedLogicServer) mustEmbedUnimplementedLogicServer() {}
 func (UnimplementedLogicServer) testEmbeddedByValue()               {}
@@ -248,6 +285,13 @@ func _Logic_Receive_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Logic_ReceiveStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(LogicServer).ReceiveStream(&grpc.GenericServerStream[ReceiveReq, ReceiveReply]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Logic_ReceiveStreamServer = grpc.BidiStreamingServer[ReceiveReq, ReceiveReply]
+
 // Logic_ServiceDesc is the grpc.ServiceDesc for Logic service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -276,7 +320,14 @@ var Logic_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Logic_Receive_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ReceiveStream",
+			Handler:       _Logic_ReceiveStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "logic/logic.proto",
 }
 

@@ -292,6 +292,7 @@ func (s *LogicServer) Run(ctx context.Context) error {
 	if err := s.http.Shutdown(sctx); err != nil {
 		s.log.Warn("logic: http shutdown", "err", err)
 	}
+	s.logic.Drain()
 	stopGRPC(sctx, gs)
 	_ = s.logic.Close()
 	wg.Wait()

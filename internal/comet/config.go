@@ -44,6 +44,10 @@ const (
 	// closed-loop senders keep ~225 Receive calls in flight). Workers
 	// start on demand, so an idle comet holds none.
 	DefaultDeepWorkers = 1024
+	// DefaultLogicStreams: a few streams, so that one slow reply does not
+	// hold the replies queued behind it on the same HTTP/2 connection
+	// window, and so that they spread over logic replicas.
+	DefaultLogicStreams = 4
 )
 
 // Config configures a comet. The zero value of every field means its
@@ -102,6 +106,12 @@ type Config struct {
 	// the logic calls in flight at once (closed-loop senders waiting for
 	// their ACK). Default 1024.
 	DeepWorkers int `yaml:"deep_workers"`
+
+	// LogicStreams is how many long-lived ReceiveStreams carry the client
+	// frames logic handles (sends, syncs, receipts), round robin, instead
+	// of a unary Receive per frame; a logic without ReceiveStream gets
+	// unary calls. Negative: unary calls only. Default 4.
+	LogicStreams int `yaml:"logic_streams"`
 
 	// TimerWheels is the number of timing wheels holding handshake and
 	// heartbeat deadlines (one goroutine each). Default 8.
@@ -210,6 +220,7 @@ func (c *Config) withDefaults() error {
 	defInt(&c.TimerWheels, DefaultTimerWheels)
 	defInt(&c.TCPPollers, DefaultTCPPollers)
 	defInt(&c.DeepWorkers, DefaultDeepWorkers)
+	defInt(&c.LogicStreams, DefaultLogicStreams)
 	defDur(&c.TimerTick, DefaultTimerTick)
 	defDur(&c.HandshakeTimeout, DefaultHandshakeTimeout)
 	defDur(&c.HeartbeatInterval, DefaultHeartbeatInterval)

@@ -411,7 +411,7 @@ func (c *conn) logicHeartbeat() {
 func (c *conn) receive(f protocol.Frame) {
 	s := c.srv
 	ctx, cancel := s.logicCtx()
-	r, err := s.logic.Receive(ctx, &logic.ReceiveReq{
+	r, err := s.recv.Receive(ctx, &logic.ReceiveReq{
 		Mid: c.mid, Key: c.key, Server: s.cfg.ID, ConnId: c.id,
 		Proto: &protocol.Proto{Ver: f.Ver, Op: f.Op, Seq: f.Seq, Body: f.Body},
 	})

@@ -126,7 +126,7 @@ func (f *fakeLogic) connIDOf(key string) string {
 }
 
 // startLogic serves f on 127.0.0.1:0 and returns a client for it.
-func startLogic(tb testing.TB, f *fakeLogic, opts ...grpc.ServerOption) logic.LogicClient {
+func startLogic(tb testing.TB, f logic.LogicServer, opts ...grpc.ServerOption) logic.LogicClient {
 	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -61,6 +61,7 @@ type metrics struct {
 	pollWakeups    prometheus.Counter
 	deepWorkers    prometheus.Gauge
 	deepFallbacks  prometheus.Counter
+	receiveStreams prometheus.Gauge
 	logicErrors    *prometheus.CounterVec
 	grpc           *grpcmetrics.Metrics // the comet's gRPC server
 }
@@ -127,6 +128,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		deepFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "hubuim_comet_deep_worker_fallbacks_total", Help: "Deep calls run on a short-lived goroutine because all deep_workers were busy.",
 		}),
+		receiveStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hubuim_comet_logic_receive_streams", Help: "ReceiveStreams open to logic (they carry the client frames logic handles).",
+		}),
 		logicErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hubuim_comet_logic_errors_total", Help: "Failed calls to logic, by method.",
 		}, []string{"method"}),
@@ -148,7 +152,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	cs := []prometheus.Collector{m.conns, m.clientIPs, m.framesRead, m.bytesRead, m.bytesWritten, m.accepted, m.authFailures, m.protoErrors, m.kicks,
 		m.slowConsumers, m.pushed, m.roomMsgs, m.broadcastMsgs, m.roomQueueFull, m.writeErrors,
-		m.writes, m.framesCoalesce, m.pollWakeups, m.deepWorkers, m.deepFallbacks, m.logicErrors}
+		m.writes, m.framesCoalesce, m.pollWakeups, m.deepWorkers, m.deepFallbacks, m.receiveStreams, m.logicErrors}
 	var errs []error
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

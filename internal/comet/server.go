@@ -106,6 +106,7 @@ type Server struct {
 	wheels  []*timer.Wheel
 	pollers []*poller // idle plain-TCP connections (Linux); set by Start
 	deep    *deepPool // deep-stack workers for the readers' logic calls
+	recv    *receiveMux
 
 	bodyPool      sync.Pool // *[]byte of MaxBody
 	writePool     sync.Pool // *[]byte coalescing buffers
@@ -179,6 +180,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s.ips.gauge = m.clientIPs
 	s.deep = newDeepPool(cfg.DeepWorkers, (*conn).runDeep, &s.wg, m)
+	s.recv = newReceiveMux(deps.Logic, cfg.LogicStreams, s.log, m.receiveStreams)
 	if cfg.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
 		if err != nil {
@@ -659,6 +661,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancelRun()
 	s.deep.close()
 	s.wg.Wait()
+	// No reader is left to make a Receive call.
+	s.recv.close(ctx)
 	// Every connection has finished: none is parked or can be armed.
 	for _, p := range s.pollers {
 		p.close()

@@ -55,8 +55,8 @@ func (a *ackLog) add(ack *protocol.MsgSendAck) {
 }
 
 // TestReliableMessagingSurvivesRestarts is issue 5's proof: several
-// senders, 1:1 and a group, with a comet restart and a Redis restart in
-// the middle. Every recipient device must end with every message exactly
+// senders, 1:1 and a group, with a comet restart, a logic stop and a
+// Redis restart in the middle. Every recipient device must end with every message exactly
 // once and in seq order after its reconnect sync, and seq never goes back.
 func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 	if testing.Short() {
@@ -64,7 +64,7 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 	}
 	rs := testenv.StartRedis(t)
 	e := newEnv(t, apptest.RedisAt(rs.Addr))
-	e.StartLogic(t)
+	firstLogic := e.StartLogic(t)
 	e.StartLogic(t)
 	a := e.StartComet(t, "comet-a")
 	b := e.StartComet(t, "comet-b")
@@ -141,11 +141,15 @@ func TestReliableMessagingSurvivesRestarts(t *testing.T) {
 		})
 	}
 
-	// Restart comet a after a third, Redis after two thirds (every sender
-	// waiting at its gate).
+	// Restart comet a after a third, stop a logic at half, restart Redis
+	// after two thirds (every sender waiting at its gate).
 	seqBeforeRedis := map[string]int64{}
 	apptest.WaitForWithin(t, progressTimeout, "a third of the messages acked", func() bool { return acked.Load() >= int64(total/3) })
 	a.Restart(t) // where its clients expect it
+	// Stop one logic half way: the comets' streams to it drain (calls in
+	// flight answered, later ones refused and sent to the other logic).
+	apptest.WaitForWithin(t, progressTimeout, "half of the messages acked", func() bool { return acked.Load() >= int64(total/2) })
+	firstLogic.Stop()
 	apptest.WaitForWithin(t, progressTimeout, "two thirds of the messages acked", func() bool { return acked.Load() >= int64(senders*gateAt*2) })
 	acks.mu.Lock()
 	for conv, list := range acks.acks {

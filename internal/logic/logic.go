@@ -316,6 +316,9 @@ type Logic struct {
 	wg     sync.WaitGroup // running Runs
 	mu     sync.Mutex     // guards closed and wg.Add against Close
 	closed bool
+
+	draining  chan struct{} // closed by Drain
+	drainOnce sync.Once
 }
 
 // New validates cfg and returns a Logic. Background loops start in Run.
@@ -364,6 +367,8 @@ func New(cfg Config, deps Deps) (*Logic, error) {
 		m:      m,
 		ctx:    ctx,
 		cancel: cancel,
+
+		draining: make(chan struct{}),
 	}
 	empty := []discovery.Instance{}
 	l.comets.Store(&empty)
@@ -401,6 +406,14 @@ func (l *Logic) Run(ctx context.Context) error {
 	}
 	l.watchComets(ctx)
 	return nil
+}
+
+// Drain ends the ReceiveStreams once their calls in flight are answered;
+// calls they receive meanwhile fail with Unavailable (the comets retry
+// them on another logic). Call it before stopping the gRPC server, whose
+// graceful stop waits for every stream to end.
+func (l *Logic) Drain() {
+	l.drainOnce.Do(func() { close(l.draining) })
 }
 
 // Close stops Run and waits for it. It does not close the Deps.

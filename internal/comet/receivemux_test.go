@@ -1,0 +1,303 @@
+package comet
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/hubuim/hubuim/api/logic"
+	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
+)
+
+// Bodies steering streamLogic's answers.
+const (
+	bodyFail  = "fail"  // answered with InvalidArgument
+	bodyHang  = "hang"  // never answered
+	bodyBreak = "break" // the stream ends with Internal
+)
+
+// streamLogic serves ReceiveStream the way logic does (calls answered
+// concurrently, in completion order) and counts streams and unary calls.
+type streamLogic struct {
+	fakeLogic
+	unary   atomic.Int64
+	opened  atomic.Int64
+	ended   atomic.Int64
+	eofs    atomic.Int64 // streams the comet closed (CloseSend)
+	calls   atomic.Int64
+	maxLive atomic.Int64
+	live    atomic.Int64
+	// refuse: this many calls are refused like a stopping logic does
+	// (the stream then ends).
+	refuse atomic.Int64
+}
+
+func (f *streamLogic) Receive(ctx context.Context, req *logic.ReceiveReq) (*logic.ReceiveReply, error) {
+	f.unary.Add(1)
+	return f.fakeLogic.Receive(ctx, req)
+}
+
+func (f *streamLogic) ReceiveStream(s logic.Logic_ReceiveStreamServer) error {
+	f.opened.Add(1)
+	live := f.live.Add(1)
+	for {
+		m := f.maxLive.Load()
+		if live <= m || f.maxLive.CompareAndSwap(m, live) {
+			break
+		}
+	}
+	defer f.live.Add(-1)
+	defer f.ended.Add(1)
+	var (
+		sendMu sync.Mutex
+		wg     sync.WaitGroup
+	)
+	defer wg.Wait()
+	for {
+		req, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			f.eofs.Add(1)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		f.calls.Add(1)
+		if f.refuse.Add(-1) >= 0 {
+			sendMu.Lock()
+			_ = s.Send(&logic.ReceiveReply{CallId: req.GetCallId(), Refused: true, Code: uint32(codes.Unavailable), Message: "logic is stopping"})
+			sendMu.Unlock()
+			return nil
+		}
+		body := string(req.GetProto().GetBody())
+		if body == bodyBreak {
+			return status.Error(codes.Internal, "stream broken by the test")
+		}
+		if body == bodyHang {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := &logic.ReceiveReply{CallId: req.GetCallId()}
+			switch body {
+			case bodyFail:
+				r.Code, r.Message = uint32(codes.InvalidArgument), "bad call"
+			default:
+				// Later calls first: replies come out of order.
+				time.Sleep(time.Duration(req.GetProto().GetSeq()%5) * time.Millisecond)
+				r.Proto = &protocol.Proto{Op: protocol.OpSendMsgReply, Seq: req.GetProto().GetSeq(), Body: []byte("echo:" + body)}
+			}
+			sendMu.Lock()
+			defer sendMu.Unlock()
+			_ = s.Send(r)
+		}()
+	}
+}
+
+func newTestMux(tb testing.TB, client logic.LogicClient, streams int) *receiveMux {
+	tb.Helper()
+	m := newReceiveMux(client, streams, slog.New(slog.DiscardHandler), prometheus.NewGauge(prometheus.GaugeOpts{Name: "streams"}))
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		m.close(ctx)
+	})
+	return m
+}
+
+func muxCall(ctx context.Context, m *receiveMux, seq int32, body string) (*logic.ReceiveReply, error) {
+	return m.Receive(ctx, &logic.ReceiveReq{Mid: 1, Key: "k", Proto: &protocol.Proto{Op: protocol.OpSendMsg, Seq: seq, Body: []byte(body)}})
+}
+
+// TestReceiveMuxStreams: concurrent calls share the mux's streams and each
+// gets its own reply; a failed call carries logic's status; no unary call
+// is made.
+func TestReceiveMuxStreams(t *testing.T) {
+	f := &streamLogic{}
+	m := newTestMux(t, startLogic(t, f), 3)
+	const calls = 300
+	var wg sync.WaitGroup
+	errs := make(chan error, calls)
+	for i := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			defer cancel()
+			body := "m" + string(rune('a'+i%26))
+			if i%50 == 0 {
+				body = bodyFail
+			}
+			r, err := muxCall(ctx, m, int32(i), body)
+			switch {
+			case body == bodyFail:
+				if status.Code(err) != codes.InvalidArgument {
+					errs <- errors.New("failed call: " + status.Convert(err).String())
+				}
+			case err != nil:
+				errs <- err
+			case r.GetProto().GetSeq() != int32(i) || string(r.GetProto().GetBody()) != "echo:"+body:
+				errs <- errors.New("reply of another call: " + r.String())
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := f.unary.Load(); n != 0 {
+		t.Errorf("unary calls = %d, want 0", n)
+	}
+	if n := f.opened.Load(); n != 3 {
+		t.Errorf("streams opened = %d, want 3 (one per slot)", n)
+	}
+	if n := f.calls.Load(); n != calls {
+		t.Errorf("calls on streams = %d, want %d", n, calls)
+	}
+}
+
+// TestReceiveMuxFallback: a logic without ReceiveStream gets unary calls,
+// including the call that found out.
+func TestReceiveMuxFallback(t *testing.T) {
+	f := &fakeLogic{}
+	m := newTestMux(t, startLogic(t, f), 2)
+	for i := range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		r, err := muxCall(ctx, m, int32(i), "x")
+		cancel()
+		if err != nil || string(r.GetProto().GetBody()) != "echo:x" {
+			t.Fatalf("call %d = %v, %v", i, r, err)
+		}
+	}
+	if !m.unary.Load() {
+		t.Fatal("mux did not switch to unary calls")
+	}
+}
+
+// TestReceiveMuxBrokenStream: calls in flight on a stream that breaks fail
+// with Unavailable; the next call opens a new stream.
+func TestReceiveMuxBrokenStream(t *testing.T) {
+	f := &streamLogic{}
+	m := newTestMux(t, startLogic(t, f), 1)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	hung := make(chan error, 1)
+	go func() {
+		_, err := muxCall(ctx, m, 1, bodyHang)
+		hung <- err
+	}()
+	waitfor.Until(t, waitFor, "the hanging call reached logic", func() bool { return f.calls.Load() == 1 })
+	if _, err := muxCall(ctx, m, 2, bodyBreak); status.Code(err) != codes.Unavailable {
+		t.Fatalf("call that broke the stream: %v, want Unavailable", err)
+	}
+	if err := <-hung; status.Code(err) != codes.Unavailable {
+		t.Fatalf("call in flight on the broken stream: %v, want Unavailable", err)
+	}
+	r, err := muxCall(ctx, m, 3, "again")
+	if err != nil || string(r.GetProto().GetBody()) != "echo:again" {
+		t.Fatalf("call after the break = %v, %v", r, err)
+	}
+	if n := f.opened.Load(); n != 2 {
+		t.Fatalf("streams opened = %d, want 2", n)
+	}
+}
+
+// TestReceiveMuxTimeout: a call logic does not answer ends at its ctx; the
+// stream keeps serving the others.
+func TestReceiveMuxTimeout(t *testing.T) {
+	f := &streamLogic{}
+	m := newTestMux(t, startLogic(t, f), 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	_, err := muxCall(ctx, m, 1, bodyHang)
+	cancel()
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("unanswered call: %v, want DeadlineExceeded", err)
+	}
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		r, err := muxCall(ctx, m, int32(i), "y")
+		cancel()
+		if err != nil || r.GetProto().GetSeq() != int32(i) {
+			t.Fatalf("call %d after the timeout = %v, %v", i, r, err)
+		}
+	}
+	if n := f.opened.Load(); n != 1 {
+		t.Fatalf("streams opened = %d, want 1", n)
+	}
+}
+
+// TestReceiveMuxRenewsAgedStreams: an aged stream takes no new calls and
+// is closed by the comet once answered; its slot opens a fresh one.
+func TestReceiveMuxRenewsAgedStreams(t *testing.T) {
+	f := &streamLogic{}
+	m := newTestMux(t, startLogic(t, f), 1)
+	m.maxAge = time.Nanosecond
+	for i := range 10 {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		r, err := muxCall(ctx, m, int32(i), "z")
+		cancel()
+		if err != nil || r.GetProto().GetSeq() != int32(i) {
+			t.Fatalf("call %d = %v, %v", i, r, err)
+		}
+	}
+	if n := f.opened.Load(); n != 10 {
+		t.Fatalf("streams opened = %d, want 10 (one per call)", n)
+	}
+	waitfor.Until(t, waitFor, "retired streams closed by the comet", func() bool { return f.eofs.Load() == 9 })
+	if n := f.maxLive.Load(); n > 3 {
+		t.Fatalf("streams open at once = %d: retired streams linger", n)
+	}
+}
+
+// TestReceiveMuxClose: close ends the streams and later calls fail.
+func TestReceiveMuxClose(t *testing.T) {
+	f := &streamLogic{}
+	m := newReceiveMux(startLogic(t, f), 2, slog.New(slog.DiscardHandler), prometheus.NewGauge(prometheus.GaugeOpts{Name: "streams"}))
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	for i := range 4 {
+		if _, err := muxCall(ctx, m, int32(i), "w"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.close(ctx)
+	if n, e := f.opened.Load(), f.eofs.Load(); n != 2 || e != 2 {
+		t.Fatalf("streams opened %d, closed by the comet %d; want 2 and 2", n, e)
+	}
+	if _, err := muxCall(ctx, m, 9, "w"); status.Code(err) != codes.Unavailable {
+		t.Fatalf("call after close: %v, want Unavailable", err)
+	}
+}
+
+// TestReceiveMuxRefusedRetried: a call a stopping logic refused (not
+// handled) goes again on a new stream.
+func TestReceiveMuxRefusedRetried(t *testing.T) {
+	f := &streamLogic{}
+	f.refuse.Store(1)
+	m := newTestMux(t, startLogic(t, f), 1)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	r, err := muxCall(ctx, m, 7, "again")
+	if err != nil || r.GetProto().GetSeq() != 7 {
+		t.Fatalf("refused then retried call = %v, %v", r, err)
+	}
+	if n, c := f.opened.Load(), f.calls.Load(); n != 2 || c != 2 {
+		t.Fatalf("streams opened %d, calls %d; want 2 and 2", n, c)
+	}
+	f.refuse.Store(2)
+	if _, err := muxCall(ctx, m, 8, "x"); status.Code(err) != codes.Unavailable {
+		t.Fatalf("call refused on every attempt: %v, want Unavailable", err)
+	}
+}
