@@ -9,21 +9,25 @@ import (
 )
 
 // BenchmarkReceive is the client → logic path of one frame: handle hands
-// it off the reader's stack, calls logic Receive over real loopback gRPC
-// (a fake logic in this process) and queues the reply. parallel runs one
-// connection per benchmark goroutine (GOMAXPROCS×4 of them), as many
-// readers calling logic at once.
-func BenchmarkReceive(b *testing.B) { benchReceive(b, false) }
+// it off the reader's stack, calls logic over real loopback gRPC (a fake
+// logic in this process) on the comet's ReceiveStreams and queues the
+// reply. parallel runs one connection per benchmark goroutine
+// (GOMAXPROCS×4 of them), as many readers calling logic at once.
+func BenchmarkReceive(b *testing.B) { benchReceive(b, false, DefaultLogicStreams) }
 
-// BenchmarkReceiveFresh is BenchmarkReceive with every deep call on a
-// short-lived goroutine (the deep-stack workers' fallback; what the
+// BenchmarkReceiveUnary is BenchmarkReceive with a unary Receive call per
+// frame (logic_streams < 0; what comets did before the streams).
+func BenchmarkReceiveUnary(b *testing.B) { benchReceive(b, false, -1) }
+
+// BenchmarkReceiveFresh is BenchmarkReceiveUnary with every deep call on
+// a short-lived goroutine (the deep-stack workers' fallback; what the
 // readers did before them).
-func BenchmarkReceiveFresh(b *testing.B) { benchReceive(b, true) }
+func BenchmarkReceiveFresh(b *testing.B) { benchReceive(b, true, -1) }
 
-func benchReceive(b *testing.B, fresh bool) {
+func benchReceive(b *testing.B, fresh bool, streams int) {
 	body := make([]byte, 64)
 	b.Run("serial", func(b *testing.B) {
-		s := newReceiveBenchServer(b, fresh)
+		s := newReceiveBenchServer(b, fresh, streams)
 		c := s.addMemConn(b, "k", "")
 		f := protocol.Frame{Ver: protocol.Version, Op: protocol.OpSendMsg, Seq: 1, Body: body}
 		b.ReportAllocs()
@@ -38,7 +42,7 @@ func benchReceive(b *testing.B, fresh bool) {
 		waitIdle(s, []*conn{c})
 	})
 	b.Run("parallel", func(b *testing.B) {
-		s := newReceiveBenchServer(b, fresh)
+		s := newReceiveBenchServer(b, fresh, streams)
 		var next atomic.Int64
 		b.SetParallelism(4)
 		b.ReportAllocs()

@@ -17,15 +17,16 @@ import (
 // fake served over loopback gRPC, with its deep-stack workers running
 // (stopped at cleanup) and the fake logic's gRPC server with stream
 // workers, unless fresh (every call, on both sides, on a short-lived
-// goroutine, as before).
-func newReceiveBenchServer(tb testing.TB, fresh bool) *Server {
+// goroutine, as before). streams is Config.LogicStreams (< 0: a unary
+// Receive per frame).
+func newReceiveBenchServer(tb testing.TB, fresh bool, streams int) *Server {
 	tb.Helper()
 	var opts []grpc.ServerOption
 	if !fresh {
 		opts = append(opts, grpc.NumStreamWorkers(grpcStreamWorkers))
 	}
-	lc := startLogic(tb, &fakeLogic{onlineMul: 1}, opts...)
-	s, err := New(Config{ID: "bench"}, Deps{Logic: lc, Logger: testLogger(tb)})
+	lc := startLogic(tb, &streamLogic{fakeLogic: fakeLogic{onlineMul: 1}}, opts...)
+	s, err := New(Config{ID: "bench", LogicStreams: streams}, Deps{Logic: lc, Logger: testLogger(tb)})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -35,6 +36,7 @@ func newReceiveBenchServer(tb testing.TB, fresh bool) *Server {
 	tb.Cleanup(func() {
 		s.deep.close()
 		s.wg.Wait()
+		s.recv.close(context.Background())
 	})
 	return s
 }

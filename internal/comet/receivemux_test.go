@@ -40,6 +40,8 @@ type streamLogic struct {
 	// refuse: this many calls are refused like a stopping logic does
 	// (the stream then ends).
 	refuse atomic.Int64
+	// jitter delays a reply by its seq mod 5 ms: replies out of order.
+	jitter bool
 }
 
 func (f *streamLogic) Receive(ctx context.Context, req *logic.ReceiveReq) (*logic.ReceiveReply, error) {
@@ -94,8 +96,9 @@ func (f *streamLogic) ReceiveStream(s logic.Logic_ReceiveStreamServer) error {
 			case bodyFail:
 				r.Code, r.Message = uint32(codes.InvalidArgument), "bad call"
 			default:
-				// Later calls first: replies come out of order.
-				time.Sleep(time.Duration(req.GetProto().GetSeq()%5) * time.Millisecond)
+				if f.jitter {
+					time.Sleep(time.Duration(req.GetProto().GetSeq()%5) * time.Millisecond)
+				}
 				r.Proto = &protocol.Proto{Op: protocol.OpSendMsgReply, Seq: req.GetProto().GetSeq(), Body: []byte("echo:" + body)}
 			}
 			sendMu.Lock()
@@ -124,7 +127,7 @@ func muxCall(ctx context.Context, m *receiveMux, seq int32, body string) (*logic
 // gets its own reply; a failed call carries logic's status; no unary call
 // is made.
 func TestReceiveMuxStreams(t *testing.T) {
-	f := &streamLogic{}
+	f := &streamLogic{jitter: true}
 	m := newTestMux(t, startLogic(t, f), 3)
 	const calls = 300
 	var wg sync.WaitGroup
