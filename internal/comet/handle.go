@@ -78,6 +78,12 @@ func (c *conn) readFrame() (protocol.Frame, *[]byte, error) {
 
 // readBody reads the body of the TCP frame whose header is h.
 func (c *conn) readBody(h protocol.Header) (protocol.Frame, *[]byte, error) {
+	return c.readBodyRest(h, nil)
+}
+
+// readBodyRest reads the body of the TCP frame whose header is h, of which
+// have (shorter than the body) was read already.
+func (c *conn) readBodyRest(h protocol.Header, have []byte) (protocol.Frame, *[]byte, error) {
 	f := protocol.Frame{Ver: h.Ver, Op: h.Op, Seq: h.Seq}
 	if h.BodyLen == 0 {
 		c.countRead(0)
@@ -85,7 +91,8 @@ func (c *conn) readBody(h protocol.Header) (protocol.Frame, *[]byte, error) {
 	}
 	bp := c.srv.bodyPool.Get().(*[]byte)
 	f.Body = (*bp)[:h.BodyLen]
-	if _, err := io.ReadFull(c.nc, f.Body); err != nil {
+	n := copy(f.Body, have)
+	if _, err := io.ReadFull(c.nc, f.Body[n:]); err != nil {
 		c.srv.bodyPool.Put(bp)
 		return protocol.Frame{}, nil, err
 	}

@@ -234,3 +234,57 @@ func TestPollDisabled(t *testing.T) {
 		t.Fatal("connection parked with the poller disabled")
 	}
 }
+
+// TestPollBufferedFrames: frames served from one read of the socket, with
+// the last one cut (in its header or its body) or larger than the read
+// buffer, and a bad frame after good ones in the same read.
+func TestPollBufferedFrames(t *testing.T) {
+	e := startServer(t, nil)
+	c := e.tcpClient(t, "k", "")
+	big := strings.Repeat("b", pollReadBuf+100)
+	var whole []byte
+	for i := range 3 {
+		whole = protocol.AppendFrame(whole, protocol.Version, protocol.OpSendMsg, int32(10+i), []byte("m"))
+	}
+	last := protocol.AppendFrame(nil, protocol.Version, protocol.OpSendMsg, 13, []byte("cut body"))
+	for _, cut := range []int{3, protocol.HeaderLen + 2} {
+		t.Run(fmt.Sprint("cut", cut), func(t *testing.T) {
+			e.parked(t, "k")
+			c.sendRaw(append(append([]byte(nil), whole...), last[:cut]...))
+			time.Sleep(20 * time.Millisecond) // the reader is blocked on the rest
+			c.sendRaw(last[cut:])
+			for i := range 4 {
+				want := "echo:m"
+				if i == 3 {
+					want = "echo:cut body"
+				}
+				if f := c.expect(protocol.OpSendMsgReply); f.Seq != int32(10+i) || string(f.Body) != want {
+					t.Fatalf("reply %d: seq %d body %q", i, f.Seq, f.Body)
+				}
+			}
+		})
+	}
+	t.Run("body_over_buffer", func(t *testing.T) {
+		e.parked(t, "k")
+		c.sendRaw(protocol.AppendFrame(append([]byte(nil), whole...), protocol.Version, protocol.OpSendMsg, 13, []byte(big)))
+		for i := range 4 {
+			f := c.expect(protocol.OpSendMsgReply)
+			if f.Seq != int32(10+i) || (i == 3 && string(f.Body) != "echo:"+big) {
+				t.Fatalf("reply %d: seq %d, body %d bytes", i, f.Seq, len(f.Body))
+			}
+		}
+	})
+	t.Run("bad_after_good", func(t *testing.T) {
+		e.parked(t, "k")
+		bad := protocol.AppendFrame(nil, protocol.Version, protocol.OpHeartbeat, 1, nil)
+		bad[5] = 99 // header length
+		c.sendRaw(append(append([]byte(nil), whole...), bad...))
+		for i := range 3 {
+			if f := c.expect(protocol.OpSendMsgReply); f.Seq != int32(10+i) {
+				t.Fatalf("reply %d: seq %d", i, f.Seq)
+			}
+		}
+		c.expect(protocol.OpDisconnectReply)
+		c.expectClosed()
+	})
+}
