@@ -94,8 +94,8 @@ func (c *conn) pollReader() {
 
 // pollReadBuf is how much a polled connection's reader reads at once.
 // Every complete frame in it is served from it, so a wakeup that brings
-// one small frame costs two read syscalls, the second finding nothing
-// (the header, the body and that one were three). Pooled with the reader's state:
+// one small frame costs one read syscall (the header, the body and a read
+// finding nothing more were three). Pooled with the reader's state:
 // an idle connection holds none.
 const pollReadBuf = 4096
 
@@ -149,12 +149,18 @@ func (c *conn) pollLoop() {
 			}
 			continue
 		}
-		// Parking after a short read, without the read that finds
-		// nothing, saved that syscall but made BenchmarkTCPRoundTrip
-		// pingpong ~15 % slower (the next frame, arriving just after,
-		// found the connection parked): not done.
 		if r.n == 0 || !c.serveBuffered(r.buf[:r.n]) {
 			break // EOF, or the connection is closing
+		}
+		// A short read emptied the socket: park without the read that
+		// would find nothing. Data that came since raised an event
+		// (edge-triggered: every arrival does), so park fails and the
+		// loop reads again. A frame arriving microseconds after the reply
+		// (loopback ping-pong) now needs a poller wake-up instead
+		// (BenchmarkTCPRoundTrip pingpong ~15 % slower); a client across
+		// a network sends long after the reader parked either way.
+		if r.n < len(r.buf) && c.park() {
+			return
 		}
 	}
 	c.finish()
