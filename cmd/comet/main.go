@@ -111,7 +111,7 @@ func serve(ctx context.Context, fc cometconf.FileConfig, log *slog.Logger, reg p
 	}
 	defer cc.Close()
 
-	cd := app.CometDeps{Logic: logicpb.NewLogicClient(cc), Logger: log, Registerer: reg}
+	cd := app.CometDeps{Logic: logicpb.NewLogicClient(cc), Logger: log, Registerer: reg, ObserveLogicCall: gm.Observe}
 	if registry != nil {
 		cd.Registrar = registry
 	}

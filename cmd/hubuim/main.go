@@ -156,6 +156,7 @@ func start(cfg Config, log *slog.Logger) (_ *standalone, err error) {
 	s.closer = append(s.closer, cc.Close)
 	s.comet, err = app.NewComet(cfg.Comet, app.CometDeps{
 		Logic: logicpb.NewLogicClient(cc), Registrar: registry, Logger: log.With("service", "comet"), Registerer: reg,
+		ObserveLogicCall: grpcClientMetrics.Observe,
 	})
 	if err != nil {
 		return nil, err

@@ -41,6 +41,9 @@ type CometDeps struct {
 	Registrar  discovery.Registrar // nil: not registered
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	// ObserveLogicCall records the Receive calls multiplexed on streams
+	// (comet.Deps.ObserveLogicCall); may be nil.
+	ObserveLogicCall func(fullMethod string, start time.Time, err error)
 }
 
 // CometServer is a comet with its discovery registration.
@@ -68,7 +71,7 @@ func NewComet(cfg CometConfig, deps CometDeps) (*CometServer, error) {
 	if cfg.Weight < 0 || cfg.RegisterInterval < 0 {
 		return nil, errors.New("app: comet weight and register_interval must not be negative")
 	}
-	srv, err := comet.New(cfg.Config, comet.Deps{Logic: deps.Logic, Logger: deps.Logger, Registerer: deps.Registerer})
+	srv, err := comet.New(cfg.Config, comet.Deps{Logic: deps.Logic, Logger: deps.Logger, Registerer: deps.Registerer, ObserveLogicCall: deps.ObserveLogicCall})
 	if err != nil {
 		return nil, err
 	}

@@ -170,18 +170,18 @@ func NewLogic(cfg LogicConfig, deps LogicDeps) (*LogicServer, error) {
 			return svc.Handle(ctx, req.Mid, req.Key, req.Proto)
 		}
 	}
+	gm, err := grpcmetrics.NewServer(deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	ldeps := logic.Deps{
 		Store: deps.Sessions, Verifier: deps.Verifier, Producer: deps.Producer, Watcher: deps.Watcher,
-		Handlers: handlers, Logger: deps.Logger, Registerer: deps.Registerer,
+		Handlers: handlers, Logger: deps.Logger, Registerer: deps.Registerer, ObserveCall: gm.Observe,
 	}
 	if presence != nil {
 		ldeps.OnConnected, ldeps.OnDisconnected = presence.Connected, presence.Disconnected
 	}
 	l, err := logic.New(logic.Config{Conn: cfg.Conn, Push: cfg.Push, Nodes: cfg.Nodes}, ldeps)
-	if err != nil {
-		return nil, err
-	}
-	gm, err := grpcmetrics.NewServer(deps.Registerer)
 	if err != nil {
 		return nil, err
 	}

@@ -61,6 +61,7 @@ type conn struct {
 	closed    atomic.Bool
 	gotFrame  atomic.Bool  // a frame was read: any TLS handshake is done
 	pollState atomic.Int32 // pollRunning or pollParked
+	peerHup   atomic.Bool  // the poller saw a hang-up (pollconn.go)
 }
 
 // transportName derives the transport label (not stored: idle connections

@@ -131,7 +131,7 @@ func (p *poller) dispatch(fd uintptr) bool {
 			c := p.conns[tok]
 			p.mu.Unlock()
 			if c != nil {
-				c.notify()
+				c.notify(p.evs[i].Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
 			}
 		}
 		if !full {

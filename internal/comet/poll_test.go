@@ -5,10 +5,14 @@ package comet
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	cometapi "github.com/hubuim/hubuim/api/comet"
 	"github.com/hubuim/hubuim/api/protocol"
@@ -122,6 +126,59 @@ func TestPollClosePaths(t *testing.T) {
 				t.Fatal("closed connection still registered in the poller")
 			}
 		})
+	}
+}
+
+// TestPollSendThenClose: a frame and the close come together. When the
+// wake-up that reads the frame already carries the hang-up, the reader
+// must not park after the short read (no event would come for the EOF):
+// every connection is finished and logic told, many times over. Whether
+// one event carries both depends on timing; this test does not always
+// produce it (cmd/hubuim's TestStandaloneMetricsAndReadiness, a client
+// acking and closing, did every time before the fix).
+func TestPollSendThenClose(t *testing.T) {
+	e := startServer(t, nil)
+	const conns = 40
+	frame := protocol.AppendFrame(nil, protocol.Version, protocol.OpSendMsg, 1, []byte("bye"))
+	var ids []string
+	var clients []*client
+	for i := range conns {
+		key := fmt.Sprint("k", i)
+		clients = append(clients, e.tcpClient(t, key, ""))
+		ids = append(ids, e.logic.connIDOf(key))
+		e.parked(t, key)
+	}
+	// All at once, so that the poller is busy and often finds a frame and
+	// its FIN already there (corked, they leave in one segment when the
+	// socket closes).
+	for _, c := range clients {
+		setCork(t, c.nc)
+		c.sendRaw(frame)
+	}
+	for _, c := range clients {
+		_ = c.nc.Close()
+	}
+	eventually(t, "every connection finished", func() bool { return e.s.Conns() == 0 })
+	eventually(t, "logic told of every close", func() bool {
+		for _, id := range ids {
+			if e.logic.disconnectsFor(id) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// setCork holds nc's writes until it is closed (TCP_CORK).
+func setCork(t *testing.T, nc net.Conn) {
+	t.Helper()
+	rc, err := nc.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, 1) }); err != nil || serr != nil {
+		t.Fatal(err, serr)
 	}
 }
 

@@ -57,8 +57,13 @@ func (c *conn) startPolled() bool {
 	return true
 }
 
-// notify is the poller's event for c: readable, or hung up.
-func (c *conn) notify() {
+// notify is the poller's event for c: readable, or hung up (hup: the
+// peer closed its side or the socket failed; a read returns EOF or the
+// error once the data before it is read).
+func (c *conn) notify(hup bool) {
+	if hup {
+		c.peerHup.Store(true)
+	}
 	for {
 		switch st := c.pollState.Load(); st {
 		case pollParked:
@@ -159,7 +164,9 @@ func (c *conn) pollLoop() {
 		// (loopback ping-pong) now needs a poller wake-up instead
 		// (BenchmarkTCPRoundTrip pingpong ~15 % slower); a client across
 		// a network sends long after the reader parked either way.
-		if r.n < len(r.buf) && c.park() {
+		// Not after a hang-up: its event came already, and the EOF is
+		// only seen by another read.
+		if r.n < len(r.buf) && !c.peerHup.Load() && c.park() {
 			return
 		}
 	}

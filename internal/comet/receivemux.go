@@ -53,6 +53,8 @@ type receiveMux struct {
 	log    *slog.Logger
 	open   prometheus.Gauge // streams open
 	maxAge time.Duration    // receiveStreamMaxAge; tests shorten it
+	// observe records a multiplexed call like a unary one; may be nil.
+	observe func(fullMethod string, start time.Time, err error)
 
 	unary atomic.Bool // unary Receive per call (configured, or logic has no stream)
 	next  atomic.Uint32
@@ -105,22 +107,30 @@ func newReceiveMux(client logic.LogicClient, streams int, log *slog.Logger, open
 
 // Receive is logic's Receive, multiplexed; it returns what a unary call
 // would (a gRPC status error on failure).
-func (m *receiveMux) Receive(ctx context.Context, req *logic.ReceiveReq) (*logic.ReceiveReply, error) {
+func (m *receiveMux) Receive(ctx context.Context, req *logic.ReceiveReq) (r *logic.ReceiveReply, err error) {
 	if m.unary.Load() {
 		return m.client.Receive(ctx, req)
 	}
+	unary := false // fell back: the interceptor observes the unary call
+	if m.observe != nil {
+		start := time.Now()
+		defer func() {
+			if !unary {
+				m.observe(logic.Logic_Receive_FullMethodName, start, err)
+			}
+		}()
+	}
 	slot := &m.slots[m.next.Add(1)%uint32(len(m.slots))]
-	var err error
 	for range receiveAttempts {
 		var st *muxStream
 		if st, err = slot.stream(ctx, m); err != nil {
 			return nil, err
 		}
-		var r *logic.ReceiveReply
 		var sent bool
 		r, sent, err = st.call(ctx, req, m)
 		switch {
 		case errors.Is(err, errStreamFallback):
+			unary = true
 			return m.client.Receive(ctx, req)
 		case err != nil && !sent:
 			continue

@@ -129,6 +129,15 @@ func muxCall(ctx context.Context, m *receiveMux, seq int32, body string) (*logic
 func TestReceiveMuxStreams(t *testing.T) {
 	f := &streamLogic{jitter: true}
 	m := newTestMux(t, startLogic(t, f), 3)
+	var observed, observedFailed atomic.Int64
+	m.observe = func(method string, _ time.Time, err error) {
+		if method == logic.Logic_Receive_FullMethodName {
+			observed.Add(1)
+		}
+		if status.Code(err) == codes.InvalidArgument {
+			observedFailed.Add(1)
+		}
+	}
 	const calls = 300
 	var wg sync.WaitGroup
 	errs := make(chan error, calls)
@@ -169,6 +178,9 @@ func TestReceiveMuxStreams(t *testing.T) {
 	if n := f.calls.Load(); n != calls {
 		t.Errorf("calls on streams = %d, want %d", n, calls)
 	}
+	if n, nf := observed.Load(), observedFailed.Load(); n != calls || nf != calls/50 {
+		t.Errorf("observed %d calls (%d failed), want %d (%d) as Receive", n, nf, calls, calls/50)
+	}
 }
 
 // TestReceiveMuxFallback: a logic without ReceiveStream gets unary calls,
@@ -176,6 +188,8 @@ func TestReceiveMuxStreams(t *testing.T) {
 func TestReceiveMuxFallback(t *testing.T) {
 	f := &fakeLogic{}
 	m := newTestMux(t, startLogic(t, f), 2)
+	var observed atomic.Int64
+	m.observe = func(string, time.Time, error) { observed.Add(1) }
 	for i := range 5 {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 		r, err := muxCall(ctx, m, int32(i), "x")
@@ -186,6 +200,9 @@ func TestReceiveMuxFallback(t *testing.T) {
 	}
 	if !m.unary.Load() {
 		t.Fatal("mux did not switch to unary calls")
+	}
+	if n := observed.Load(); n != 0 {
+		t.Fatalf("%d unary calls observed by the mux (the client interceptor does)", n)
 	}
 }
 

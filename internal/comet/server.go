@@ -86,6 +86,11 @@ type Deps struct {
 	// OnDraining is called once when Shutdown starts, before clients are
 	// kicked (e.g. to mark this comet draining in discovery). May be nil.
 	OnDraining func()
+	// ObserveLogicCall, if set, records each Receive call multiplexed on
+	// a ReceiveStream (logic.Logic_Receive_FullMethodName), the way the
+	// client's unary interceptor records unary calls
+	// (grpcmetrics.Observe).
+	ObserveLogicCall func(fullMethod string, start time.Time, err error)
 }
 
 // Addrs are the bound listener addresses ("" when disabled).
@@ -181,6 +186,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.ips.gauge = m.clientIPs
 	s.deep = newDeepPool(cfg.DeepWorkers, (*conn).runDeep, &s.wg, m)
 	s.recv = newReceiveMux(deps.Logic, cfg.LogicStreams, s.log, m.receiveStreams)
+	s.recv.observe = deps.ObserveLogicCall
 	if cfg.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
 		if err != nil {

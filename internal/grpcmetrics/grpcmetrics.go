@@ -85,6 +85,13 @@ func (m *Metrics) UnaryClientInterceptor() grpc.UnaryClientInterceptor {
 	}
 }
 
+// Observe records one call of fullMethod ("/pkg.Service/Method") that
+// began at start and ended with err, as the interceptors do: for calls
+// that do not go through them (e.g. calls multiplexed on a stream).
+func (m *Metrics) Observe(fullMethod string, start time.Time, err error) {
+	m.observe(fullMethod, start, err)
+}
+
 func (m *Metrics) observe(fullMethod string, start time.Time, err error) {
 	service, method := split(fullMethod)
 	code := status.Code(err).String()

@@ -270,6 +270,10 @@ type Deps struct {
 	Logger *slog.Logger
 	// Registerer registers the metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+	// ObserveCall, if set, records each call served on a ReceiveStream as
+	// a unary Receive (pb.Logic_Receive_FullMethodName), the way the gRPC
+	// server's interceptor records unary calls (grpcmetrics.Observe).
+	ObserveCall func(fullMethod string, start time.Time, err error)
 }
 
 // Errors of the core operations. The gRPC and HTTP layers map them to
@@ -317,7 +321,8 @@ type Logic struct {
 	mu     sync.Mutex     // guards closed and wg.Add against Close
 	closed bool
 
-	draining  chan struct{} // closed by Drain
+	observe   func(fullMethod string, start time.Time, err error) // Deps.ObserveCall; may be nil
+	draining  chan struct{}                                       // closed by Drain
 	drainOnce sync.Once
 }
 
@@ -368,6 +373,7 @@ func New(cfg Config, deps Deps) (*Logic, error) {
 		ctx:    ctx,
 		cancel: cancel,
 
+		observe:  deps.ObserveCall,
 		draining: make(chan struct{}),
 	}
 	empty := []discovery.Instance{}

@@ -166,6 +166,7 @@ func (s *recvStream) work(req *pb.ReceiveReq) {
 // answers it.
 func (s *recvStream) serve(req *pb.ReceiveReq) {
 	defer s.end()
+	start := time.Now()
 	ctx := s.stream.Context()
 	var cancel context.CancelFunc
 	if ms := req.GetTimeoutMs(); ms > 0 {
@@ -174,6 +175,9 @@ func (s *recvStream) serve(req *pb.ReceiveReq) {
 	reply, err := s.l.Receive(ctx, req)
 	if cancel != nil {
 		cancel()
+	}
+	if s.l.observe != nil {
+		s.l.observe(pb.Logic_Receive_FullMethodName, start, err)
 	}
 	s.answer(req, reply, err)
 }

@@ -65,7 +65,12 @@ func sendCall(t *testing.T, s pb.Logic_ReceiveStreamClient, id uint64, op int32,
 // once the calls in flight are answered.
 func TestReceiveStream(t *testing.T) {
 	gate := make(chan struct{})
-	e := newEnv(t, logic.Config{}, nil, streamHandlers(gate))
+	observed := make(chan codes.Code, 10)
+	e := newEnvDeps(t, logic.Config{}, nil, logic.Deps{Handlers: streamHandlers(gate), ObserveCall: func(method string, _ time.Time, err error) {
+		if method == pb.Logic_Receive_FullMethodName {
+			observed <- status.Code(err)
+		}
+	}})
 	c := pb.NewLogicClient(e.grpcClient(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -102,6 +107,13 @@ func TestReceiveStream(t *testing.T) {
 	}
 	if n := e.counter(t, "hubuim_logic_receive_total", map[string]string{"result": "handled"}); n != 2 {
 		t.Fatalf("handled = %v, want 2", n)
+	}
+	got := map[codes.Code]int{}
+	for range 5 {
+		got[<-observed]++
+	}
+	if got[codes.OK] != 3 || got[codes.ResourceExhausted] != 1 || got[codes.DeadlineExceeded] != 1 {
+		t.Fatalf("observed calls by code %v, want 3 OK, 1 ResourceExhausted, 1 DeadlineExceeded", got)
 	}
 }
 
