@@ -656,7 +656,9 @@ type ReceiveReply struct {
 	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	// ReceiveStream only: logic refused the call without handling it (it is
 	// stopping; code is Unavailable): the caller may send it again on
-	// another stream.
+	// another stream. With call_id 0 it answers no call: logic asks the
+	// caller to close its side of the stream (send no more calls on it);
+	// logic ends the stream once the calls it took are answered.
 	Refused       bool `protobuf:"varint,5,opt,name=refused,proto3" json:"refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -47,10 +47,11 @@ type LogicClient interface {
 	// frame. Each request names its call (call_id, chosen by the caller) and
 	// each reply the call it answers; replies come in completion order, not
 	// request order. The server ends the stream (status OK) when the caller
-	// closes its side and every call has been answered, or when logic stops:
-	// calls then unanswered fail and the caller retries them elsewhere, as a
-	// Receive on a closing connection would. A comet falls back to Receive
-	// when logic does not implement it.
+	// has closed its side and every call has been answered. A stopping logic
+	// answers the calls it took, refuses the later ones (refused) and asks
+	// the caller to close its side (a refused reply with call_id 0); the
+	// caller sends refused calls again on another stream. A comet falls
+	// back to Receive when logic does not implement it. Call ids start at 1.
 	ReceiveStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ReceiveReq, ReceiveReply], error)
 }
 
@@ -141,10 +142,11 @@ type LogicServer interface {
 	// frame. Each request names its call (call_id, chosen by the caller) and
 	// each reply the call it answers; replies come in completion order, not
 	// request order. The server ends the stream (status OK) when the caller
-	// closes its side and every call has been answered, or when logic stops:
-	// calls then unanswered fail and the caller retries them elsewhere, as a
-	// Receive on a closing connection would. A comet falls back to Receive
-	// when logic does not implement it.
+	// has closed its side and every call has been answered. A stopping logic
+	// answers the calls it took, refuses the later ones (refused) and asks
+	// the caller to close its side (a refused reply with call_id 0); the
+	// caller sends refused calls again on another stream. A comet falls
+	// back to Receive when logic does not implement it. Call ids start at 1.
 	ReceiveStream(grpc.BidiStreamingServer[ReceiveReq, ReceiveReply]) error
 	mustEmbedUnimplementedLogicServer()
 }

@@ -19,15 +19,19 @@ import (
 // no new calls (it still answers those in flight) and its slot opens a
 // fresh one, which the round-robin balancer may place on a logic replica
 // that joined since. A minute spreads the streams over new replicas soon
-// enough and costs one stream setup per slot per minute.
+// enough and costs one stream setup per slot per minute. It is also how
+// long the mux stays on unary calls after a logic without ReceiveStream
+// answered (an older release during a rolling upgrade) before it tries
+// streams again.
 const receiveStreamMaxAge = time.Minute
 
-// receiveAttempts: a call that could not be sent because its stream had
-// just ended, or that a stopping logic refused, is tried once more on the
-// slot's next stream.
-const receiveAttempts = 2
+// receiveAttempts bounds the streams a call tries when it could not be
+// sent (its stream had just ended) or a stopping logic refused it: the
+// first retry may land on a stream the stopping logic opened before its
+// listener closed.
+const receiveAttempts = 3
 
-// Errors of the multiplexed calls; both carry a gRPC status.
+// Errors of the multiplexed calls; all carry a gRPC status.
 var (
 	// errStreamEnded: the call's stream ended before the call was sent
 	// (retried) or before it was answered (failed: logic may or may not
@@ -45,9 +49,7 @@ var (
 // handles) over a few long-lived ReceiveStreams instead of one unary call
 // each: no stream setup, HPACK headers or interceptors per frame, on the
 // comet and on logic. Calls go round robin over the slots; each slot
-// holds one stream at a time and replaces it when it ends or ages. A logic
-// that does not implement ReceiveStream (an older release during a rolling
-// upgrade) switches the mux to unary Receive for good.
+// holds one stream at a time and replaces it when it ends or ages.
 type receiveMux struct {
 	client logic.LogicClient
 	log    *slog.Logger
@@ -56,10 +58,11 @@ type receiveMux struct {
 	// observe records a multiplexed call like a unary one; may be nil.
 	observe func(fullMethod string, start time.Time, err error)
 
-	unary atomic.Bool // unary Receive per call (configured, or logic has no stream)
-	next  atomic.Uint32
-	slots []muxSlot
-	chans sync.Pool // chan muxReply, capacity 1, empty
+	unary         bool         // configured: unary calls only
+	fallbackUntil atomic.Int64 // unix ns: unary calls until then (logic had no ReceiveStream)
+	next          atomic.Uint32
+	slots         []muxSlot
+	chans         sync.Pool // chan muxReply, capacity 1, empty
 
 	ctx    context.Context // the streams' parent
 	cancel context.CancelFunc
@@ -70,8 +73,9 @@ type receiveMux struct {
 
 // muxSlot holds the stream its calls use.
 type muxSlot struct {
-	mu  sync.Mutex
-	cur *muxStream
+	mu      sync.Mutex
+	cur     *muxStream
+	opening chan struct{} // closed when the stream being opened is in cur (or failed)
 }
 
 // muxStream is one ReceiveStream and its calls awaiting a reply.
@@ -79,11 +83,15 @@ type muxStream struct {
 	stream logic.Logic_ReceiveStreamClient
 	cancel context.CancelFunc
 	born   time.Time
+	// sendSem (capacity 1) serializes Send and CloseSend, which are not
+	// safe for concurrent use; a caller waits for it with its deadline.
+	sendSem chan struct{}
 
-	mu      sync.Mutex // Send, CloseSend, pending, ended
+	mu      sync.Mutex // pending, nextID, ended, retired
 	pending map[uint64]chan muxReply
 	nextID  uint64
-	ended   bool // takes no new calls (retired, or sending or reading failed)
+	ended   bool // takes no new calls (retiring, or sending or reading failed)
+	retired bool // retire ran (or runs)
 }
 
 type muxReply struct {
@@ -97,7 +105,7 @@ func newReceiveMux(client logic.LogicClient, streams int, log *slog.Logger, open
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &receiveMux{client: client, log: log, open: open, maxAge: receiveStreamMaxAge, ctx: ctx, cancel: cancel}
 	if streams < 1 {
-		m.unary.Store(true)
+		m.unary = true
 	} else {
 		m.slots = make([]muxSlot, streams)
 	}
@@ -105,13 +113,18 @@ func newReceiveMux(client logic.LogicClient, streams int, log *slog.Logger, open
 	return m
 }
 
+// useUnary reports whether calls go unary now.
+func (m *receiveMux) useUnary() bool {
+	return m.unary || time.Now().UnixNano() < m.fallbackUntil.Load()
+}
+
 // Receive is logic's Receive, multiplexed; it returns what a unary call
 // would (a gRPC status error on failure).
 func (m *receiveMux) Receive(ctx context.Context, req *logic.ReceiveReq) (r *logic.ReceiveReply, err error) {
-	if m.unary.Load() {
+	if m.useUnary() {
 		return m.client.Receive(ctx, req)
 	}
-	unary := false // fell back: the interceptor observes the unary call
+	unary := false // fell back: the client interceptor observes the unary call
 	if m.observe != nil {
 		start := time.Now()
 		defer func() {
@@ -122,42 +135,61 @@ func (m *receiveMux) Receive(ctx context.Context, req *logic.ReceiveReq) (r *log
 	}
 	slot := &m.slots[m.next.Add(1)%uint32(len(m.slots))]
 	for range receiveAttempts {
+		if m.useUnary() {
+			err = errStreamFallback
+			break
+		}
 		var st *muxStream
 		if st, err = slot.stream(ctx, m); err != nil {
 			return nil, err
 		}
 		var sent bool
 		r, sent, err = st.call(ctx, req, m)
-		switch {
-		case errors.Is(err, errStreamFallback):
-			unary = true
-			return m.client.Receive(ctx, req)
-		case err != nil && !sent:
-			continue
+		if err == nil || sent || errors.Is(err, errStreamFallback) {
+			break
 		}
-		return r, err
 	}
-	return nil, err
+	req.CallId, req.TimeoutMs = 0, 0
+	if errors.Is(err, errStreamFallback) {
+		unary = true
+		return m.client.Receive(ctx, req)
+	}
+	return r, err
 }
 
 // stream returns the slot's stream, opening one when there is none or the
-// current one ended or aged.
+// current one ended or aged. One caller opens it; the others wait for it
+// with their own deadlines.
 func (sl *muxSlot) stream(ctx context.Context, m *receiveMux) (*muxStream, error) {
-	sl.mu.Lock()
-	defer sl.mu.Unlock()
-	if c := sl.cur; c != nil {
-		if time.Since(c.born) < m.maxAge && c.live() {
+	for {
+		sl.mu.Lock()
+		c := sl.cur
+		if c != nil && time.Since(c.born) < m.maxAge && c.live() {
+			sl.mu.Unlock()
 			return c, nil
 		}
-		c.retire()
-		sl.cur = nil
+		if wait := sl.opening; wait != nil {
+			sl.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, status.FromContextError(ctx.Err()).Err()
+			}
+		}
+		opening := make(chan struct{})
+		sl.cur, sl.opening = nil, opening
+		sl.mu.Unlock()
+		if c != nil && c.retire() {
+			c.closeSend()
+		}
+		c, err := m.openStream(ctx)
+		sl.mu.Lock()
+		sl.cur, sl.opening = c, nil
+		sl.mu.Unlock()
+		close(opening)
+		return c, err
 	}
-	c, err := m.openStream(ctx)
-	if err != nil {
-		return nil, err
-	}
-	sl.cur = c
-	return c, nil
 }
 
 // openStream opens a stream that lives until the mux closes; ctx, the
@@ -181,7 +213,10 @@ func (m *receiveMux) openStream(ctx context.Context) (*muxStream, error) {
 		m.wg.Done()
 		return nil, err
 	}
-	c := &muxStream{stream: s, cancel: cancel, born: time.Now(), pending: make(map[uint64]chan muxReply)}
+	c := &muxStream{
+		stream: s, cancel: cancel, born: time.Now(), sendSem: make(chan struct{}, 1),
+		pending: make(map[uint64]chan muxReply),
+	}
 	m.open.Inc()
 	go c.readReplies(m)
 	return c, nil
@@ -194,50 +229,81 @@ func (c *muxStream) live() bool {
 	return !c.ended
 }
 
-// retire takes no new calls on c and closes its sending side: logic
-// answers the calls in flight, then ends the stream.
-func (c *muxStream) retire() {
+// retire makes c take no new calls; the first to retire c gets true and
+// must close c's sending side (closeSend): logic then answers the calls
+// in flight and ends the stream.
+func (c *muxStream) retire() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.ended {
-		c.ended = true
-		_ = c.stream.CloseSend()
-	}
+	c.ended = true
+	first := !c.retired
+	c.retired = true
+	return first
+}
+
+// closeSend closes c's sending side once the Send in progress, if any, is
+// done (bounded by its caller's deadline).
+func (c *muxStream) closeSend() {
+	c.sendSem <- struct{}{}
+	_ = c.stream.CloseSend()
+	<-c.sendSem
 }
 
 // call sends req on c and waits for its reply or ctx. sent reports whether
 // logic may have handled req (false: the stream had ended, or logic
 // refused it; the call can go on another stream).
 func (c *muxStream) call(ctx context.Context, req *logic.ReceiveReq, m *receiveMux) (r *logic.ReceiveReply, sent bool, err error) {
-	var timeout int64
+	req.TimeoutMs = 0
 	if dl, ok := ctx.Deadline(); ok {
-		timeout = max(time.Until(dl).Milliseconds(), 1)
+		req.TimeoutMs = max(time.Until(dl).Milliseconds(), 1)
+	}
+	select {
+	case c.sendSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, true, status.FromContextError(ctx.Err()).Err()
 	}
 	ch := m.chans.Get().(chan muxReply)
 	c.mu.Lock()
 	if c.ended {
 		c.mu.Unlock()
+		<-c.sendSem
 		m.chans.Put(ch)
 		return nil, false, errStreamEnded
 	}
 	c.nextID++
 	id := c.nextID
-	req.CallId, req.TimeoutMs = id, timeout
-	if err := c.stream.Send(req); err != nil {
-		// The stream is broken; its reader fails the calls in flight.
-		c.ended = true
-		c.mu.Unlock()
-		m.chans.Put(ch)
-		return nil, false, errStreamEnded
-	}
 	c.pending[id] = ch
 	c.mu.Unlock()
+	req.CallId = id
+	// Send waits for HTTP/2 flow control when logic stopped reading; the
+	// caller's deadline ending first breaks the stream (and fails its
+	// other calls: a stream logic does not read is of no use).
+	stop := context.AfterFunc(ctx, c.cancel)
+	err = c.stream.Send(req)
+	stop()
+	<-c.sendSem
+	if err != nil {
+		c.mu.Lock()
+		c.ended = true
+		_, mine := c.pending[id]
+		delete(c.pending, id)
+		c.mu.Unlock()
+		if mine {
+			m.chans.Put(ch)
+		} // else the reader failed it already: ch holds that reply, dropped
+		if ctx.Err() != nil {
+			return nil, true, status.FromContextError(ctx.Err()).Err()
+		}
+		return nil, false, errStreamEnded
+	}
 
 	select {
 	case rep := <-ch:
 		m.chans.Put(ch)
 		if rep.err == errStreamRefused {
-			c.retire() // logic ends it: no more calls here
+			if c.retire() { // logic is stopping: no more calls here
+				c.closeSend()
+			}
 			return nil, false, rep.err
 		}
 		return rep.r, true, rep.err
@@ -255,16 +321,27 @@ func (c *muxStream) call(ctx context.Context, req *logic.ReceiveReq, m *receiveM
 }
 
 // readReplies hands each reply to its call until the stream ends, then
-// fails the calls still waiting.
+// fails the calls still waiting. A refused reply with call id 0 is logic
+// asking to close the sending side (it is stopping).
 func (c *muxStream) readReplies(m *receiveMux) {
 	defer m.wg.Done()
 	defer m.open.Dec()
+	var closing sync.WaitGroup
+	defer closing.Wait() // after cancel: a Send in progress fails
 	defer c.cancel()
 	for {
 		r, err := c.stream.Recv()
 		if err != nil {
 			c.fail(m, err)
 			return
+		}
+		if r.GetCallId() == 0 {
+			// Not on this goroutine: a Send in progress may wait for logic
+			// to read, and logic for its replies to be read.
+			if r.GetRefused() && c.retire() {
+				closing.Go(c.closeSend)
+			}
+			continue
 		}
 		c.mu.Lock()
 		ch, ok := c.pending[r.GetCallId()]
@@ -293,9 +370,10 @@ func (c *muxStream) fail(m *receiveMux, err error) {
 	c.mu.Unlock()
 	callErr := errStreamEnded
 	if status.Code(err) == codes.Unimplemented {
-		if !m.unary.Swap(true) {
-			m.log.Info("logic has no ReceiveStream: one unary Receive per client frame")
+		if time.Now().UnixNano() >= m.fallbackUntil.Load() {
+			m.log.Info("logic has no ReceiveStream: one unary Receive per client frame for a while", "for", m.maxAge)
 		}
+		m.fallbackUntil.Store(time.Now().Add(m.maxAge).UnixNano())
 		callErr = errStreamFallback
 	} else if len(pending) > 0 {
 		m.log.Warn("receive stream ended with calls in flight", "calls", len(pending), "err", err)
@@ -315,10 +393,11 @@ func (m *receiveMux) close(ctx context.Context) {
 	for i := range m.slots {
 		sl := &m.slots[i]
 		sl.mu.Lock()
-		if sl.cur != nil {
-			sl.cur.retire()
-		}
+		c := sl.cur
 		sl.mu.Unlock()
+		if c != nil && c.retire() {
+			c.closeSend()
+		}
 	}
 	done := make(chan struct{})
 	go func() { m.wg.Wait(); close(done) }()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,18 +31,22 @@ const (
 // concurrently, in completion order) and counts streams and unary calls.
 type streamLogic struct {
 	fakeLogic
-	unary   atomic.Int64
-	opened  atomic.Int64
-	ended   atomic.Int64
-	eofs    atomic.Int64 // streams the comet closed (CloseSend)
-	calls   atomic.Int64
-	maxLive atomic.Int64
-	live    atomic.Int64
+	unary  atomic.Int64
+	opened atomic.Int64
+	ended  atomic.Int64
+	eofs   atomic.Int64 // streams the comet closed (CloseSend)
+	calls  atomic.Int64
+	live   atomic.Int64
 	// refuse: this many calls are refused like a stopping logic does
 	// (the stream then ends).
 	refuse atomic.Int64
 	// jitter delays a reply by its seq mod 5 ms: replies out of order.
 	jitter bool
+	// stall: the stream never reads (a logic that stopped reading).
+	stall bool
+	// closeAfter: after answering this many calls on a stream, ask the
+	// comet to close its side (as a draining logic does); 0: never.
+	closeAfter int
 }
 
 func (f *streamLogic) Receive(ctx context.Context, req *logic.ReceiveReq) (*logic.ReceiveReply, error) {
@@ -51,13 +56,7 @@ func (f *streamLogic) Receive(ctx context.Context, req *logic.ReceiveReq) (*logi
 
 func (f *streamLogic) ReceiveStream(s logic.Logic_ReceiveStreamServer) error {
 	f.opened.Add(1)
-	live := f.live.Add(1)
-	for {
-		m := f.maxLive.Load()
-		if live <= m || f.maxLive.CompareAndSwap(m, live) {
-			break
-		}
-	}
+	f.live.Add(1)
 	defer f.live.Add(-1)
 	defer f.ended.Add(1)
 	var (
@@ -65,6 +64,11 @@ func (f *streamLogic) ReceiveStream(s logic.Logic_ReceiveStreamServer) error {
 		wg     sync.WaitGroup
 	)
 	defer wg.Wait()
+	if f.stall {
+		<-s.Context().Done()
+		return s.Context().Err()
+	}
+	answered := 0
 	for {
 		req, err := s.Recv()
 		if errors.Is(err, io.EOF) {
@@ -86,6 +90,14 @@ func (f *streamLogic) ReceiveStream(s logic.Logic_ReceiveStreamServer) error {
 			return status.Error(codes.Internal, "stream broken by the test")
 		}
 		if body == bodyHang {
+			continue
+		}
+		if answered++; answered == f.closeAfter {
+			// Answer it, then ask the comet to close its side.
+			sendMu.Lock()
+			_ = s.Send(&logic.ReceiveReply{CallId: req.GetCallId(), Proto: &protocol.Proto{Op: protocol.OpSendMsgReply, Seq: req.GetProto().GetSeq()}})
+			_ = s.Send(&logic.ReceiveReply{Refused: true, Code: uint32(codes.Unavailable), Message: "logic is stopping"})
+			sendMu.Unlock()
 			continue
 		}
 		wg.Add(1)
@@ -198,8 +210,20 @@ func TestReceiveMuxFallback(t *testing.T) {
 			t.Fatalf("call %d = %v, %v", i, r, err)
 		}
 	}
-	if !m.unary.Load() {
+	if !m.useUnary() {
 		t.Fatal("mux did not switch to unary calls")
+	}
+	// After maxAge it tries a stream again (and falls back again).
+	m.maxAge = 10 * time.Millisecond
+	reset := time.Now().UnixNano()
+	m.fallbackUntil.Store(reset)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if r, err := muxCall(ctx, m, 9, "x"); err != nil || string(r.GetProto().GetBody()) != "echo:x" {
+		t.Fatalf("call after the fallback period = %v, %v", r, err)
+	}
+	if again := m.fallbackUntil.Load(); again <= reset {
+		t.Fatal("no new stream tried after the fallback period")
 	}
 	if n := observed.Load(); n != 0 {
 		t.Fatalf("%d unary calls observed by the mux (the client interceptor does)", n)
@@ -276,9 +300,7 @@ func TestReceiveMuxRenewsAgedStreams(t *testing.T) {
 		t.Fatalf("streams opened = %d, want 10 (one per call)", n)
 	}
 	waitfor.Until(t, waitFor, "retired streams closed by the comet", func() bool { return f.eofs.Load() == 9 })
-	if n := f.maxLive.Load(); n > 3 {
-		t.Fatalf("streams open at once = %d: retired streams linger", n)
-	}
+	waitfor.Until(t, waitFor, "retired streams ended", func() bool { return f.live.Load() == 1 })
 }
 
 // TestReceiveMuxClose: close ends the streams and later calls fail.
@@ -316,8 +338,50 @@ func TestReceiveMuxRefusedRetried(t *testing.T) {
 	if n, c := f.opened.Load(), f.calls.Load(); n != 2 || c != 2 {
 		t.Fatalf("streams opened %d, calls %d; want 2 and 2", n, c)
 	}
-	f.refuse.Store(2)
+	f.refuse.Store(receiveAttempts)
 	if _, err := muxCall(ctx, m, 8, "x"); status.Code(err) != codes.Unavailable {
 		t.Fatalf("call refused on every attempt: %v, want Unavailable", err)
+	}
+}
+
+// TestReceiveMuxStalledLogic: calls to a logic that stopped reading end
+// at their deadline even while their sends wait for flow control.
+func TestReceiveMuxStalledLogic(t *testing.T) {
+	f := &streamLogic{stall: true}
+	m := newTestMux(t, startLogic(t, f), 1)
+	big := strings.Repeat("x", 16<<10) // 40 of them: beyond the HTTP/2 window
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range 40 {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			if _, err := muxCall(ctx, m, int32(i), big); err == nil {
+				t.Errorf("call %d to a stalled logic succeeded", i)
+			}
+		})
+	}
+	wg.Wait()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("calls with a 300 ms deadline took %v", d)
+	}
+}
+
+// TestReceiveMuxCloseRequest: logic asking the comet to close a stream's
+// sending side (a draining logic) retires it; later calls use a new one.
+func TestReceiveMuxCloseRequest(t *testing.T) {
+	f := &streamLogic{closeAfter: 1}
+	m := newTestMux(t, startLogic(t, f), 1)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := muxCall(ctx, m, 1, "a"); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Until(t, waitFor, "the stream closed by the comet", func() bool { return f.eofs.Load() == 1 })
+	if r, err := muxCall(ctx, m, 2, "b"); err != nil || r.GetProto().GetSeq() != 2 {
+		t.Fatalf("call after the close request = %v, %v", r, err)
+	}
+	if n := f.opened.Load(); n != 2 {
+		t.Fatalf("streams opened = %d, want 2", n)
 	}
 }

@@ -414,10 +414,11 @@ func (l *Logic) Run(ctx context.Context) error {
 	return nil
 }
 
-// Drain ends the ReceiveStreams once their calls in flight are answered;
-// calls they receive meanwhile fail with Unavailable (the comets retry
-// them on another logic). Call it before stopping the gRPC server, whose
-// graceful stop waits for every stream to end.
+// Drain makes the ReceiveStreams refuse the calls they read from now on
+// (the comets send them to another logic) and ask their comets to close
+// them; each ends once its comet did and its calls in flight are
+// answered. Call it before stopping the gRPC server, whose graceful stop
+// waits for every stream to end.
 func (l *Logic) Drain() {
 	l.drainOnce.Do(func() { close(l.draining) })
 }

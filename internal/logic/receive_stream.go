@@ -31,33 +31,31 @@ var errStopping = status.Error(codes.Unavailable, "logic is stopping")
 // ReceiveStream serves Receive calls multiplexed on one stream (see
 // api/logic/logic.proto): each request is handled like a unary Receive, on
 // one of the stream's workers, and answered with its call id. It returns
-// when the comet closes its side and every call is answered, when logic
-// drains (Drain: the calls in flight are answered first, later ones get
-// Unavailable), or when the stream breaks.
+// once the comet closed its side (or the stream broke) and every call it
+// took is answered. When logic drains (Drain), it refuses the calls it
+// reads from then on and asks the comet (a reply with call id 0, refused)
+// to close its side: calls already on the wire are refused rather than
+// lost, and the comet sends them to another logic.
 func (l *Logic) ReceiveStream(stream pb.Logic_ReceiveStreamServer) error {
-	s := &recvStream{l: l, stream: stream, calls: make(chan *pb.ReceiveReq), drained: make(chan struct{})}
+	s := &recvStream{l: l, stream: stream, calls: make(chan *pb.ReceiveReq)}
 	recvDone := make(chan error, 1)
 	go func() { recvDone <- s.recvLoop() }()
-	ctx := stream.Context()
+	var err error
 	select {
-	case err := <-recvDone:
-		s.stop()
-		<-s.drained
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		return err
+	case err = <-recvDone:
 	case <-l.draining:
-		s.stop()
-		select {
-		case <-s.drained:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	case <-ctx.Done():
-		return ctx.Err()
+		s.answer(&pb.ReceiveReq{}, &pb.ReceiveReply{Refused: true}, errStopping)
+		// Until the comet closes its side, or the stream ends (the gRPC
+		// server's Stop after its graceful stop timed out).
+		err = <-recvDone
 	}
+	// recvLoop has ended and closed calls: the workers finish the calls
+	// they hold and exit; nothing uses the stream after this returns.
+	s.workers.Wait()
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
 }
 
 // recvStream is one ReceiveStream's state.
@@ -66,18 +64,14 @@ type recvStream struct {
 	stream pb.Logic_ReceiveStreamServer
 	calls  chan *pb.ReceiveReq // to idle workers; closed when recvLoop ends
 
-	sendMu sync.Mutex // stream.Send is not safe for concurrent use
-
-	mu       sync.Mutex
-	workers  int  // started, <= receiveStreamWorkers
-	inflight int  // calls received and not yet answered
-	stopping bool // no new calls: stop was called
-	drained  chan struct{}
+	sendMu  sync.Mutex // stream.Send is not safe for concurrent use
+	workers sync.WaitGroup
+	started int // workers started, <= receiveStreamWorkers; recvLoop only
 }
 
 // recvLoop reads calls and hands each to an idle worker, a new one, or
-// (all busy) the first to finish. It returns the stream's read error
-// (io.EOF: the comet closed its side).
+// (all busy) the first to finish; once logic drains it refuses them. It
+// returns the stream's read error (io.EOF: the comet closed its side).
 func (s *recvStream) recvLoop() error {
 	defer close(s.calls)
 	for {
@@ -85,22 +79,20 @@ func (s *recvStream) recvLoop() error {
 		if err != nil {
 			return err
 		}
-		if !s.begin() {
+		select {
+		case <-s.l.draining:
 			s.answer(req, &pb.ReceiveReply{Refused: true}, errStopping)
 			continue
+		default:
 		}
 		select {
 		case s.calls <- req:
 			continue
 		default:
 		}
-		s.mu.Lock()
-		spawn := s.workers < receiveStreamWorkers
-		if spawn {
-			s.workers++
-		}
-		s.mu.Unlock()
-		if spawn {
+		if s.started < receiveStreamWorkers {
+			s.started++
+			s.workers.Add(1)
 			go s.work(req)
 		} else {
 			s.calls <- req
@@ -108,51 +100,10 @@ func (s *recvStream) recvLoop() error {
 	}
 }
 
-// begin counts a call in flight, unless the stream is stopping or logic
-// draining (checked here too, so that a call read after Drain returned is
-// refused even before ReceiveStream has seen it).
-func (s *recvStream) begin() bool {
-	select {
-	case <-s.l.draining:
-		s.stop()
-	default:
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopping {
-		return false
-	}
-	s.inflight++
-	return true
-}
-
-// end counts a call answered.
-func (s *recvStream) end() {
-	s.mu.Lock()
-	s.inflight--
-	if s.stopping && s.inflight == 0 {
-		close(s.drained)
-	}
-	s.mu.Unlock()
-}
-
-// stop takes no new calls; drained closes once the calls in flight are
-// answered.
-func (s *recvStream) stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopping {
-		return
-	}
-	s.stopping = true
-	if s.inflight == 0 {
-		close(s.drained)
-	}
-}
-
 // work serves req, then every call handed to it until the stream's reads
 // end.
 func (s *recvStream) work(req *pb.ReceiveReq) {
+	defer s.workers.Done()
 	for {
 		s.serve(req)
 		var ok bool
@@ -165,7 +116,6 @@ func (s *recvStream) work(req *pb.ReceiveReq) {
 // serve runs one call like a unary Receive with the caller's deadline and
 // answers it.
 func (s *recvStream) serve(req *pb.ReceiveReq) {
-	defer s.end()
 	start := time.Now()
 	ctx := s.stream.Context()
 	var cancel context.CancelFunc

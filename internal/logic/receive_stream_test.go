@@ -23,12 +23,16 @@ const (
 	opEcho     int32 = 904 // answers at once with its seq
 )
 
-func streamHandlers(gate <-chan struct{}) map[int32]logic.ReceiveHandler {
+// streamHandlers: opGated signals entered (if not nil), then waits for gate.
+func streamHandlers(gate <-chan struct{}, entered chan<- struct{}) map[int32]logic.ReceiveHandler {
 	echo := func(_ context.Context, req *pb.ReceiveReq) (*protocol.Proto, error) {
 		return &protocol.Proto{Op: req.Proto.Op, Seq: req.Proto.Seq}, nil
 	}
 	return map[int32]logic.ReceiveHandler{
 		opGated: func(ctx context.Context, req *pb.ReceiveReq) (*protocol.Proto, error) {
+			if entered != nil {
+				entered <- struct{}{}
+			}
 			<-gate
 			return echo(ctx, req)
 		},
@@ -66,7 +70,7 @@ func sendCall(t *testing.T, s pb.Logic_ReceiveStreamClient, id uint64, op int32,
 func TestReceiveStream(t *testing.T) {
 	gate := make(chan struct{})
 	observed := make(chan codes.Code, 10)
-	e := newEnvDeps(t, logic.Config{}, nil, logic.Deps{Handlers: streamHandlers(gate), ObserveCall: func(method string, _ time.Time, err error) {
+	e := newEnvDeps(t, logic.Config{}, nil, logic.Deps{Handlers: streamHandlers(gate, nil), ObserveCall: func(method string, _ time.Time, err error) {
 		if method == pb.Logic_Receive_FullMethodName {
 			observed <- status.Code(err)
 		}
@@ -117,33 +121,56 @@ func TestReceiveStream(t *testing.T) {
 	}
 }
 
-// TestReceiveStreamDrain: Drain answers the calls in flight, refuses new
-// ones with Unavailable and ends the stream without an error.
+// TestReceiveStreamDrain: on Drain, logic answers the calls in flight,
+// refuses the ones it reads from then on, asks the comet to close its side
+// (a refused reply with call id 0) and ends the stream without an error
+// once it has.
 func TestReceiveStreamDrain(t *testing.T) {
-	gate := make(chan struct{})
-	e := newEnv(t, logic.Config{}, nil, streamHandlers(gate))
-	c := pb.NewLogicClient(e.grpcClient(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := c.ReceiveStream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sendCall(t, s, 1, opGated, 0)
-	sendCall(t, s, 2, opEcho, 0)
-	if r := recvReply(t, s); r.CallId != 2 {
-		t.Fatalf("reply = %v, want call 2", r)
-	}
-	e.l.Drain()
-	sendCall(t, s, 3, opEcho, 0)
-	if r := recvReply(t, s); r.CallId != 3 || codes.Code(r.Code) != codes.Unavailable || !r.Refused {
-		t.Fatalf("call after Drain: %v, want refused (Unavailable)", r)
-	}
-	close(gate)
-	if r := recvReply(t, s); r.CallId != 1 || r.Code != 0 {
-		t.Fatalf("call in flight at Drain: %v, want answered", r)
-	}
-	if _, err := s.Recv(); !errors.Is(err, io.EOF) {
-		t.Fatalf("after the drain: %v, want io.EOF", err)
+	for _, busy := range []bool{true, false} {
+		t.Run(map[bool]string{true: "call_in_flight", false: "idle"}[busy], func(t *testing.T) {
+			gate, entered := make(chan struct{}), make(chan struct{}, 1)
+			e := newEnv(t, logic.Config{}, nil, streamHandlers(gate, entered))
+			c := pb.NewLogicClient(e.grpcClient(t))
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			s, err := c.ReceiveStream(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sendCall(t, s, 2, opEcho, 0)
+			if r := recvReply(t, s); r.CallId != 2 {
+				t.Fatalf("reply = %v, want call 2", r)
+			}
+			if busy {
+				sendCall(t, s, 1, opGated, 0)
+				<-entered
+			}
+			e.l.Drain()
+			sendCall(t, s, 3, opEcho, 0) // on the wire when logic drains
+			var control, refused bool
+			for !control || !refused {
+				r := recvReply(t, s)
+				switch {
+				case r.CallId == 0 && r.Refused && codes.Code(r.Code) == codes.Unavailable:
+					control = true
+				case r.CallId == 3 && r.Refused && codes.Code(r.Code) == codes.Unavailable:
+					refused = true
+				default:
+					t.Fatalf("reply after Drain: %v, want the close request and call 3 refused", r)
+				}
+			}
+			if err := s.CloseSend(); err != nil {
+				t.Fatal(err)
+			}
+			if busy {
+				close(gate)
+				if r := recvReply(t, s); r.CallId != 1 || r.Code != 0 || r.Refused {
+					t.Fatalf("call in flight at Drain: %v, want answered", r)
+				}
+			}
+			if _, err := s.Recv(); !errors.Is(err, io.EOF) {
+				t.Fatalf("after the drain: %v, want io.EOF", err)
+			}
+		})
 	}
 }
