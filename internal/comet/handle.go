@@ -358,7 +358,9 @@ func (c *conn) reply(op, seq int32, body []byte) {
 func (c *conn) handle(f protocol.Frame) { c.handleOn(f, false) }
 
 // handleOn handles one frame; deep: the caller is a deep-stack worker and
-// makes logic calls itself.
+// makes logic calls itself. f.Body is only valid until it returns (it
+// points into a pooled body buffer or the poller's read buffer): nothing
+// may keep it, or hand it to a goroutine that outlives the call.
 func (c *conn) handleOn(f protocol.Frame, deep bool) {
 	s := c.srv
 	switch f.Op {
