@@ -213,14 +213,7 @@ func (c *conn) serveBuffered(b []byte) bool {
 		}
 		b = b[protocol.HeaderLen:]
 		if len(b) < h.BodyLen {
-			f, bp, err := c.readBodyRest(h, b)
-			if err != nil {
-				c.protocolError(err)
-				return false
-			}
-			c.handle(f)
-			c.putBody(bp)
-			return true
+			return c.serveBody(h, b)
 		}
 		f := protocol.Frame{Ver: h.Ver, Op: h.Op, Seq: h.Seq}
 		if h.BodyLen > 0 {
@@ -247,7 +240,13 @@ func (c *conn) serveFrom(n int) bool {
 		c.protocolError(err)
 		return false
 	}
-	f, bp, err := c.readBody(h)
+	return c.serveBody(h, nil)
+}
+
+// serveBody reads the body of the frame whose header is h, of which have
+// was read already, and handles the frame.
+func (c *conn) serveBody(h protocol.Header, have []byte) bool {
+	f, bp, err := c.readBodyRest(h, have)
 	if err != nil {
 		c.protocolError(err)
 		return false

@@ -47,6 +47,17 @@ func streamHandlers(gate <-chan struct{}, entered chan<- struct{}) map[int32]log
 	}
 }
 
+// openStream opens a ReceiveStream to e's logic over loopback gRPC, ended
+// with the test.
+func openStream(t *testing.T, e *env) pb.Logic_ReceiveStreamClient {
+	t.Helper()
+	s, err := pb.NewLogicClient(e.grpcClient(t)).ReceiveStream(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func recvReply(t *testing.T, s pb.Logic_ReceiveStreamClient) *pb.ReceiveReply {
 	t.Helper()
 	r, err := s.Recv()
@@ -75,13 +86,7 @@ func TestReceiveStream(t *testing.T) {
 			observed <- status.Code(err)
 		}
 	}})
-	c := pb.NewLogicClient(e.grpcClient(t))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := c.ReceiveStream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openStream(t, e)
 	sendCall(t, s, 1, opGated, 0)
 	sendCall(t, s, 2, opEcho, 0)
 	if r := recvReply(t, s); r.CallId != 2 || r.Code != 0 || r.Proto.GetSeq() != 2 {
@@ -130,13 +135,7 @@ func TestReceiveStreamDrain(t *testing.T) {
 		t.Run(map[bool]string{true: "call_in_flight", false: "idle"}[busy], func(t *testing.T) {
 			gate, entered := make(chan struct{}), make(chan struct{}, 1)
 			e := newEnv(t, logic.Config{}, nil, streamHandlers(gate, entered))
-			c := pb.NewLogicClient(e.grpcClient(t))
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			s, err := c.ReceiveStream(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := openStream(t, e)
 			sendCall(t, s, 2, opEcho, 0)
 			if r := recvReply(t, s); r.CallId != 2 {
 				t.Fatalf("reply = %v, want call 2", r)
