@@ -9,59 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hubuim/hubuim/internal/batch/batchtest"
 	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
-
-// gated answers each item doubled once gate is closed and records the
-// batches and contexts it ran with.
-type gated struct {
-	mu      sync.Mutex
-	calls   [][]int
-	ctxErrs []error
-	running atomic.Int32
-	maxRun  atomic.Int32
-	started chan struct{}
-	gate    chan struct{}
-	err     error
-	panics  bool
-}
-
-func newGated() *gated {
-	return &gated{started: make(chan struct{}, 64), gate: make(chan struct{})}
-}
-
-func (g *gated) run(ctx context.Context, in []int) ([]int, error) {
-	n := g.running.Add(1)
-	defer g.running.Add(-1)
-	for {
-		m := g.maxRun.Load()
-		if n <= m || g.maxRun.CompareAndSwap(m, n) {
-			break
-		}
-	}
-	g.mu.Lock()
-	g.calls = append(g.calls, slices.Clone(in))
-	g.mu.Unlock()
-	g.started <- struct{}{}
-	<-g.gate
-	g.mu.Lock()
-	g.ctxErrs = append(g.ctxErrs, ctx.Err())
-	g.mu.Unlock()
-	if g.panics {
-		panic("run failed")
-	}
-	out := make([]int, len(in))
-	for i, v := range in {
-		out[i] = 2 * v
-	}
-	return out, g.err
-}
-
-func (g *gated) nCalls() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return len(g.calls)
-}
 
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
@@ -78,13 +28,13 @@ func newGroup(tb testing.TB, cfg Config[int, []int]) *Group[int, []int] {
 }
 
 // busy fills every slot of g with a call blocked in r.
-func busy(t *testing.T, wg *sync.WaitGroup, g *Group[int, []int], r *gated, slots int) {
+func busy(t *testing.T, wg *sync.WaitGroup, g *Group[int, []int], r *batchtest.Gated, slots int) {
 	t.Helper()
 	for i := range slots {
 		wg.Go(func() { _, _, _ = g.Do(context.Background(), []int{1000 + i}) })
 	}
 	for range slots {
-		<-r.started
+		<-r.Started
 	}
 }
 
@@ -136,8 +86,8 @@ func TestLoneRunsAtOnce(t *testing.T) {
 // share one batch, each gets its own answer, the in-flight bound holds.
 func TestConcurrentCallsShareBatch(t *testing.T) {
 	const slots, waiting = 3, 8
-	r := newGated()
-	g := newGroup(t, Config[int, []int]{Run: r.run, MaxInFlight: slots})
+	r := batchtest.NewGated()
+	g := newGroup(t, Config[int, []int]{Run: r.Run, MaxInFlight: slots})
 	var wg sync.WaitGroup
 	busy(t, &wg, g, r, slots)
 	errs := make(chan error, waiting)
@@ -155,7 +105,7 @@ func TestConcurrentCallsShareBatch(t *testing.T) {
 	if s := g.Stats(); s.InFlight != slots || s.Batches != 1 || s.Items != 2*waiting {
 		t.Fatalf("queued: %+v", s)
 	}
-	close(r.gate)
+	close(r.Gate)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -163,10 +113,10 @@ func TestConcurrentCallsShareBatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := r.nCalls(); got != slots+1 {
+	if got := r.NCalls(); got != slots+1 {
 		t.Fatalf("%d runs, want %d", got, slots+1)
 	}
-	if m := r.maxRun.Load(); m > slots {
+	if m := r.MaxRunning(); m > slots {
 		t.Fatalf("%d runs at once, bound %d", m, slots)
 	}
 	if s := g.Stats(); s != (Stats{}) {
@@ -209,8 +159,8 @@ func TestInFlightBound(t *testing.T) {
 // next batch; a bigger call gets a batch of its own.
 func TestBatchBound(t *testing.T) {
 	const maxItems = 4
-	r := newGated()
-	g := newGroup(t, Config[int, []int]{Run: r.run, MaxItems: maxItems})
+	r := batchtest.NewGated()
+	g := newGroup(t, Config[int, []int]{Run: r.Run, MaxItems: maxItems})
 	var wg sync.WaitGroup
 	busy(t, &wg, g, r, 1)
 	do := func(in ...int) { wg.Go(func() { _, _, _ = g.Do(context.Background(), in) }) }
@@ -225,11 +175,11 @@ func TestBatchBound(t *testing.T) {
 	if s := g.Stats(); s.Batches != 3 {
 		t.Fatalf("%+v, want 3 batches", s)
 	}
-	close(r.gate)
+	close(r.Gate)
 	wg.Wait()
 	want := [][]int{{1000}, {1, 2, 3, 4}, {5}, {6, 7, 8, 9, 10}}
-	if !slices.EqualFunc(r.calls, want, slices.Equal) {
-		t.Fatalf("runs %v, want %v", r.calls, want)
+	if calls := r.Calls(); !slices.EqualFunc(calls, want, slices.Equal) {
+		t.Fatalf("runs %v, want %v", calls, want)
 	}
 }
 
@@ -238,8 +188,8 @@ func TestBatchBound(t *testing.T) {
 // others. Without Abandon, it waits for the answer.
 func TestFollowerAbandons(t *testing.T) {
 	for _, abandon := range []bool{true, false} {
-		r := newGated()
-		g := newGroup(t, Config[int, []int]{Run: r.run, Abandon: abandon})
+		r := batchtest.NewGated()
+		g := newGroup(t, Config[int, []int]{Run: r.Run, Abandon: abandon})
 		var wg sync.WaitGroup
 		busy(t, &wg, g, r, 1)
 		leader := make(chan error, 1)
@@ -255,7 +205,7 @@ func TestFollowerAbandons(t *testing.T) {
 				t.Fatalf("abandoning follower: %v", err)
 			}
 		}
-		close(r.gate)
+		close(r.Gate)
 		if err := <-leader; err != nil {
 			t.Fatalf("leader: %v", err)
 		}
@@ -265,8 +215,8 @@ func TestFollowerAbandons(t *testing.T) {
 			}
 		}
 		wg.Wait()
-		if !slices.Equal(r.calls[1], []int{1, 2}) {
-			t.Fatalf("abandon=%v: batch %v", abandon, r.calls[1])
+		if calls := r.Calls(); !slices.Equal(calls[1], []int{1, 2}) {
+			t.Fatalf("abandon=%v: batch %v", abandon, calls[1])
 		}
 	}
 }
@@ -274,14 +224,14 @@ func TestFollowerAbandons(t *testing.T) {
 // TestLeaderCancelDoesNotFailFollowers: the leader's cancellation neither
 // stops its batch nor reaches the batch's context; Timeout bounds it.
 func TestLeaderCancelDoesNotFailFollowers(t *testing.T) {
-	r := newGated()
+	r := batchtest.NewGated()
 	var deadline atomic.Bool
 	run := func(ctx context.Context, in []int) ([]int, error) {
 		if len(in) > 1 {
 			_, ok := ctx.Deadline()
 			deadline.Store(ok)
 		}
-		return r.run(ctx, in)
+		return r.Run(ctx, in)
 	}
 	g := newGroup(t, Config[int, []int]{Run: run, Timeout: time.Minute, Abandon: true})
 	var wg sync.WaitGroup
@@ -300,7 +250,7 @@ func TestLeaderCancelDoesNotFailFollowers(t *testing.T) {
 	}()
 	waitFor(t, "the follower to queue", func() bool { return g.Stats().Calls == 2 })
 	cancel()
-	close(r.gate)
+	close(r.Gate)
 	if err := <-follower; err != nil {
 		t.Fatalf("follower: %v", err)
 	}
@@ -308,8 +258,8 @@ func TestLeaderCancelDoesNotFailFollowers(t *testing.T) {
 		t.Fatalf("leader: %v", err)
 	}
 	wg.Wait()
-	if r.ctxErrs[1] != nil {
-		t.Fatalf("shared batch ran with a canceled context: %v", r.ctxErrs[1])
+	if errs := r.CtxErrs(); errs[1] != nil {
+		t.Fatalf("shared batch ran with a canceled context: %v", errs[1])
 	}
 	if !deadline.Load() {
 		t.Fatal("shared batch without the Timeout deadline")
@@ -319,9 +269,9 @@ func TestLeaderCancelDoesNotFailFollowers(t *testing.T) {
 // TestPanicReleases: a panicking run goes on in the caller that ran it,
 // fails the batch's other callers with ErrAborted and frees its slot.
 func TestPanicReleases(t *testing.T) {
-	r := newGated()
-	r.panics = true
-	g := newGroup(t, Config[int, []int]{Run: r.run})
+	r := batchtest.NewGated()
+	r.Panics = true
+	g := newGroup(t, Config[int, []int]{Run: r.Run})
 	catch := func(in int) (err error, panicked bool) {
 		defer func() { panicked = recover() != nil }()
 		_, _, err = g.Do(context.Background(), []int{in})
@@ -329,14 +279,14 @@ func TestPanicReleases(t *testing.T) {
 	}
 	first := make(chan bool, 1)
 	go func() { _, p := catch(0); first <- p }()
-	<-r.started
+	<-r.Started
 	leader := make(chan bool, 1)
 	go func() { _, p := catch(1); leader <- p }()
 	waitFor(t, "the leader to queue", func() bool { return g.Stats().Calls == 1 })
 	follower := make(chan error, 1)
 	go func() { err, _ := catch(2); follower <- err }()
 	waitFor(t, "the follower to queue", func() bool { return g.Stats().Calls == 2 })
-	close(r.gate)
+	close(r.Gate)
 	if !<-first || !<-leader {
 		t.Fatal("the panic did not reach the callers that ran")
 	}
@@ -346,7 +296,7 @@ func TestPanicReleases(t *testing.T) {
 	if s := g.Stats(); s != (Stats{}) {
 		t.Fatalf("after: %+v", s)
 	}
-	r.panics = false
+	r.Panics = false
 	if _, _, err := g.Do(context.Background(), []int{3}); err != nil {
 		t.Fatalf("after the panic: %v", err)
 	}

@@ -5,48 +5,15 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hubuim/hubuim/internal/batch"
+	"github.com/hubuim/hubuim/internal/batch/batchtest"
 	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
-
-// gatedLookup answers with each input doubled, once released; it records
-// the batches it was called with.
-type gatedLookup struct {
-	mu      sync.Mutex
-	calls   [][]int
-	started chan struct{}
-	gate    chan struct{}
-	err     error
-}
-
-func newGatedLookup() *gatedLookup {
-	return &gatedLookup{started: make(chan struct{}, 64), gate: make(chan struct{})}
-}
-
-func (g *gatedLookup) lookup(_ context.Context, in []int) ([]int, error) {
-	g.mu.Lock()
-	g.calls = append(g.calls, slices.Clone(in))
-	g.mu.Unlock()
-	g.started <- struct{}{}
-	<-g.gate
-	out := make([]int, len(in))
-	for i, v := range in {
-		out[i] = 2 * v
-	}
-	return out, g.err
-}
-
-func (g *gatedLookup) nCalls() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return len(g.calls)
-}
 
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(tb testing.TB, what string, cond func() bool) {
@@ -64,8 +31,8 @@ func (c *coalescer[In, Out]) queued() int { return c.stats().Items }
 // TestCoalescerBatchesWhileBusy: with maxLookupsInFlight lookups in flight,
 // the pushes that arrive share one lookup, and each gets its own answer.
 func TestCoalescerBatchesWhileBusy(t *testing.T) {
-	g := newGatedLookup()
-	c := &coalescer[int, []int]{lookup: g.lookup}
+	g := batchtest.NewGated()
+	c := &coalescer[int, []int]{lookup: g.Run}
 	ctx := context.Background()
 
 	type result struct {
@@ -86,14 +53,14 @@ func TestCoalescerBatchesWhileBusy(t *testing.T) {
 		wg.Go(func() { call([]int{i}) })
 	}
 	for range maxLookupsInFlight {
-		<-g.started // every slot is busy
+		<-g.Started // every slot is busy
 	}
 	const waiting = 8
 	for i := range waiting {
 		wg.Go(func() { call([]int{100 + 2*i, 101 + 2*i}) })
 	}
 	waitFor(t, "the waiting pushes to queue", func() bool { return c.queued() == 2*waiting })
-	close(g.gate)
+	close(g.Gate)
 	wg.Wait()
 	close(results)
 	n := 0
@@ -111,7 +78,7 @@ func TestCoalescerBatchesWhileBusy(t *testing.T) {
 	if n != maxLookupsInFlight+waiting {
 		t.Fatalf("%d answers", n)
 	}
-	if got := g.nCalls(); got != maxLookupsInFlight+1 {
+	if got := g.NCalls(); got != maxLookupsInFlight+1 {
 		t.Fatalf("%d lookups, want %d (the waiting pushes share one)", got, maxLookupsInFlight+1)
 	}
 	if s := c.stats(); s.InFlight != 0 || s.Batches != 0 {
@@ -122,15 +89,15 @@ func TestCoalescerBatchesWhileBusy(t *testing.T) {
 // TestCoalescerBatchLimit: a batch takes at most maxLookupBatch targets;
 // more wait for the next one.
 func TestCoalescerBatchLimit(t *testing.T) {
-	g := newGatedLookup()
-	c := &coalescer[int, []int]{lookup: g.lookup}
+	g := batchtest.NewGated()
+	c := &coalescer[int, []int]{lookup: g.Run}
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	for i := range maxLookupsInFlight {
 		wg.Go(func() { _, _, _ = c.do(ctx, []int{i}) })
 	}
 	for range maxLookupsInFlight {
-		<-g.started
+		<-g.Started
 	}
 	big := make([]int, maxLookupBatch-1)
 	wg.Go(func() { _, _, _ = c.do(ctx, big) })
@@ -141,9 +108,9 @@ func TestCoalescerBatchLimit(t *testing.T) {
 	if batches != 2 {
 		t.Fatalf("%d queued batches, want 2", batches)
 	}
-	close(g.gate)
+	close(g.Gate)
 	wg.Wait()
-	if got := g.nCalls(); got != maxLookupsInFlight+2 {
+	if got := g.NCalls(); got != maxLookupsInFlight+2 {
 		t.Fatalf("%d lookups, want %d", got, maxLookupsInFlight+2)
 	}
 }
@@ -152,15 +119,15 @@ func TestCoalescerBatchLimit(t *testing.T) {
 // its error at once; the batch still runs for the others; a lookup error
 // reaches every push of the batch.
 func TestCoalescerContextAndErrors(t *testing.T) {
-	g := newGatedLookup()
-	g.err = errors.New("store down")
-	c := &coalescer[int, []int]{lookup: g.lookup}
+	g := batchtest.NewGated()
+	g.Err = errors.New("store down")
+	c := &coalescer[int, []int]{lookup: g.Run}
 	var wg sync.WaitGroup
 	for i := range maxLookupsInFlight {
 		wg.Go(func() { _, _, _ = c.do(context.Background(), []int{i}) })
 	}
 	for range maxLookupsInFlight {
-		<-g.started
+		<-g.Started
 	}
 	// The leader of the next batch gives up: it still runs the batch.
 	leaderCtx, cancelLeader := context.WithCancel(context.Background())
@@ -177,23 +144,23 @@ func TestCoalescerContextAndErrors(t *testing.T) {
 	}()
 	waitFor(t, "the follower to queue", func() bool { return c.queued() == 2 })
 	cancelLeader()
-	close(g.gate)
-	if err := <-leaderErr; !errors.Is(err, context.Canceled) && !errors.Is(err, g.err) {
+	close(g.Gate)
+	if err := <-leaderErr; !errors.Is(err, context.Canceled) && !errors.Is(err, g.Err) {
 		t.Fatalf("leader: %v", err)
 	}
-	if err := <-followerErr; !errors.Is(err, g.err) {
+	if err := <-followerErr; !errors.Is(err, g.Err) {
 		t.Fatalf("follower: %v, want the lookup's error", err)
 	}
 	wg.Wait()
 
 	// A canceled waiter returns without its batch having run.
-	g2 := newGatedLookup()
-	c2 := &coalescer[int, []int]{lookup: g2.lookup}
+	g2 := batchtest.NewGated()
+	c2 := &coalescer[int, []int]{lookup: g2.Run}
 	for i := range maxLookupsInFlight {
 		wg.Go(func() { _, _, _ = c2.do(context.Background(), []int{i}) })
 	}
 	for range maxLookupsInFlight {
-		<-g2.started
+		<-g2.Started
 	}
 	wg.Go(func() { _, _, _ = c2.do(context.Background(), []int{1}) })
 	waitFor(t, "a leader to queue", func() bool { return c2.queued() == 1 })
@@ -208,7 +175,7 @@ func TestCoalescerContextAndErrors(t *testing.T) {
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled waiter: %v", err)
 	}
-	close(g2.gate)
+	close(g2.Gate)
 	wg.Wait()
 }
 
