@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 	"github.com/hubuim/hubuim/pkg/client"
 )
 
@@ -264,8 +265,8 @@ func TestStandaloneMetricsAndReadiness(t *testing.T) {
 	next[client.Push](t, bob, nil)
 	bob.Close()
 
-	deadline := time.Now().Add(waitTimeout)
-	for {
+	var failed []string // the checks failing at the last scrape, reported
+	moved := waitfor.Poll(waitTimeout, func() bool {
 		body := scrape(t, r)
 		checks := map[string]bool{
 			"connections accepted":      metric(body, "hubuim_comet_connections_accepted_total") >= 2,
@@ -276,19 +277,16 @@ func TestStandaloneMetricsAndReadiness(t *testing.T) {
 			"queue records produced":    metric(body, "hubuim_mq_produced_records_total") >= 2,
 			"pushes written by comet":   metric(body, "hubuim_comet_push_messages_total") >= 2,
 		}
-		var failed []string
+		failed = nil
 		for what, ok := range checks {
 			if !ok {
 				failed = append(failed, what)
 			}
 		}
-		if len(failed) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("metrics did not move: %v", failed)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return len(failed) == 0
+	})
+	if !moved {
+		t.Fatalf("metrics did not move: %v", failed)
 	}
 
 	ready := func() int {

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 // freePort returns a loopback port that was free a moment ago.
@@ -60,26 +62,28 @@ func standalone(t *testing.T) (tcp, ws, httpURL string) {
 		}
 	})
 	httpURL = "http://" + httpAddr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	ready := waitfor.Poll(30*time.Second, func() bool {
 		select {
 		case <-exited:
 			t.Fatalf("hubuim exited:\n%s", logs.String())
 		default:
 		}
 		c, err := net.DialTimeout("tcp", tcp, time.Second)
-		if err == nil {
-			c.Close()
-			if resp, err := http.Get(httpURL + "/goim/online/total"); err == nil {
-				resp.Body.Close()
-				return tcp, ws, httpURL
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("hubuim not ready:\n%s", logs.String())
+		c.Close()
+		resp, err := http.Get(httpURL + "/goim/online/total")
+		if err != nil {
+			return false
 		}
-		time.Sleep(50 * time.Millisecond)
+		resp.Body.Close()
+		return true
+	})
+	if !ready {
+		t.Fatalf("hubuim not ready:\n%s", logs.String())
 	}
+	return tcp, ws, httpURL
 }
 
 // runJSON runs one scenario and decodes its JSON document into dst.

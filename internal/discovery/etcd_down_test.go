@@ -10,6 +10,7 @@ import (
 
 	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/internal/discovery/discoverytest"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 // etcd goes down for longer than the TTL: watchers keep the last list
@@ -41,10 +42,11 @@ func TestEtcdDownAndBack(t *testing.T) {
 
 	proc.kill()
 	// The client gives a lease up after a whole TTL without renewal.
-	deadline := time.Now().Add(4 * testTTL)
-	for gaugeValue(t, metrics, "hubuim_discovery_registrations", "lost") != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("registration not marked lost while etcd is down")
+	// Between two looks at the gauge, the watcher is drained for a while:
+	// it must not send an empty list meanwhile.
+	lost := waitfor.Poll(4*testTTL, func() bool {
+		if gaugeValue(t, metrics, "hubuim_discovery_registrations", "lost") == 1 {
+			return true
 		}
 		select {
 		case list, ok := <-ch:
@@ -53,6 +55,10 @@ func TestEtcdDownAndBack(t *testing.T) {
 			}
 		case <-time.After(20 * time.Millisecond):
 		}
+		return false
+	})
+	if !lost {
+		t.Fatal("registration not marked lost while etcd is down")
 	}
 	ins.Conns = 5
 	if err := reg.Update(ctx, ins); !errors.Is(err, discovery.ErrLeaseLost) {

@@ -13,6 +13,7 @@ import (
 	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/internal/discovery/discoverytest"
 	"github.com/hubuim/hubuim/internal/testenv"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 // A watch that falls behind a compaction lists again and goes on.
@@ -45,13 +46,9 @@ func TestEtcdWatchAfterCompaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	discoverytest.WaitIDs(t, ch, "c1")
-	deadline := time.Now().Add(discoverytest.Timeout)
-	for gaugeValue(t, metrics, "hubuim_discovery_watch_errors_total", "") < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("compaction not counted as a watch error")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitfor.Until(t, discoverytest.Timeout, "the compaction to be counted as a watch error", func() bool {
+		return gaugeValue(t, metrics, "hubuim_discovery_watch_errors_total", "") >= 1
+	})
 	if _, err := e.Register(ctx, discoverytest.Ins(discovery.ServiceComet, "c2")); err != nil {
 		t.Fatal(err)
 	}

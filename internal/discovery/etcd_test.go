@@ -15,6 +15,7 @@ import (
 	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/internal/discovery/discoverytest"
 	"github.com/hubuim/hubuim/internal/testenv"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 // testTTL is the lease TTL of the etcd tests: etcd's minimum.
@@ -168,13 +169,9 @@ func TestEtcdGoroutinesStop(t *testing.T) {
 // waitGoroutines waits until no more than n goroutines run.
 func waitGoroutines(tb testing.TB, n int) {
 	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > n {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			tb.Fatalf("%d goroutines, want at most %d:\n%s", runtime.NumGoroutine(), n, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !waitfor.Poll(10*time.Second, func() bool { return runtime.NumGoroutine() <= n }) {
+		buf := make([]byte, 1<<20)
+		tb.Fatalf("%d goroutines, want at most %d:\n%s", runtime.NumGoroutine(), n, buf[:runtime.Stack(buf, true)])
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hubuim/hubuim/internal/testenv"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 // etcdProc is a throwaway etcd server of one test, restartable on the same
@@ -71,19 +72,16 @@ func (p *etcdProc) waitHealthy(tb testing.TB) {
 		tb.Fatal(err)
 	}
 	defer cli.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	var getErr error // the last one, reported on failure
+	healthy := waitfor.Poll(20*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		_, err := cli.Get(ctx, "health")
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(p.dir, "etcd.log"))
-			tb.Fatalf("etcd not healthy: %v\n%s", err, log)
-		}
-		time.Sleep(50 * time.Millisecond)
+		defer cancel()
+		_, getErr = cli.Get(ctx, "health")
+		return getErr == nil
+	})
+	if !healthy {
+		log, _ := os.ReadFile(filepath.Join(p.dir, "etcd.log"))
+		tb.Fatalf("etcd not healthy: %v\n%s", getErr, log)
 	}
 }
 

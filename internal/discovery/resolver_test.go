@@ -20,6 +20,7 @@ import (
 
 	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/internal/discovery/discoverytest"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 // fakeServer is a gRPC server counting the calls it serves.
@@ -65,23 +66,22 @@ func logicInstance(id string, s *fakeServer) discovery.Instance {
 // callUntil makes calls until ok holds or the deadline passes.
 func callUntil(tb testing.TB, client testpb.TestServiceClient, what string, ok func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(discoverytest.Timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
+	waitfor.Until(tb, discoverytest.Timeout, what, func() bool {
+		if ok() {
+			return true
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		_, _ = client.EmptyCall(ctx, &testpb.Empty{})
-		cancel()
-	}
+		return false
+	})
 }
 
 // allTo checks that the next n calls all reach s, after the switch (calls
 // to the others stop) has happened within the deadline.
 func allTo(tb testing.TB, client testpb.TestServiceClient, n int, s *fakeServer, others ...*fakeServer) {
 	tb.Helper()
-	deadline := time.Now().Add(discoverytest.Timeout)
-	for {
+	waitfor.Until(tb, discoverytest.Timeout, "the calls to all move to "+s.addr, func() bool {
 		before := s.calls.Load()
 		var othersBefore int64
 		for _, o := range others {
@@ -96,13 +96,8 @@ func allTo(tb testing.TB, client testpb.TestServiceClient, n int, s *fakeServer,
 		for _, o := range others {
 			othersAfter += o.calls.Load()
 		}
-		if s.calls.Load()-before == int64(n) && othersAfter == othersBefore {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("calls not all moved to %s", s.addr)
-		}
-	}
+		return s.calls.Load()-before == int64(n) && othersAfter == othersBefore
+	})
 }
 
 func TestResolverStatic(t *testing.T) {
@@ -193,17 +188,16 @@ func testResolver(t *testing.T, reg discovery.Registry) {
 	if err := r2.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(discoverytest.Timeout)
-	for {
+	var callErr error
+	failing := waitfor.Poll(discoverytest.Timeout, func() bool {
 		cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-		_, err := client.EmptyCall(cctx, &testpb.Empty{})
-		cancel()
-		if c := status.Code(err); c == codes.Unavailable || c == codes.DeadlineExceeded {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("calls still succeed with no instance: %v", err)
-		}
+		defer cancel()
+		_, callErr = client.EmptyCall(cctx, &testpb.Empty{})
+		c := status.Code(callErr)
+		return c == codes.Unavailable || c == codes.DeadlineExceeded
+	})
+	if !failing {
+		t.Fatalf("calls still succeed with no instance: %v", callErr)
 	}
 	step("recovery")
 	// And back from nothing.
