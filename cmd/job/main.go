@@ -26,6 +26,7 @@ import (
 	"github.com/hubuim/hubuim/internal/admin"
 	"github.com/hubuim/hubuim/internal/app"
 	"github.com/hubuim/hubuim/internal/discovery"
+	"github.com/hubuim/hubuim/internal/im/members"
 	"github.com/hubuim/hubuim/internal/logic/session"
 	"github.com/hubuim/hubuim/internal/mq"
 )
@@ -97,6 +98,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Reg
 
 	j, err := app.NewJob(cfg.Job, app.JobDeps{
 		Consumer: cons, Watcher: watcher, Devices: sessions, Members: st, Notifier: notifier, Logger: log, Registerer: reg,
+		MemberEvents: members.NewRedisEvents(rdb, cfg.Redis.Prefix, log),
 	})
 	if err != nil {
 		return err

@@ -41,6 +41,7 @@ import (
 	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/internal/idgen"
 	"github.com/hubuim/hubuim/internal/im"
+	"github.com/hubuim/hubuim/internal/im/members"
 	"github.com/hubuim/hubuim/internal/logic/logicconf"
 	"github.com/hubuim/hubuim/internal/logic/session"
 	"github.com/hubuim/hubuim/internal/mq"
@@ -174,6 +175,7 @@ func serve(ctx context.Context, fc logicconf.FileConfig, log *slog.Logger, reg p
 	ld := app.LogicDeps{
 		Sessions: sessions, Verifier: verifier, Producer: producer, Store: st,
 		Seq: seq, Dedup: dedup, IDs: ids, TLS: tc, Logger: log, Registerer: reg,
+		MemberEvents: members.NewRedisEvents(rdb, fc.Redis.Prefix, log),
 	}
 	if registry != nil {
 		ld.Watcher, ld.Registrar = registry, registry

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -31,16 +32,20 @@ type JobDeps struct {
 	Devices  im.DeviceLookup
 	Members  im.MemberLister
 	Notifier im.Notifier // nil: no offline notifications
-	Logger   *slog.Logger
+	// MemberEvents applies the group membership changes logic publishes to
+	// the fan-out's member cache at once; nil: within its TTL.
+	MemberEvents MemberEvents
+	Logger       *slog.Logger
 	// Registerer registers metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 }
 
 // JobServer is a job: goim pushes and the IM fan-out.
 type JobServer struct {
-	job *job.Job
-	fan *im.Fanout
-	log *slog.Logger
+	job    *job.Job
+	fan    *im.Fanout
+	events MemberEvents // may be nil
+	log    *slog.Logger
 }
 
 // NewJob builds a job.
@@ -65,12 +70,23 @@ func NewJob(cfg JobConfig, deps JobDeps) (*JobServer, error) {
 		return nil, err
 	}
 	j.Handle(mq.TopicMessage, fan.Handle)
-	return &JobServer{job: j, fan: fan, log: deps.Logger}, nil
+	return &JobServer{job: j, fan: fan, events: deps.MemberEvents, log: deps.Logger}, nil
 }
 
 // Run consumes until ctx ends, then flushes and stops.
 func (s *JobServer) Run(ctx context.Context) error {
 	s.log.Info("job running")
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if c := s.fan.MemberCache(); c != nil && s.events != nil {
+		ectx, cancel := context.WithCancel(ctx)
+		defer cancel() // before wg.Wait
+		wg.Go(func() {
+			if err := s.events.Run(ectx, c); err != nil {
+				s.log.Error("job: member events", "err", err)
+			}
+		})
+	}
 	err := s.job.Run(ctx)
 	s.fan.Wait() // the consumer stopped: its records' contexts are done
 	if cerr := s.job.Close(); cerr != nil && !errors.Is(cerr, job.ErrClosed) {

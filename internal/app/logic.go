@@ -28,6 +28,7 @@ import (
 	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/internal/grpcmetrics"
 	"github.com/hubuim/hubuim/internal/im"
+	"github.com/hubuim/hubuim/internal/im/members"
 	"github.com/hubuim/hubuim/internal/logic"
 	"github.com/hubuim/hubuim/internal/logic/session"
 	"github.com/hubuim/hubuim/internal/mq"
@@ -111,6 +112,17 @@ type LogicDeps struct {
 	Logger *slog.Logger
 	// Registerer registers metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+	// MemberEvents shares group membership changes with the other logic
+	// replicas and the jobs (members.RedisEvents); nil: their member
+	// caches see this logic's changes within their TTL.
+	MemberEvents MemberEvents
+}
+
+// MemberEvents publishes group membership changes and applies the ones
+// published by other processes to member caches.
+type MemberEvents interface {
+	Publish(ctx context.Context, groupID int64) error
+	Run(ctx context.Context, caches ...*members.Cache) error
 }
 
 // LogicServer is a running logic: the Logic, Push and Groups gRPC services,
@@ -147,10 +159,14 @@ func NewLogic(cfg LogicConfig, deps LogicDeps) (*LogicServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc, err := im.NewService(cfg.IM, im.Deps{
+	imDeps := im.Deps{
 		Seq: seq, Dedup: deps.Dedup, Store: deps.Store, IDs: deps.IDs, Producer: deps.Producer,
 		Metrics: imMetrics, Logger: deps.Logger,
-	})
+	}
+	if deps.MemberEvents != nil {
+		imDeps.MemberEvents = deps.MemberEvents
+	}
+	svc, err := im.NewService(cfg.IM, imDeps)
 	if err != nil {
 		return nil, err
 	}
@@ -259,8 +275,15 @@ func (s *LogicServer) Run(ctx context.Context) error {
 	s.registerGRPC(gs)
 	health := discovery.RegisterHealth(gs)
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	wg.Go(func() { errc <- s.logic.Run(ctx) })
+	if c := s.im.MemberCache(); c != nil && s.deps.MemberEvents != nil {
+		wg.Go(func() {
+			if err := s.deps.MemberEvents.Run(ctx, c); err != nil {
+				errc <- fmt.Errorf("logic member events: %w", err)
+			}
+		})
+	}
 	wg.Go(func() {
 		if err := gs.Serve(s.gl); err != nil {
 			errc <- fmt.Errorf("logic grpc: %w", err)

@@ -157,6 +157,13 @@ func NewFanout(cfg FanoutConfig, deps FanoutDeps) (*Fanout, error) {
 	return &Fanout{cfg: cfg, deps: deps, burst: make(map[string]*burstCount), queues: make(map[partitionID]*partitionQueue)}, nil
 }
 
+// MemberCache returns the member cache the fan-out reads (its own or the
+// one it was given), nil when there is none.
+func (f *Fanout) MemberCache() *members.Cache {
+	c, _ := f.deps.Members.(*members.Cache)
+	return c
+}
+
 // Handle is an mq.Handler for the message topic. A malformed record is
 // logged and skipped (redelivering it cannot help).
 //

@@ -56,7 +56,7 @@ func (g *Groups) Create(ctx context.Context, actor int64, id int64, name string,
 	}
 	if len(members) > 0 {
 		_, err := g.store.AddMembers(ctx, grp.ID, members)
-		g.im.groupChanged(grp.ID)
+		g.im.membersChanged(ctx, grp.ID)
 		if err != nil {
 			return nil, storeErr(err)
 		}
@@ -78,7 +78,7 @@ func (g *Groups) AddMembers(ctx context.Context, actor, groupID int64, users []i
 		return 0, err
 	}
 	n, err := g.store.AddMembers(ctx, groupID, users)
-	g.im.groupChanged(groupID) // even after an error: the change may have been made
+	g.im.membersChanged(ctx, groupID) // even after an error: the change may have been made
 	return n, storeErr(err)
 }
 
@@ -101,7 +101,7 @@ func (g *Groups) RemoveMembers(ctx context.Context, actor, groupID int64, users 
 		}
 	}
 	n, err := g.store.RemoveMembers(ctx, groupID, users)
-	g.im.groupChanged(groupID) // even after an error: the change may have been made
+	g.im.membersChanged(ctx, groupID) // even after an error: the change may have been made
 	return n, storeErr(err)
 }
 

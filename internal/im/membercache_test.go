@@ -2,6 +2,8 @@ package im
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -256,5 +258,64 @@ func TestFanoutSharesAGivenCache(t *testing.T) {
 	}
 	if m, _ := f.deps.Members.Members(ctx, 5); len(m) != 4 {
 		t.Fatalf("members after an add through logic: %v, want 4", m)
+	}
+}
+
+// recordingMemberEvents records the published groups; fail makes Publish
+// fail.
+type recordingMemberEvents struct {
+	groups []int64
+	fail   bool
+}
+
+func (r *recordingMemberEvents) Publish(_ context.Context, groupID int64) error {
+	r.groups = append(r.groups, groupID)
+	if r.fail {
+		return errors.New("redis down")
+	}
+	return nil
+}
+
+// TestMembershipChangesArePublished: create with members, add, remove and
+// leave each publish the group for the other processes; a failed publish
+// does not fail the change.
+func TestMembershipChangesArePublished(t *testing.T) {
+	ev := &recordingMemberEvents{}
+	bolt, err := store.OpenBolt(store.BoltConfig{Dir: t.TempDir(), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bolt.Close() })
+	seq, err := NewSeqAllocator(NewMemorySeqCounter(), bolt, SeqAllocatorConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := NewService(Config{}, Deps{Seq: seq, Dedup: NewMemoryDedup(0, 0), Store: bolt, IDs: &counterIDs{}, Producer: &recordingProducer{}, MemberEvents: ev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups, err := NewGroups(bolt, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := groups.Create(ctx, trustedActor, 7, "g", 1, []int64{2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := groups.AddMembers(ctx, 1, 7, []int64{3, 4}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := groups.RemoveMembers(ctx, 1, 7, []int64{3}); err != nil {
+		t.Fatal(err)
+	}
+	ev.fail = true
+	if _, err := groups.RemoveMembers(ctx, 4, 7, []int64{4}); err != nil { // 4 leaves
+		t.Fatalf("leave with the events down: %v", err)
+	}
+	if want := []int64{7, 7, 7, 7}; !slices.Equal(ev.groups, want) {
+		t.Fatalf("published %v, want %v", ev.groups, want)
+	}
+	if got := sendGroup(t, svc, 4, 7); got != protocol.Status_STATUS_FORBIDDEN {
+		t.Fatalf("send after leaving: %v, want FORBIDDEN (here at once)", got)
 	}
 }

@@ -120,7 +120,20 @@ type Deps struct {
 	Metrics  *Metrics // nil: not measured
 	Logger   *slog.Logger
 	Now      func() time.Time // default time.Now
+	// MemberEvents, if set, tells the other processes (logic replicas,
+	// jobs) of every membership change made here, so that their member
+	// caches drop the group at once (members.RedisEvents).
+	MemberEvents MemberEventPublisher
 }
+
+// MemberEventPublisher publishes "the members of a group changed".
+type MemberEventPublisher interface {
+	Publish(ctx context.Context, groupID int64) error
+}
+
+// memberEventTimeout bounds the publication of a membership change; when it
+// fails, the other processes see the change within their cache TTL.
+const memberEventTimeout = time.Second
 
 // Service implements the IM operations logic serves to clients.
 type Service struct {
@@ -355,12 +368,27 @@ func (s *Service) checkMember(ctx context.Context, groupID, user int64) error {
 // Config.MemberCache disables it), for a fan-out in the same process.
 func (s *Service) MemberCache() *members.Cache { return s.members }
 
-// groupChanged drops the cached members of a group; every change of a
-// group's members made through this process calls it after the store
-// change, so it takes effect here at once.
+// groupChanged drops the cached members of a group (this process's cache
+// is behind the store).
 func (s *Service) groupChanged(groupID int64) {
 	if s.members != nil {
 		s.members.Invalidate(groupID)
+	}
+}
+
+// membersChanged follows a change of a group's members made through this
+// process, after the store change: it takes effect here at once, and in
+// the other processes when they get the published event (else within
+// their cache TTL).
+func (s *Service) membersChanged(ctx context.Context, groupID int64) {
+	s.groupChanged(groupID)
+	if s.deps.MemberEvents == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), memberEventTimeout)
+	defer cancel()
+	if err := s.deps.MemberEvents.Publish(ctx, groupID); err != nil {
+		s.log.Warn("membership change not published: other processes see it within their member cache ttl", "group", groupID, "err", err)
 	}
 }
 

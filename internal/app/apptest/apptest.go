@@ -35,6 +35,7 @@ import (
 	"github.com/hubuim/hubuim/internal/discovery"
 	"github.com/hubuim/hubuim/internal/idgen"
 	"github.com/hubuim/hubuim/internal/im"
+	"github.com/hubuim/hubuim/internal/im/members"
 	"github.com/hubuim/hubuim/internal/logic/session"
 	"github.com/hubuim/hubuim/internal/mq"
 	"github.com/hubuim/hubuim/internal/store"
@@ -237,7 +238,7 @@ func (e *Env) StartJob(tb testing.TB) (stop func()) {
 	tb.Cleanup(func() { cons.Close() })
 	j, err := app.NewJob(app.JobConfig{}, app.JobDeps{
 		Consumer: cons, Watcher: e.Registry(tb), Devices: e.Sessions(tb), Members: e.Store(tb),
-		Logger: e.Log.With("node", "job"),
+		MemberEvents: members.NewRedisEvents(e.redis(tb), e.RedisPrefix, e.Log), Logger: e.Log.With("node", "job"),
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -305,6 +306,7 @@ func (e *Env) StartLogic(tb testing.TB) *Logic {
 	srv, err := app.NewLogic(cfg, app.LogicDeps{
 		Sessions: e.Sessions(tb), Verifier: verifier, Producer: producer, Store: e.Store(tb),
 		Seq: seq, Dedup: dedup, IDs: ids, Presence: presence, Watcher: reg, Registrar: reg, Logger: e.Log.With("node", cfg.ID),
+		MemberEvents: members.NewRedisEvents(rdb, e.RedisPrefix, e.Log),
 	})
 	if err != nil {
 		tb.Fatal(err)

@@ -4,7 +4,8 @@
 //
 // An entry lives for Config.TTL after its load: a change made through
 // another process (another logic replica; logic, for a job) is seen at the
-// latest when the entry expires. A change made through the process that
+// latest when the entry expires, and at once where the processes share
+// change events (RedisEvents). A change made through the process that
 // holds the cache takes effect at once when it calls Invalidate after the
 // store change. Concurrent misses of one group share one load; a failed
 // load is not cached; entries are evicted least recently used beyond
@@ -202,6 +203,21 @@ func (c *Cache) Invalidate(groupID int64) {
 	if f := c.flights[groupID]; f != nil {
 		f.stale = true
 		delete(c.flights, groupID)
+	}
+}
+
+// InvalidateAll drops every entry and makes the loads in progress not
+// store their results: for when changes may have been missed (a process
+// that lost its subscription to change events).
+func (c *Cache) InvalidateAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.entries {
+		c.remove(e)
+	}
+	for id, f := range c.flights {
+		f.stale = true
+		delete(c.flights, id)
 	}
 }
 
