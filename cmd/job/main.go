@@ -96,9 +96,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Reg
 	}
 	defer cons.Close()
 
+	memberEvents, err := members.NewRedisEvents(rdb, cfg.Redis.Prefix, log, reg)
+	if err != nil {
+		return err
+	}
 	j, err := app.NewJob(cfg.Job, app.JobDeps{
 		Consumer: cons, Watcher: watcher, Devices: sessions, Members: st, Notifier: notifier, Logger: log, Registerer: reg,
-		MemberEvents: members.NewRedisEvents(rdb, cfg.Redis.Prefix, log),
+		MemberEvents: memberEvents,
 	})
 	if err != nil {
 		return err

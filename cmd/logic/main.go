@@ -172,10 +172,13 @@ func serve(ctx context.Context, fc logicconf.FileConfig, log *slog.Logger, reg p
 		return err
 	}
 
+	memberEvents, err := members.NewRedisEvents(rdb, fc.Redis.Prefix, log, reg)
+	if err != nil {
+		return err
+	}
 	ld := app.LogicDeps{
 		Sessions: sessions, Verifier: verifier, Producer: producer, Store: st,
-		Seq: seq, Dedup: dedup, IDs: ids, TLS: tc, Logger: log, Registerer: reg,
-		MemberEvents: members.NewRedisEvents(rdb, fc.Redis.Prefix, log),
+		Seq: seq, Dedup: dedup, IDs: ids, TLS: tc, Logger: log, Registerer: reg, MemberEvents: memberEvents,
 	}
 	if registry != nil {
 		ld.Watcher, ld.Registrar = registry, registry

@@ -181,6 +181,17 @@ func (e *Env) redis(tb testing.TB) redis.UniversalClient {
 	return rdb
 }
 
+// memberEvents returns the group membership change events of the Env's
+// logics and jobs.
+func (e *Env) memberEvents(tb testing.TB) *members.RedisEvents {
+	tb.Helper()
+	ev, err := members.NewRedisEvents(e.redis(tb), e.RedisPrefix, e.Log, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ev
+}
+
 // Sessions returns the session store the Env's logics and job share.
 func (e *Env) Sessions(tb testing.TB) *session.Redis {
 	tb.Helper()
@@ -238,7 +249,7 @@ func (e *Env) StartJob(tb testing.TB) (stop func()) {
 	tb.Cleanup(func() { cons.Close() })
 	j, err := app.NewJob(app.JobConfig{}, app.JobDeps{
 		Consumer: cons, Watcher: e.Registry(tb), Devices: e.Sessions(tb), Members: e.Store(tb),
-		MemberEvents: members.NewRedisEvents(e.redis(tb), e.RedisPrefix, e.Log), Logger: e.Log.With("node", "job"),
+		MemberEvents: e.memberEvents(tb), Logger: e.Log.With("node", "job"),
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -306,7 +317,7 @@ func (e *Env) StartLogic(tb testing.TB) *Logic {
 	srv, err := app.NewLogic(cfg, app.LogicDeps{
 		Sessions: e.Sessions(tb), Verifier: verifier, Producer: producer, Store: e.Store(tb),
 		Seq: seq, Dedup: dedup, IDs: ids, Presence: presence, Watcher: reg, Registrar: reg, Logger: e.Log.With("node", cfg.ID),
-		MemberEvents: members.NewRedisEvents(rdb, e.RedisPrefix, e.Log),
+		MemberEvents: e.memberEvents(tb),
 	})
 	if err != nil {
 		tb.Fatal(err)

@@ -6,12 +6,24 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/hubuim/hubuim/internal/promreg"
 )
 
 // eventsChannel is the Redis pub/sub channel of member changes, after the
 // key prefix.
 const eventsChannel = "member-changes"
+
+// What hubuim_member_events_total counts (its event label).
+const (
+	eventPublished     = "published"
+	eventPublishFailed = "publish_failed"
+	eventReceived      = "received"
+	eventSubscribed    = "subscribed"        // every cached list dropped
+	eventLost          = "subscription_lost" // every cached list dropped
+)
 
 // Bounds of the pause after a failed subscription read (Redis down): the
 // next read reconnects.
@@ -30,21 +42,40 @@ type RedisEvents struct {
 	rdb     redis.UniversalClient
 	channel string
 	log     *slog.Logger
+	events  *prometheus.CounterVec
 }
 
 // NewRedisEvents returns the member change events of the processes sharing
-// rdb and the key prefix (their Redis prefix, e.g. "hubuim:").
-func NewRedisEvents(rdb redis.UniversalClient, prefix string, log *slog.Logger) *RedisEvents {
+// rdb and the key prefix (their Redis prefix, e.g. "hubuim:"), counted in
+// hubuim_member_events_total on reg (nil: not registered; registered
+// already: shared).
+func NewRedisEvents(rdb redis.UniversalClient, prefix string, log *slog.Logger, reg prometheus.Registerer) (*RedisEvents, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &RedisEvents{rdb: rdb, channel: prefix + eventsChannel, log: log}
+	events := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hubuim_member_events_total",
+		Help: "Group membership change events between processes: published, publish_failed, received, subscribed and subscription_lost (both drop every cached member list).",
+	}, []string{"event"})
+	if reg != nil {
+		var err error
+		if events, err = promreg.Shared(reg, events); err != nil {
+			return nil, err
+		}
+	}
+	return &RedisEvents{rdb: rdb, channel: prefix + eventsChannel, log: log, events: events}, nil
 }
 
 // Publish tells every subscribed process that the members of groupID
 // changed. Call it after the store change.
 func (e *RedisEvents) Publish(ctx context.Context, groupID int64) error {
-	return e.rdb.Publish(ctx, e.channel, strconv.FormatInt(groupID, 10)).Err()
+	err := e.rdb.Publish(ctx, e.channel, strconv.FormatInt(groupID, 10)).Err()
+	if err != nil {
+		e.events.WithLabelValues(eventPublishFailed).Inc()
+		return err
+	}
+	e.events.WithLabelValues(eventPublished).Inc()
+	return nil
 }
 
 // Run applies the published changes to caches until ctx ends.
@@ -71,6 +102,7 @@ func (e *RedisEvents) Run(ctx context.Context, caches ...*Cache) error {
 			// The next Receive reconnects and subscribes again; changes
 			// published meanwhile are lost.
 			all()
+			e.events.WithLabelValues(eventLost).Inc()
 			e.log.Warn("member change events: subscription lost", "err", err, "retry_in", pause)
 			select {
 			case <-ctx.Done():
@@ -84,6 +116,7 @@ func (e *RedisEvents) Run(ctx context.Context, caches ...*Cache) error {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
 				all() // changes before this subscription were not seen
+				e.events.WithLabelValues(eventSubscribed).Inc()
 				pause = eventsRetryMin
 			}
 		case *redis.Message:
@@ -92,6 +125,7 @@ func (e *RedisEvents) Run(ctx context.Context, caches ...*Cache) error {
 				e.log.Warn("member change events: bad group id", "payload", m.Payload)
 				continue
 			}
+			e.events.WithLabelValues(eventReceived).Inc()
 			for _, c := range caches {
 				c.Invalidate(id)
 			}

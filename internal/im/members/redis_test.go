@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/hubuim/hubuim/internal/testenv"
@@ -30,7 +31,11 @@ func TestRedisEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	events := NewRedisEvents(rdb, prefix, nil)
+	reg := prometheus.NewRegistry()
+	events, err := NewRedisEvents(rdb, prefix, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- events.Run(ctx, c) }()
@@ -72,6 +77,24 @@ func TestRedisEvents(t *testing.T) {
 	loader.set(2, 20, 21)
 	killSubscriber(t, rdb, name)
 	waitfor.Until(t, eventsWait, "group 2 reloaded after the resubscription", func() bool { return slices.Equal(members(2), []int64{20, 21}) })
+
+	counts := func() map[string]float64 {
+		c := map[string]float64{}
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				c[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			}
+		}
+		return c
+	}
+	waitfor.Until(t, eventsWait, "the subscription back", func() bool { return counts()[eventSubscribed] == 2 })
+	if c := counts(); c[eventPublished] != 1 || c[eventReceived] != 1 || c[eventLost] != 1 {
+		t.Fatalf("hubuim_member_events_total = %v, want 1 published, 1 received, 2 subscribed, 1 subscription_lost", c)
+	}
 }
 
 // killSubscriber closes, server side, the pub/sub connection of the client
