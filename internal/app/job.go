@@ -76,11 +76,13 @@ func NewJob(cfg JobConfig, deps JobDeps) (*JobServer, error) {
 // Run consumes until ctx ends, then flushes and stops.
 func (s *JobServer) Run(ctx context.Context) error {
 	s.log.Info("job running")
+	// The member events outlive ctx until the fan-out has flushed: its
+	// last records still read the member cache.
+	ectx, stopEvents := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer stopEvents() // before wg.Wait
 	if c := s.fan.MemberCache(); c != nil && s.events != nil {
-		ectx, cancel := context.WithCancel(ctx)
-		defer cancel() // before wg.Wait
 		wg.Go(func() {
 			if err := s.events.Run(ectx, c); err != nil {
 				s.log.Error("job: member events", "err", err)
@@ -89,6 +91,7 @@ func (s *JobServer) Run(ctx context.Context) error {
 	}
 	err := s.job.Run(ctx)
 	s.fan.Wait() // the consumer stopped: its records' contexts are done
+	stopEvents()
 	if cerr := s.job.Close(); cerr != nil && !errors.Is(cerr, job.ErrClosed) {
 		s.log.Warn("job: close", "err", cerr)
 	}

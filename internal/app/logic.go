@@ -277,9 +277,13 @@ func (s *LogicServer) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 4)
 	wg.Go(func() { errc <- s.logic.Run(ctx) })
+	// The member events outlive ctx until the gRPC server has stopped: the
+	// calls it drains still read the member cache.
+	ectx, stopEvents := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopEvents()
 	if c := s.im.MemberCache(); c != nil && s.deps.MemberEvents != nil {
 		wg.Go(func() {
-			if err := s.deps.MemberEvents.Run(ctx, c); err != nil {
+			if err := s.deps.MemberEvents.Run(ectx, c); err != nil {
 				errc <- fmt.Errorf("logic member events: %w", err)
 			}
 		})
@@ -317,6 +321,7 @@ func (s *LogicServer) Run(ctx context.Context) error {
 	}
 	s.logic.Drain()
 	stopGRPC(sctx, gs)
+	stopEvents()
 	_ = s.logic.Close()
 	wg.Wait()
 	s.log.Info("logic stopped")

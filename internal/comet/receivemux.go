@@ -54,7 +54,7 @@ type receiveMux struct {
 	client logic.LogicClient
 	log    *slog.Logger
 	open   prometheus.Gauge // streams open
-	maxAge time.Duration    // receiveStreamMaxAge; tests shorten it
+	maxAge atomic.Int64     // ns: receiveStreamMaxAge; tests shorten it
 	// observe records a multiplexed call like a unary one; may be nil.
 	observe func(fullMethod string, start time.Time, err error)
 
@@ -87,11 +87,14 @@ type muxStream struct {
 	// safe for concurrent use; a caller waits for it with its deadline.
 	sendSem chan struct{}
 
-	mu      sync.Mutex // pending, nextID, ended, retired
+	mu      sync.Mutex // pending, nextID, ended, retired, closers.Add
 	pending map[uint64]chan muxReply
 	nextID  uint64
 	ended   bool // takes no new calls (retiring, or sending or reading failed)
-	retired bool // retire ran (or runs)
+	retired bool // retire ran, or the stream failed (nothing to close)
+	// closers is the goroutine closing the sending side (retire); the
+	// reader waits for it before it ends.
+	closers sync.WaitGroup
 }
 
 type muxReply struct {
@@ -103,7 +106,8 @@ type muxReply struct {
 // unary Receive per call). It starts nothing: streams open on first use.
 func newReceiveMux(client logic.LogicClient, streams int, log *slog.Logger, open prometheus.Gauge) *receiveMux {
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &receiveMux{client: client, log: log, open: open, maxAge: receiveStreamMaxAge, ctx: ctx, cancel: cancel}
+	m := &receiveMux{client: client, log: log, open: open, ctx: ctx, cancel: cancel}
+	m.maxAge.Store(int64(receiveStreamMaxAge))
 	if streams < 1 {
 		m.unary = true
 	} else {
@@ -164,7 +168,7 @@ func (sl *muxSlot) stream(ctx context.Context, m *receiveMux) (*muxStream, error
 	for {
 		sl.mu.Lock()
 		c := sl.cur
-		if c != nil && time.Since(c.born) < m.maxAge && c.live() {
+		if c != nil && time.Since(c.born) < time.Duration(m.maxAge.Load()) && c.live() {
 			sl.mu.Unlock()
 			return c, nil
 		}
@@ -180,10 +184,13 @@ func (sl *muxSlot) stream(ctx context.Context, m *receiveMux) (*muxStream, error
 		opening := make(chan struct{})
 		sl.cur, sl.opening = nil, opening
 		sl.mu.Unlock()
-		if c != nil && c.retire() {
-			c.closeSend()
+		if c != nil {
+			c.retire()
 		}
 		c, err := m.openStream(ctx)
+		if err == nil && m.isClosed() {
+			c.retire() // close passed this slot while it was opening
+		}
 		sl.mu.Lock()
 		sl.cur, sl.opening = c, nil
 		sl.mu.Unlock()
@@ -229,38 +236,51 @@ func (c *muxStream) live() bool {
 	return !c.ended
 }
 
-// retire makes c take no new calls; the first to retire c gets true and
-// must close c's sending side (closeSend): logic then answers the calls
-// in flight and ends the stream.
-func (c *muxStream) retire() bool {
+// retire makes c take no new calls and closes its sending side in the
+// background, once the Send in progress, if any, is done (it ends at its
+// caller's deadline or when the stream is cancelled): logic then answers
+// the calls in flight and ends the stream. The caller never waits.
+func (c *muxStream) retire() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.ended = true
-	first := !c.retired
+	if c.retired {
+		c.mu.Unlock()
+		return
+	}
 	c.retired = true
-	return first
+	c.closers.Add(1) // under mu: before fail marks c retired and the reader waits
+	c.mu.Unlock()
+	go func() {
+		defer c.closers.Done()
+		c.sendSem <- struct{}{}
+		_ = c.stream.CloseSend()
+		<-c.sendSem
+	}()
 }
 
-// closeSend closes c's sending side once the Send in progress, if any, is
-// done (bounded by its caller's deadline).
-func (c *muxStream) closeSend() {
-	c.sendSem <- struct{}{}
-	_ = c.stream.CloseSend()
-	<-c.sendSem
+// isClosed reports whether close has begun.
+func (m *receiveMux) isClosed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closed
 }
 
 // call sends req on c and waits for its reply or ctx. sent reports whether
 // logic may have handled req (false: the stream had ended, or logic
 // refused it; the call can go on another stream).
 func (c *muxStream) call(ctx context.Context, req *logic.ReceiveReq, m *receiveMux) (r *logic.ReceiveReply, sent bool, err error) {
-	req.TimeoutMs = 0
-	if dl, ok := ctx.Deadline(); ok {
-		req.TimeoutMs = max(time.Until(dl).Milliseconds(), 1)
-	}
 	select {
 	case c.sendSem <- struct{}{}:
 	case <-ctx.Done():
 		return nil, true, status.FromContextError(ctx.Err()).Err()
+	}
+	if err := ctx.Err(); err != nil { // both were ready: do not send
+		<-c.sendSem
+		return nil, true, status.FromContextError(err).Err()
+	}
+	req.TimeoutMs = 0
+	if dl, ok := ctx.Deadline(); ok {
+		req.TimeoutMs = max(time.Until(dl).Milliseconds(), 1)
 	}
 	ch := m.chans.Get().(chan muxReply)
 	c.mu.Lock()
@@ -278,8 +298,15 @@ func (c *muxStream) call(ctx context.Context, req *logic.ReceiveReq, m *receiveM
 	// Send waits for HTTP/2 flow control when logic stopped reading; the
 	// caller's deadline ending first breaks the stream (and fails its
 	// other calls: a stream logic does not read is of no use).
-	stop := context.AfterFunc(ctx, c.cancel)
+	var sending atomic.Bool
+	sending.Store(true)
+	stop := context.AfterFunc(ctx, func() {
+		if sending.Load() {
+			c.cancel()
+		}
+	})
 	err = c.stream.Send(req)
+	sending.Store(false)
 	stop()
 	<-c.sendSem
 	if err != nil {
@@ -301,9 +328,7 @@ func (c *muxStream) call(ctx context.Context, req *logic.ReceiveReq, m *receiveM
 	case rep := <-ch:
 		m.chans.Put(ch)
 		if rep.err == errStreamRefused {
-			if c.retire() { // logic is stopping: no more calls here
-				c.closeSend()
-			}
+			c.retire() // logic is stopping: no more calls here
 			return nil, false, rep.err
 		}
 		return rep.r, true, rep.err
@@ -326,8 +351,7 @@ func (c *muxStream) call(ctx context.Context, req *logic.ReceiveReq, m *receiveM
 func (c *muxStream) readReplies(m *receiveMux) {
 	defer m.wg.Done()
 	defer m.open.Dec()
-	var closing sync.WaitGroup
-	defer closing.Wait() // after cancel: a Send in progress fails
+	defer c.closers.Wait() // after cancel: a Send in progress fails
 	defer c.cancel()
 	for {
 		r, err := c.stream.Recv()
@@ -336,10 +360,10 @@ func (c *muxStream) readReplies(m *receiveMux) {
 			return
 		}
 		if r.GetCallId() == 0 {
-			// Not on this goroutine: a Send in progress may wait for logic
-			// to read, and logic for its replies to be read.
-			if r.GetRefused() && c.retire() {
-				closing.Go(c.closeSend)
+			// retire closes in the background: a Send in progress may
+			// wait for logic to read, and logic for its replies to be read.
+			if r.GetRefused() {
+				c.retire()
 			}
 			continue
 		}
@@ -365,15 +389,16 @@ func (c *muxStream) readReplies(m *receiveMux) {
 func (c *muxStream) fail(m *receiveMux, err error) {
 	c.mu.Lock()
 	c.ended = true
+	c.retired = true // nothing to close: no closer starts after this
 	pending := c.pending
 	c.pending = nil
 	c.mu.Unlock()
 	callErr := errStreamEnded
 	if status.Code(err) == codes.Unimplemented {
 		if time.Now().UnixNano() >= m.fallbackUntil.Load() {
-			m.log.Info("logic has no ReceiveStream: one unary Receive per client frame for a while", "for", m.maxAge)
+			m.log.Info("logic has no ReceiveStream: one unary Receive per client frame for a while", "for", time.Duration(m.maxAge.Load()))
 		}
-		m.fallbackUntil.Store(time.Now().Add(m.maxAge).UnixNano())
+		m.fallbackUntil.Store(time.Now().Add(time.Duration(m.maxAge.Load())).UnixNano())
 		callErr = errStreamFallback
 	} else if len(pending) > 0 {
 		m.log.Warn("receive stream ended with calls in flight", "calls", len(pending), "err", err)
@@ -395,8 +420,8 @@ func (m *receiveMux) close(ctx context.Context) {
 		sl.mu.Lock()
 		c := sl.cur
 		sl.mu.Unlock()
-		if c != nil && c.retire() {
-			c.closeSend()
+		if c != nil {
+			c.retire()
 		}
 	}
 	done := make(chan struct{})

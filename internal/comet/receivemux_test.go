@@ -214,7 +214,7 @@ func TestReceiveMuxFallback(t *testing.T) {
 		t.Fatal("mux did not switch to unary calls")
 	}
 	// After maxAge it tries a stream again (and falls back again).
-	m.maxAge = 10 * time.Millisecond
+	m.maxAge.Store(int64(10 * time.Millisecond))
 	reset := time.Now().UnixNano()
 	m.fallbackUntil.Store(reset)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
@@ -287,7 +287,7 @@ func TestReceiveMuxTimeout(t *testing.T) {
 func TestReceiveMuxRenewsAgedStreams(t *testing.T) {
 	f := &streamLogic{}
 	m := newTestMux(t, startLogic(t, f), 1)
-	m.maxAge = time.Nanosecond
+	m.maxAge.Store(int64(time.Nanosecond))
 	for i := range 10 {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 		r, err := muxCall(ctx, m, int32(i), "z")
@@ -384,4 +384,68 @@ func TestReceiveMuxCloseRequest(t *testing.T) {
 	if n := f.opened.Load(); n != 2 {
 		t.Fatalf("streams opened = %d, want 2", n)
 	}
+}
+
+// TestReceiveMuxExpiredCallerSparesTheStream: calls whose deadline has
+// passed neither send nor break the stream the others wait on.
+func TestReceiveMuxExpiredCallerSparesTheStream(t *testing.T) {
+	f := &streamLogic{}
+	m := newTestMux(t, startLogic(t, f), 1)
+	hung := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		_, err := muxCall(ctx, m, 1, bodyHang)
+		hung <- err
+	}()
+	waitfor.Until(t, waitFor, "the hanging call reached logic", func() bool { return f.calls.Load() == 1 })
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 20 {
+		if _, err := muxCall(done, m, int32(10+i), "late"); status.Code(err) != codes.Canceled {
+			t.Fatalf("call with a cancelled ctx: %v, want Canceled", err)
+		}
+	}
+	// A live call after them: on one ordered stream, logic has read every
+	// earlier send once it answers this one.
+	ctx, cancel2 := context.WithTimeout(context.Background(), waitFor)
+	defer cancel2()
+	if _, err := muxCall(ctx, m, 99, "live"); err != nil {
+		t.Fatalf("call after the expired ones: %v", err)
+	}
+	select {
+	case err := <-hung:
+		t.Fatalf("the call in flight ended: %v (an expired caller broke its stream)", err)
+	default:
+	}
+	if n, c := f.opened.Load(), f.calls.Load(); n != 1 || c != 2 {
+		t.Fatalf("streams opened %d, calls sent %d; want 1 and 2 (the expired calls are not sent)", n, c)
+	}
+}
+
+// TestReceiveMuxAgedStreamDoesNotHoldCallers: replacing an aged stream
+// whose sends are stuck (a logic that stopped reading) does not make a
+// caller wait for another caller's deadline.
+func TestReceiveMuxAgedStreamDoesNotHoldCallers(t *testing.T) {
+	f := &streamLogic{stall: true}
+	m := newTestMux(t, startLogic(t, f), 1)
+	big := strings.Repeat("x", 16<<10)
+	var wg sync.WaitGroup
+	for i := range 40 { // beyond the HTTP/2 window: later sends block
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			_, _ = muxCall(ctx, m, int32(i), big)
+		})
+	}
+	time.Sleep(200 * time.Millisecond)     // the sends are stuck
+	m.maxAge.Store(int64(time.Nanosecond)) // the stream is aged: the next call replaces it
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	start := time.Now()
+	_, err := muxCall(ctx, m, 99, "x")
+	cancel()
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("a 100 ms call took %v (%v): it waited for the stuck sends", d, err)
+	}
+	wg.Wait()
 }

@@ -2,8 +2,11 @@ package members
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,12 +28,17 @@ const (
 	eventLost          = "subscription_lost" // every cached list dropped
 )
 
-// Bounds of the pause after a failed subscription read (Redis down): the
-// next read reconnects.
+// Bounds of the pause after a failed subscription (Redis down), before
+// subscribing again.
 const (
 	eventsRetryMin = 100 * time.Millisecond
 	eventsRetryMax = 2 * time.Second
 )
+
+// eventsPing: a subscription silent this long is pinged; silent for as
+// long again, it is taken for dead (a half-open connection never fails a
+// read). Until then the member caches' TTL bounds what is missed.
+const eventsPing = 15 * time.Second
 
 // RedisEvents carries "the members of group G changed" between processes
 // over a Redis pub/sub channel, so that every logic replica and job drops
@@ -78,29 +86,47 @@ func (e *RedisEvents) Publish(ctx context.Context, groupID int64) error {
 	return nil
 }
 
-// Run applies the published changes to caches until ctx ends.
+// Run applies the published changes to caches until ctx ends. Any error
+// of the subscription (the connection lost, or an error reply such as a
+// missing ACL permission) drops every cached list and subscribes again
+// after a pause; a connection silent for eventsPing is pinged, and one that
+// stays silent through the next eventsPing is taken for dead.
 func (e *RedisEvents) Run(ctx context.Context, caches ...*Cache) error {
-	ps := e.rdb.Subscribe(ctx, e.channel)
-	stop := context.AfterFunc(ctx, func() { _ = ps.Close() }) // unblocks Receive
+	var (
+		mu sync.Mutex // ps: replaced by the loop, closed by the AfterFunc
+		ps = e.rdb.Subscribe(ctx, e.channel)
+	)
+	closePS := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		_ = ps.Close()
+	}
+	stop := context.AfterFunc(ctx, closePS) // unblocks a Receive
 	defer func() {
-		if stop() {
-			_ = ps.Close()
-		}
+		stop()
+		closePS() // the current one (a resubscription may follow the AfterFunc)
 	}()
 	all := func() {
 		for _, c := range caches {
 			c.InvalidateAll()
 		}
 	}
-	pause := eventsRetryMin
+	pause, pinged := eventsRetryMin, false
 	for {
-		msg, err := ps.Receive(ctx)
+		mu.Lock()
+		cur := ps
+		mu.Unlock()
+		msg, err := cur.ReceiveTimeout(ctx, eventsPing)
 		if ctx.Err() != nil {
 			return nil
 		}
+		if isTimeout(err) && !pinged {
+			pinged = true
+			if err = cur.Ping(ctx); err == nil {
+				continue // the PONG (or any message) comes through Receive
+			}
+		}
 		if err != nil {
-			// The next Receive reconnects and subscribes again; changes
-			// published meanwhile are lost.
 			all()
 			e.events.WithLabelValues(eventLost).Inc()
 			e.log.Warn("member change events: subscription lost", "err", err, "retry_in", pause)
@@ -110,8 +136,14 @@ func (e *RedisEvents) Run(ctx context.Context, caches ...*Cache) error {
 			case <-time.After(pause):
 			}
 			pause = min(2*pause, eventsRetryMax)
+			pinged = false
+			mu.Lock()
+			_ = ps.Close()
+			ps = e.rdb.Subscribe(ctx, e.channel) // its confirmation drops every list again
+			mu.Unlock()
 			continue
 		}
+		pinged = false
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
@@ -131,4 +163,10 @@ func (e *RedisEvents) Run(ctx context.Context, caches ...*Cache) error {
 			}
 		}
 	}
+}
+
+// isTimeout reports whether err is a read that timed out.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
