@@ -3,6 +3,7 @@ package comet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -135,6 +136,19 @@ func muxCall(ctx context.Context, m *receiveMux, seq int32, body string) (*logic
 	return m.Receive(ctx, &logic.ReceiveReq{Mid: 1, Key: "k", Proto: &protocol.Proto{Op: protocol.OpSendMsg, Seq: seq, Body: []byte(body)}})
 }
 
+// echoCall makes a call that must succeed within waitFor with the fake
+// logic's echo of body, and returns its reply. what names it in failures.
+func echoCall(t *testing.T, m *receiveMux, seq int32, body, what string) *logic.ReceiveReply {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	r, err := muxCall(ctx, m, seq, body)
+	if err != nil || string(r.GetProto().GetBody()) != "echo:"+body {
+		t.Fatalf("%s = %v, %v", what, r, err)
+	}
+	return r
+}
+
 // TestReceiveMuxStreams: concurrent calls share the mux's streams and each
 // gets its own reply; a failed call carries logic's status; no unary call
 // is made.
@@ -203,12 +217,7 @@ func TestReceiveMuxFallback(t *testing.T) {
 	var observed atomic.Int64
 	m.observe = func(string, time.Time, error) { observed.Add(1) }
 	for i := range 5 {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		r, err := muxCall(ctx, m, int32(i), "x")
-		cancel()
-		if err != nil || string(r.GetProto().GetBody()) != "echo:x" {
-			t.Fatalf("call %d = %v, %v", i, r, err)
-		}
+		echoCall(t, m, int32(i), "x", fmt.Sprint("call ", i))
 	}
 	if !m.useUnary() {
 		t.Fatal("mux did not switch to unary calls")
@@ -217,11 +226,7 @@ func TestReceiveMuxFallback(t *testing.T) {
 	m.maxAge.Store(int64(10 * time.Millisecond))
 	reset := time.Now().UnixNano()
 	m.fallbackUntil.Store(reset)
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	if r, err := muxCall(ctx, m, 9, "x"); err != nil || string(r.GetProto().GetBody()) != "echo:x" {
-		t.Fatalf("call after the fallback period = %v, %v", r, err)
-	}
+	echoCall(t, m, 9, "x", "call after the fallback period")
 	if again := m.fallbackUntil.Load(); again <= reset {
 		t.Fatal("no new stream tried after the fallback period")
 	}
@@ -249,10 +254,7 @@ func TestReceiveMuxBrokenStream(t *testing.T) {
 	if err := <-hung; status.Code(err) != codes.Unavailable {
 		t.Fatalf("call in flight on the broken stream: %v, want Unavailable", err)
 	}
-	r, err := muxCall(ctx, m, 3, "again")
-	if err != nil || string(r.GetProto().GetBody()) != "echo:again" {
-		t.Fatalf("call after the break = %v, %v", r, err)
-	}
+	echoCall(t, m, 3, "again", "call after the break")
 	if n := f.opened.Load(); n != 2 {
 		t.Fatalf("streams opened = %d, want 2", n)
 	}
@@ -270,11 +272,8 @@ func TestReceiveMuxTimeout(t *testing.T) {
 		t.Fatalf("unanswered call: %v, want DeadlineExceeded", err)
 	}
 	for i := range 20 {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		r, err := muxCall(ctx, m, int32(i), "y")
-		cancel()
-		if err != nil || r.GetProto().GetSeq() != int32(i) {
-			t.Fatalf("call %d after the timeout = %v, %v", i, r, err)
+		if r := echoCall(t, m, int32(i), "y", "call after the timeout"); r.GetProto().GetSeq() != int32(i) {
+			t.Fatalf("call %d after the timeout = %v", i, r)
 		}
 	}
 	if n := f.opened.Load(); n != 1 {
@@ -289,11 +288,8 @@ func TestReceiveMuxRenewsAgedStreams(t *testing.T) {
 	m := newTestMux(t, startLogic(t, f), 1)
 	m.maxAge.Store(int64(time.Nanosecond))
 	for i := range 10 {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		r, err := muxCall(ctx, m, int32(i), "z")
-		cancel()
-		if err != nil || r.GetProto().GetSeq() != int32(i) {
-			t.Fatalf("call %d = %v, %v", i, r, err)
+		if r := echoCall(t, m, int32(i), "z", "call on an aged stream"); r.GetProto().GetSeq() != int32(i) {
+			t.Fatalf("call %d = %v", i, r)
 		}
 	}
 	if n := f.opened.Load(); n != 10 {
@@ -329,17 +325,14 @@ func TestReceiveMuxRefusedRetried(t *testing.T) {
 	f := &streamLogic{}
 	f.refuse.Store(1)
 	m := newTestMux(t, startLogic(t, f), 1)
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	r, err := muxCall(ctx, m, 7, "again")
-	if err != nil || r.GetProto().GetSeq() != 7 {
-		t.Fatalf("refused then retried call = %v, %v", r, err)
+	if r := echoCall(t, m, 7, "again", "refused then retried call"); r.GetProto().GetSeq() != 7 {
+		t.Fatalf("refused then retried call = %v", r)
 	}
 	if n, c := f.opened.Load(), f.calls.Load(); n != 2 || c != 2 {
 		t.Fatalf("streams opened %d, calls %d; want 2 and 2", n, c)
 	}
 	f.refuse.Store(receiveAttempts)
-	if _, err := muxCall(ctx, m, 8, "x"); status.Code(err) != codes.Unavailable {
+	if _, err := muxCall(t.Context(), m, 8, "x"); status.Code(err) != codes.Unavailable {
 		t.Fatalf("call refused on every attempt: %v, want Unavailable", err)
 	}
 }
@@ -408,11 +401,7 @@ func TestReceiveMuxExpiredCallerSparesTheStream(t *testing.T) {
 	}
 	// A live call after them: on one ordered stream, logic has read every
 	// earlier send once it answers this one.
-	ctx, cancel2 := context.WithTimeout(context.Background(), waitFor)
-	defer cancel2()
-	if _, err := muxCall(ctx, m, 99, "live"); err != nil {
-		t.Fatalf("call after the expired ones: %v", err)
-	}
+	echoCall(t, m, 99, "live", "call after the expired ones")
 	select {
 	case err := <-hung:
 		t.Fatalf("the call in flight ended: %v (an expired caller broke its stream)", err)
