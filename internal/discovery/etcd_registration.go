@@ -9,6 +9,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hubuim/hubuim/internal/backoff"
 )
 
 // Registration states, as the metric label and in logs.
@@ -59,7 +61,7 @@ func (r *etcdRegistration) run() {
 	defer close(r.done)
 	state := stateRegistered // counted by Register
 	defer func() { r.e.metrics.setState(r.service, state, "") }()
-	bo := newBackoff(r.e.cfg.RetryMin, r.e.cfg.RetryMax)
+	bo := backoff.New(r.e.cfg.RetryMin, r.e.cfg.RetryMax)
 	for {
 		r.mu.Lock()
 		lease := r.lease
@@ -87,12 +89,12 @@ func (r *etcdRegistration) run() {
 				return
 			}
 			r.e.metrics.regErrors.WithLabelValues(r.service).Inc()
-			if !bo.wait(r.ctx) {
+			if !bo.Wait(r.ctx) {
 				return
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		r.e.metrics.reregistrations.WithLabelValues(r.service).Inc()
 		r.e.metrics.setState(r.service, state, stateRegistered)
 		state = stateRegistered

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hubuim/hubuim/internal/backoff"
 )
 
 // Watch lists the instances of service and then follows changes. The
@@ -176,7 +178,7 @@ func (w *etcdWatch) send(list []Instance) {
 }
 
 func (w *etcdWatch) run(ctx context.Context) {
-	bo := newBackoff(w.e.cfg.RetryMin, w.e.cfg.RetryMax)
+	bo := backoff.New(w.e.cfg.RetryMin, w.e.cfg.RetryMax)
 	// Since Go 1.23 a stopped timer never delivers a stale value.
 	coalesce := time.NewTimer(time.Hour)
 	coalesce.Stop()
@@ -195,7 +197,7 @@ func (w *etcdWatch) run(ctx context.Context) {
 		}
 		// List again until etcd answers; the consumer keeps its list.
 		for {
-			if !bo.wait(ctx) {
+			if !bo.Wait(ctx) {
 				return
 			}
 			old := w.kvs
@@ -214,7 +216,7 @@ func (w *etcdWatch) run(ctx context.Context) {
 			}
 			w.e.metrics.watchErrors.WithLabelValues(w.service).Inc()
 		}
-		bo.reset()
+		bo.Reset()
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/hubuim/hubuim/internal/backoff"
 	"github.com/hubuim/hubuim/internal/promreg"
 )
 
@@ -111,7 +112,7 @@ func (e *RedisEvents) Run(ctx context.Context, caches ...*Cache) error {
 			c.InvalidateAll()
 		}
 	}
-	pause, pinged := eventsRetryMin, false
+	bo, pinged := backoff.New(eventsRetryMin, eventsRetryMax), false
 	for {
 		mu.Lock()
 		cur := ps
@@ -129,13 +130,10 @@ func (e *RedisEvents) Run(ctx context.Context, caches ...*Cache) error {
 		if err != nil {
 			all()
 			e.events.WithLabelValues(eventLost).Inc()
-			e.log.Warn("member change events: subscription lost", "err", err, "retry_in", pause)
-			select {
-			case <-ctx.Done():
+			e.log.Warn("member change events: subscription lost; subscribing again", "err", err)
+			if !bo.Wait(ctx) {
 				return nil
-			case <-time.After(pause):
 			}
-			pause = min(2*pause, eventsRetryMax)
 			pinged = false
 			mu.Lock()
 			_ = ps.Close()
@@ -149,7 +147,7 @@ func (e *RedisEvents) Run(ctx context.Context, caches ...*Cache) error {
 			if m.Kind == "subscribe" {
 				all() // changes before this subscription were not seen
 				e.events.WithLabelValues(eventSubscribed).Inc()
-				pause = eventsRetryMin
+				bo.Reset()
 			}
 		case *redis.Message:
 			id, err := strconv.ParseInt(m.Payload, 10, 64)
