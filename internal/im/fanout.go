@@ -14,6 +14,7 @@ import (
 
 	logicpb "github.com/hubuim/hubuim/api/logic"
 	"github.com/hubuim/hubuim/api/protocol"
+	"github.com/hubuim/hubuim/internal/backoff"
 	"github.com/hubuim/hubuim/internal/im/members"
 	"github.com/hubuim/hubuim/internal/logic/session"
 	"github.com/hubuim/hubuim/internal/mq"
@@ -37,7 +38,8 @@ const (
 	// fanoutBatchMax bounds the records of one partition fanned out with
 	// one device lookup.
 	fanoutBatchMax = 256
-	// fanoutRetryMin and fanoutRetryMax bound the backoff between attempts
+	// fanoutRetryMin and fanoutRetryMax bound the backoff (with jitter, so
+	// that jobs failing together do not retry in step) between attempts
 	// to fan out a deferred batch whose lookup or dispatch failed.
 	fanoutRetryMin = 50 * time.Millisecond
 	fanoutRetryMax = 2 * time.Second
@@ -253,7 +255,7 @@ func (f *Fanout) drain(id partitionID, q *partitionQueue) {
 // partition was taken away meanwhile are dropped unacknowledged (their
 // next owner gets them).
 func (f *Fanout) fanOutRetrying(batch []fanItem) {
-	backoff := fanoutRetryMin
+	delay := backoff.New(fanoutRetryMin, fanoutRetryMax)
 	for {
 		batch = slices.DeleteFunc(batch, func(it fanItem) bool { return it.ctx.Err() != nil })
 		if len(batch) == 0 {
@@ -266,12 +268,14 @@ func (f *Fanout) fanOutRetrying(batch []fanItem) {
 			}
 			return
 		}
-		f.deps.Logger.Warn("im: fan-out failed; retrying", "records", len(batch), "retry_in", backoff, "err", err)
+		wait := delay.Next()
+		f.deps.Logger.Warn("im: fan-out failed; retrying", "records", len(batch), "retry_in", wait, "err", err)
+		t := time.NewTimer(wait)
 		select {
 		case <-batch[0].ctx.Done():
-		case <-time.After(backoff):
+		case <-t.C:
 		}
-		backoff = min(2*backoff, fanoutRetryMax)
+		t.Stop()
 	}
 }
 
