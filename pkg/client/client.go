@@ -29,8 +29,12 @@ type Client struct {
 	eventsCut atomic.Bool
 	ids       IDGen
 	hb        *adaptiveInterval
-	backoff   Backoff
-	seq       atomic.Int32
+	// cfgBackoff is the configured reconnect backoff; backoff is the one
+	// in use: cfgBackoff stretched by the node list's hints (applyHints).
+	// Both belong to runLoop.
+	cfgBackoff Backoff
+	backoff    Backoff
+	seq        atomic.Int32
 
 	ctx      context.Context // ends on Close or when Run's context ends
 	cancel   context.CancelFunc
@@ -85,14 +89,14 @@ func New(cfg Config) (*Client, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		m:       cfg.Metrics,
-		events:  make(chan Event, cfg.EventBuffer),
-		hb:      newAdaptiveInterval(cfg.HeartbeatMin, cfg.HeartbeatMax, cfg.HeartbeatStep, cfg.HeartbeatGrowAfter),
-		backoff: Backoff{Base: cfg.BackoffBase, Max: cfg.BackoffMax, Factor: cfg.BackoffFactor, Jitter: cfg.BackoffJitter},
-		ctx:     ctx,
-		cancel:  cancel,
+		cfg:        cfg,
+		log:        cfg.Logger,
+		m:          cfg.Metrics,
+		events:     make(chan Event, cfg.EventBuffer),
+		hb:         newAdaptiveInterval(cfg.HeartbeatMin, cfg.HeartbeatMax, cfg.HeartbeatStep, cfg.HeartbeatGrowAfter),
+		cfgBackoff: Backoff{Base: cfg.BackoffBase, Max: cfg.BackoffMax, Factor: cfg.BackoffFactor, Jitter: cfg.BackoffJitter},
+		ctx:        ctx,
+		cancel:     cancel,
 
 		loopDone: make(chan struct{}),
 		firstUp:  make(chan struct{}),
@@ -108,6 +112,7 @@ func New(cfg Config) (*Client, error) {
 
 		ackMaxEpochs: max(1, uint64((cfg.AckMaxDelay+cfg.AckInterval-1)/cfg.AckInterval)),
 	}
+	c.backoff = c.cfgBackoff
 	for conv, seq := range cfg.Cursors {
 		c.convs[conv] = &convState{contig: seq, acked: seq, target: seq}
 	}

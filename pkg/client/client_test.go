@@ -143,7 +143,7 @@ func TestParseNodeList(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseNodeList([]byte(tt.body), tt.transport)
+			got, _, err := parseNodeList([]byte(tt.body), tt.transport)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
 			}
@@ -154,6 +154,78 @@ func TestParseNodeList(t *testing.T) {
 				t.Fatalf("got %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseNodeListHints(t *testing.T) {
+	const node = `"nodes":[{"tcp_addr":"h:1"}]`
+	want := nodeHints{heartbeat: 4 * time.Minute, backoff: Backoff{Base: time.Second, Max: time.Minute, Factor: 1.6, Jitter: 0.3}}
+	tests := []struct {
+		name, data string
+		want       nodeHints
+	}{
+		{"hubuim", `"heartbeat_ms":240000,"backoff":{"base_delay_ms":1000,"max_delay_ms":60000,"factor":1.6,"jitter":0.3}`, want},
+		{"protojson", `"heartbeatMs":"240000","backoff":{"baseDelayMs":"1000","maxDelayMs":"60000","factor":1.6,"jitter":0.3}`, want},
+		{"goim seconds", `"heartbeat":240,"backoff":{"base_delay":1,"max_delay":60,"factor":1.6,"jitter":0.3}`, want},
+		{"none", `"domain":"x"`, nodeHints{}},
+		{"zero and negative suggest nothing", `"heartbeat_ms":0,"heartbeat":-5,"backoff":{"base_delay_ms":-1}`, nodeHints{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, got, err := parseNodeList([]byte(`{"code":0,"data":{`+node+`,`+tt.data+`}}`), TransportTCP)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Fatalf("hints %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// A node list may stretch the reconnect backoff but never shorten it.
+func TestBackoffWithHints(t *testing.T) {
+	cfg := Backoff{Base: 5 * time.Millisecond, Max: 50 * time.Millisecond, Factor: 2, Jitter: 0.2}
+	tests := []struct {
+		name      string
+		hint, got Backoff
+	}{
+		{"stretch", Backoff{Base: time.Second, Max: 30 * time.Second, Factor: 1.5, Jitter: 0.5},
+			Backoff{Base: time.Second, Max: 30 * time.Second, Factor: 1.5, Jitter: 0.5}},
+		{"never shorter; bad factor and jitter ignored", Backoff{Base: time.Millisecond, Max: 10 * time.Millisecond, Factor: 0.5, Jitter: 2}, cfg},
+		{"base above max lifts max", Backoff{Base: 100 * time.Millisecond},
+			Backoff{Base: 100 * time.Millisecond, Max: 100 * time.Millisecond, Factor: 2, Jitter: 0.2}},
+		{"none", Backoff{}, cfg},
+	}
+	for _, tt := range tests {
+		if got := cfg.withHints(tt.hint); got != tt.got {
+			t.Errorf("%s: %+v, want %+v", tt.name, got, tt.got)
+		}
+	}
+}
+
+// The node list's heartbeat and backoff are followed: a goim-style server
+// (empty AuthReply) gets heartbeats as often as its list asks.
+func TestNodeListHintsApplied(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"code":0,"data":{"nodes":[{"tcp_addr":"` + srv.addr[len("tcp://"):] + `"}],` +
+			`"heartbeat_ms":500,"backoff":{"base_delay_ms":200,"max_delay_ms":3000,"factor":1.5,"jitter":0.1}}}`))
+	}))
+	defer hs.Close()
+	cfg := testConfig(srv)
+	cfg.Addrs = nil
+	cfg.NodeListURL = hs.URL
+	cfg.HeartbeatMin = 2 * time.Second
+	cfg.HeartbeatMax = 4 * time.Second
+	c, r := startClient(t, cfg)
+	waitFor(t, "Connected", func() bool { return len(eventsOf[Connected](r)) == 1 })
+	if got := c.HeartbeatInterval(); got != 500*time.Millisecond {
+		t.Fatalf("heartbeat interval %v, want the node list's 500ms", got)
+	}
+	// runLoop set backoff before the Connected event was emitted.
+	if want := (Backoff{Base: 200 * time.Millisecond, Max: 3 * time.Second, Factor: 1.5, Jitter: 0.1}); c.backoff != want {
+		t.Fatalf("backoff %+v, want %+v", c.backoff, want)
 	}
 }
 

@@ -57,7 +57,9 @@ type Config struct {
 	Addrs []string
 	// NodeListURL is logic's node list (GET /goim/nodes/weighted). When
 	// set it is fetched before every connection round and its nodes are
-	// tried in order before Addrs.
+	// tried in order before Addrs. Its hints are followed: heartbeats come
+	// at least as often as its heartbeat interval, and its backoff may
+	// stretch the Backoff* settings below (never shorten them).
 	NodeListURL string
 	// HTTPClient fetches NodeListURL. Default: an http.Client with
 	// DialTimeout as its timeout.

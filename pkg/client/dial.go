@@ -17,9 +17,11 @@ func (c *Client) addrs() ([]target, error) {
 	var list []string
 	var nodeErr error
 	if c.cfg.NodeListURL != "" {
-		nodes, err := fetchNodes(c.ctx, c.cfg.HTTPClient, c.cfg.NodeListURL, c.cfg.Transport, c.cfg.Platform)
+		nodes, hints, err := fetchNodes(c.ctx, c.cfg.HTTPClient, c.cfg.NodeListURL, c.cfg.Transport, c.cfg.Platform)
 		if err != nil {
 			nodeErr = err
+		} else {
+			c.applyHints(hints)
 		}
 		list = append(list, nodes...)
 	}
@@ -41,6 +43,20 @@ func (c *Client) addrs() ([]target, error) {
 		c.emit(Error{Err: nodeErr})
 	}
 	return targets, nil
+}
+
+// applyHints follows a node list's connection hints: the reconnect
+// backoff is the configured one stretched by the list's (recomputed from
+// the configuration each time, so a later list can relax it again), and
+// heartbeats come at least as often as the list asks, like heartbeat_ms
+// in an AuthReply (goim servers send an empty AuthReply: their node list
+// is where the interval comes from). Called by runLoop only, which alone
+// reads backoff.
+func (c *Client) applyHints(h nodeHints) {
+	c.backoff = c.cfgBackoff.withHints(h.backoff)
+	if h.heartbeat > 0 {
+		c.hb.capAt(h.heartbeat)
+	}
 }
 
 // dialAny dials and authenticates the addresses in order and returns the

@@ -18,12 +18,13 @@
 // app whose token cannot be refreshed should Close on it.
 //
 // A dropped connection is replaced after a jittered exponential backoff
-// (Backoff). Heartbeats use an adaptive interval: it starts at
-// HeartbeatMin, grows by HeartbeatStep after HeartbeatGrowAfter answered
-// heartbeats and shrinks by a step after a heartbeat goes unanswered,
-// within [HeartbeatMin, HeartbeatMax] (60 s to 300 s, step 30 s by
-// default), never above the interval the server asks for in its
-// AuthReply. A heartbeat met by complete silence — not a byte for
+// (Backoff), which the node list's backoff hint may stretch (a server
+// spreading a reconnect storm) but never shorten. Heartbeats use an
+// adaptive interval: it starts at HeartbeatMin, grows by HeartbeatStep
+// after HeartbeatGrowAfter answered heartbeats and shrinks by a step after
+// a heartbeat goes unanswered, within [HeartbeatMin, HeartbeatMax] (60 s
+// to 300 s, step 30 s by default), never above the interval the server
+// asks for in its AuthReply or its node list. A heartbeat met by complete silence — not a byte for
 // HeartbeatTimeout — marks the connection dead and it is replaced.
 //
 // # Events

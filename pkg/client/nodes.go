@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // maxNodeListBytes bounds the node list response read into memory.
@@ -31,6 +32,76 @@ type nodeListData struct {
 	TCPPort json.Number       `json:"tcp_port"`
 	WSPort  json.Number       `json:"ws_port"`
 	WSSPort json.Number       `json:"wss_port"`
+
+	// Connection hints: HubuIM's in milliseconds (snake_case or protojson
+	// camelCase, whose int64 are strings: json.Number takes both), goim's
+	// in seconds.
+	HeartbeatMS  json.Number  `json:"heartbeat_ms"`
+	HeartbeatMSC json.Number  `json:"heartbeatMs"`
+	HeartbeatS   json.Number  `json:"heartbeat"`
+	Backoff      *nodeBackoff `json:"backoff"`
+}
+
+// nodeBackoff is the reconnect backoff a node list suggests.
+type nodeBackoff struct {
+	BaseMS  json.Number `json:"base_delay_ms"`
+	BaseMSC json.Number `json:"baseDelayMs"`
+	MaxMS   json.Number `json:"max_delay_ms"`
+	MaxMSC  json.Number `json:"maxDelayMs"`
+	BaseS   json.Number `json:"base_delay"`
+	MaxS    json.Number `json:"max_delay"`
+	Factor  float64     `json:"factor"`
+	Jitter  float64     `json:"jitter"`
+}
+
+// nodeHints are the connection settings a node list suggests; zero
+// fields suggest nothing.
+type nodeHints struct {
+	heartbeat time.Duration
+	backoff   Backoff
+}
+
+// hintDuration is the first of ms (milliseconds) and s (seconds) that
+// holds a positive number; 0 when none does.
+func hintDuration(ms []json.Number, s json.Number) time.Duration {
+	for _, n := range ms {
+		if v, err := n.Int64(); err == nil && v > 0 {
+			return time.Duration(v) * time.Millisecond
+		}
+	}
+	if v, err := s.Int64(); err == nil && v > 0 {
+		return time.Duration(v) * time.Second
+	}
+	return 0
+}
+
+func (d nodeListData) hints() nodeHints {
+	h := nodeHints{heartbeat: hintDuration([]json.Number{d.HeartbeatMS, d.HeartbeatMSC}, d.HeartbeatS)}
+	if b := d.Backoff; b != nil {
+		h.backoff = Backoff{
+			Base:   hintDuration([]json.Number{b.BaseMS, b.BaseMSC}, b.BaseS),
+			Max:    hintDuration([]json.Number{b.MaxMS, b.MaxMSC}, b.MaxS),
+			Factor: b.Factor,
+			Jitter: b.Jitter,
+		}
+	}
+	return h
+}
+
+// withHints is b slowed down by a node list's suggestion: the server may
+// stretch the delays (to spread a reconnect storm) but never shorten
+// them below the client's configuration; a factor below 1 or a jitter
+// outside (0, 1] is ignored.
+func (b Backoff) withHints(h Backoff) Backoff {
+	b.Base = max(b.Base, h.Base)
+	b.Max = max(b.Max, h.Max, b.Base)
+	if h.Factor >= 1 {
+		b.Factor = h.Factor
+	}
+	if h.Jitter > 0 && h.Jitter <= 1 {
+		b.Jitter = h.Jitter
+	}
+	return b
 }
 
 type nodeObject struct {
@@ -65,11 +136,11 @@ func first(a, b string) string {
 }
 
 // fetchNodes gets the node list and returns the addresses to dial for
-// transport, in the server's order.
-func fetchNodes(ctx context.Context, hc *http.Client, nodeURL, transport, platform string) ([]string, error) {
+// transport, in the server's order, and the list's connection hints.
+func fetchNodes(ctx context.Context, hc *http.Client, nodeURL, transport, platform string) ([]string, nodeHints, error) {
 	u, err := url.Parse(nodeURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNodeList, err)
+		return nil, nodeHints{}, fmt.Errorf("%w: %w", ErrNodeList, err)
 	}
 	if platform != "" {
 		q := u.Query()
@@ -78,34 +149,34 @@ func fetchNodes(ctx context.Context, hc *http.Client, nodeURL, transport, platfo
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNodeList, err)
+		return nil, nodeHints{}, fmt.Errorf("%w: %w", ErrNodeList, err)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNodeList, err)
+		return nil, nodeHints{}, fmt.Errorf("%w: %w", ErrNodeList, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%w: HTTP %s", ErrNodeList, resp.Status)
+		return nil, nodeHints{}, fmt.Errorf("%w: HTTP %s", ErrNodeList, resp.Status)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxNodeListBytes))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNodeList, err)
+		return nil, nodeHints{}, fmt.Errorf("%w: %w", ErrNodeList, err)
 	}
 	return parseNodeList(body, transport)
 }
 
-func parseNodeList(body []byte, transport string) ([]string, error) {
+func parseNodeList(body []byte, transport string) ([]string, nodeHints, error) {
 	var env nodeListEnvelope
 	if err := json.Unmarshal(body, &env); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNodeList, err)
+		return nil, nodeHints{}, fmt.Errorf("%w: %w", ErrNodeList, err)
 	}
 	if env.Code != 0 {
-		return nil, fmt.Errorf("%w: code %d: %s", ErrNodeList, env.Code, env.Message)
+		return nil, nodeHints{}, fmt.Errorf("%w: code %d: %s", ErrNodeList, env.Code, env.Message)
 	}
 	var data nodeListData
 	if err := json.Unmarshal(env.Data, &data); err != nil {
-		return nil, fmt.Errorf("%w: data: %w", ErrNodeList, err)
+		return nil, nodeHints{}, fmt.Errorf("%w: data: %w", ErrNodeList, err)
 	}
 	var addrs []string
 	for _, raw := range data.Nodes {
@@ -116,7 +187,7 @@ func parseNodeList(body []byte, transport string) ([]string, error) {
 		} else {
 			var obj nodeObject
 			if err := json.Unmarshal(raw, &obj); err != nil {
-				return nil, fmt.Errorf("%w: node: %w", ErrNodeList, err)
+				return nil, nodeHints{}, fmt.Errorf("%w: node: %w", ErrNodeList, err)
 			}
 			a = obj.addr(transport)
 		}
@@ -129,9 +200,9 @@ func parseNodeList(body []byte, transport string) ([]string, error) {
 		addrs = append(addrs, a)
 	}
 	if len(addrs) == 0 {
-		return nil, fmt.Errorf("%w: no %s node", ErrNodeList, transport)
+		return nil, nodeHints{}, fmt.Errorf("%w: no %s node", ErrNodeList, transport)
 	}
-	return addrs, nil
+	return addrs, data.hints(), nil
 }
 
 // goimAddr builds host:port from goim's node list, where nodes are hosts
