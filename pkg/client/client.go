@@ -62,11 +62,12 @@ type Client struct {
 	gapDue     time.Time         // when the gap timer fires (zero: not armed)
 	pushLag    time.Duration     // mean time a push arrives after the own ACK above it
 	ackEpoch   uint64            // delivered-ack flushes so far
-	// cursorSent holds the conversations whose cursors the outstanding
-	// cursor sync carries; cursorSynced those a round of this connection's
-	// cursor syncs showed up to date (their cursors go last in the next
-	// round, to make room for cursors not sent yet).
-	cursorSent, cursorSynced map[string]struct{}
+	// cursorSent holds the cursors the outstanding cursor sync carries,
+	// by conversation; cursorSynced the conversations a round of this
+	// connection's cursor syncs showed up to date (their cursors go last
+	// in the next round, to make room for cursors not sent yet).
+	cursorSent   map[string]int64
+	cursorSynced map[string]struct{}
 	// cursorAfter is the last conversation without a cursor that a round
 	// of this connection's cursor syncs returned (Sync.after_conv_id).
 	cursorAfter string

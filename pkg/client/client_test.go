@@ -376,6 +376,130 @@ func TestSendRetriesRetryableStatus(t *testing.T) {
 	}
 }
 
+// Two refusals then the final ACK for one client message id, all answers
+// to the first attempt: a Send waiting out a refusal takes the final ACK
+// at once (it used to wait for its ctx, with the reader blocked on the
+// full one-slot channel meanwhile: found by review); a Send that gave up
+// leaves the connection working and Close returns.
+func TestSendFinalAckAfterRefusals(t *testing.T) {
+	for _, gaveUp := range []bool{false, true} {
+		t.Run(fmt.Sprint("gave_up=", gaveUp), func(t *testing.T) {
+			srv := newFakeServer(t, TransportTCP)
+			srv.set(func(s *fakeServer) {
+				s.onMsgSend = func(fc *fakeConn, m *protocol.MsgSend) bool {
+					ack := s.store1(fc.mid, m)
+					refuse := &protocol.MsgSendAck{ClientMsgId: m.ClientMsgId, Status: protocol.Status_STATUS_UNAVAILABLE}
+					_ = fc.writeProto(protocol.OpMsgSendAck, 0, refuse)
+					_ = fc.writeProto(protocol.OpMsgSendAck, 0, refuse)
+					go func() {
+						time.Sleep(30 * time.Millisecond)
+						_ = fc.writeProto(protocol.OpMsgSendAck, 0, ack)
+					}()
+					return false
+				}
+			})
+			cfg := testConfig(srv)
+			cfg.SendTimeout = time.Hour // no resend: every answer is to the first attempt
+			c, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := record(c)
+			if err := c.Connect(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			wait := 10 * time.Second
+			if gaveUp {
+				wait = 10 * time.Millisecond
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), wait)
+			ack, err := c.Send(ctx, User(7), 1, []byte("hi"))
+			cancel()
+			switch {
+			case gaveUp && !errors.Is(err, context.DeadlineExceeded):
+				t.Fatalf("Send: ack %v err %v, want it to give up", ack, err)
+			case !gaveUp && (err != nil || ack.Seq == 0):
+				t.Fatalf("Send: ack %v err %v, want the final ACK", ack, err)
+			}
+			if gaveUp { // the reader still reads: a later message goes through
+				srv.set(func(s *fakeServer) { s.onMsgSend = nil })
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if _, err := c.Send(ctx, User(7), 1, []byte("again")); err != nil {
+					t.Fatalf("second Send: %v", err)
+				}
+			}
+			done := make(chan struct{})
+			go func() { c.Close(); close(done) }()
+			select {
+			case <-done:
+				<-r.done
+			case <-time.After(5 * time.Second):
+				t.Fatal("Close hangs: the reader is blocked")
+			}
+		})
+	}
+}
+
+// The final ACK never blocks the reader, even when a refusal is still in
+// the pending send's one-slot channel and Send will not read again (it
+// gave up at that moment): the refusal is dropped. (The reader used to
+// block for good, and Close with it.)
+func TestHandleAckDropsUnreadRefusal(t *testing.T) {
+	c, err := New(Config{Addrs: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := &pendingSend{msg: &protocol.MsgSend{ClientMsgId: "m1"}, ch: make(chan *protocol.MsgSendAck, 1)}
+	c.sends["m1"] = ps
+	ps.ch <- &protocol.MsgSendAck{ClientMsgId: "m1", Status: protocol.Status_STATUS_UNAVAILABLE}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.handleAck(nil, &protocol.MsgSendAck{ClientMsgId: "m1"}) // OK, no conversation: nothing to deliver
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("handleAck blocked on a refusal nobody reads")
+	}
+	if got := <-ps.ch; got.Status != protocol.Status_STATUS_OK {
+		t.Fatalf("pending send holds %v, want the final ACK", got)
+	}
+}
+
+// An ACK that comes after Send gave up still brings the device its own
+// message (the fan-out skips the sending device): it is pulled.
+func TestLateAckPullsOwnMessage(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	srv.set(func(s *fakeServer) {
+		s.onMsgSend = func(fc *fakeConn, m *protocol.MsgSend) bool {
+			ack := s.store1(fc.mid, m)
+			go func() {
+				time.Sleep(50 * time.Millisecond) // after Send gave up
+				_ = fc.writeProto(protocol.OpMsgSendAck, 0, ack)
+			}()
+			return false
+		}
+	})
+	cfg := testConfig(srv)
+	cfg.SendTimeout = time.Hour
+	c, r := startClient(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if _, err := c.Send(ctx, User(7), 1, []byte("late")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Send: %v, want it to give up", err)
+	}
+	waitFor(t, "own message pulled", func() bool {
+		for _, m := range eventsOf[Message](r) {
+			if string(m.Msg.Payload) == "late" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
 func TestSendResentAfterReconnect(t *testing.T) {
 	srv := newFakeServer(t, TransportWS)
 	first := true

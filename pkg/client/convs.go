@@ -407,8 +407,13 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 		before, cursor := st.contig, st.cursorLocked()
 		perConv := known && req.conv == cm.ConvId && st.pulling && st.pullSeq == seq
 		// A cursor sync answers a conversation unless a pull of its own is
-		// in flight; that pull carries on.
-		answers := perConv || (isCursor && !st.pulling)
+		// in flight (that pull carries on) or the round carried a cursor
+		// above what the client holds: built while a pull was fetching up
+		// to its target, and that pull ended short. The server vouched
+		// only for seqs above the cursor it got, so the gap below it is
+		// pulled, never skipped.
+		sentAbove := isCursor && c.cursorSent[cm.ConvId] > before
+		answers := perConv || (isCursor && !st.pulling && !sentAbove)
 		var last int64
 		for _, m := range cm.Msgs {
 			if m.ConvId == "" {
@@ -424,6 +429,10 @@ func (c *Client) handleSyncReply(s *session, seq int32, r *protocol.SyncReply) {
 		st.target = max(st.target, cm.MaxSeq)
 		moved = append(moved, convMove{cm.ConvId, st, before, cursor})
 		if !answers {
+			// A pull waiting for an unsettled seq (repullAt) comes anyway.
+			if sentAbove && !st.pulling && st.repullAt.IsZero() && st.contig < st.target {
+				out = append(out, c.startPullLocked(cm.ConvId, st))
+			}
 			continue
 		}
 		st.pulling = false
@@ -584,7 +593,7 @@ func (c *Client) cursorSyncLocked() outFrame {
 	if c.cursorAfter != "" {
 		size += protowire.SizeTag(syncAfterField) + protowire.SizeBytes(len(c.cursorAfter))
 	}
-	c.cursorSent = make(map[string]struct{}, len(entries))
+	c.cursorSent = make(map[string]int64, len(entries))
 	for _, e := range entries {
 		n := protowire.SizeTag(syncCursorsField) + protowire.SizeBytes(proto.Size(e.cur))
 		if size+n > c.cfg.MaxBody {
@@ -592,7 +601,7 @@ func (c *Client) cursorSyncLocked() outFrame {
 		}
 		size += n
 		sync.Cursors = append(sync.Cursors, e.cur)
-		c.cursorSent[e.cur.ConvId] = struct{}{}
+		c.cursorSent[e.cur.ConvId] = e.cur.Seq
 	}
 	seq := c.nextSeq()
 	c.cursorSync = syncReq{seq: seq, at: time.Now()}

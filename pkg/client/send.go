@@ -124,13 +124,21 @@ func (c *Client) SendWithID(ctx context.Context, clientMsgID string, to Conversa
 			}
 			// The server could not take the message now (a dependency
 			// failed) and stored nothing: send the same client message id
-			// again once the send timeout has passed.
-			select {
-			case <-timer.C:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-c.ctx.Done():
-				return nil, ErrClosed
+			// again once the send timeout has passed — unless an earlier
+			// attempt's final ACK comes first.
+			for waiting := true; waiting; {
+				select {
+				case ack := <-ps.ch:
+					if !retryableAck(ack) {
+						return ackResult(ack)
+					}
+				case <-timer.C:
+					waiting = false
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				case <-c.ctx.Done():
+					return nil, ErrClosed
+				}
 			}
 		case <-timer.C:
 		case <-s.done:
@@ -171,6 +179,13 @@ func (c *Client) handleAck(s *session, ack *protocol.MsgSendAck) {
 	mid := c.mid
 	c.mu.Unlock()
 	if ps == nil {
+		// Send gave up (its ctx ended) before this ACK came: the message
+		// is stored all the same and the fan-out skips this device, so it
+		// is pulled — unless it is held already (a second ACK, answering
+		// a resend).
+		if ack.Status == protocol.Status_STATUS_OK && ack.ConvId != "" && ack.Seq > 0 && !c.holds(ack.ConvId, ack.Seq) {
+			c.handleNotify(s, &protocol.MsgNotify{ConvId: ack.ConvId, MaxSeq: ack.Seq})
+		}
 		return
 	}
 	if retry {
@@ -182,7 +197,15 @@ func (c *Client) handleAck(s *session, ack *protocol.MsgSendAck) {
 		}
 		return
 	}
-	ps.ch <- ack // buffered; the only send since ps left the map
+	// ps left the map, so this reader is its last sender: a refusal still
+	// in the one-slot buffer (Send did not read it yet, or never will
+	// after giving up) is dropped so that the final ACK never blocks the
+	// reader.
+	select {
+	case <-ps.ch:
+	default:
+	}
+	ps.ch <- ack
 	if ack.Status != protocol.Status_STATUS_OK || ack.ConvId == "" || ack.Seq <= 0 {
 		return
 	}
@@ -192,6 +215,18 @@ func (c *Client) handleAck(s *session, ack *protocol.MsgSendAck) {
 		Payload: ps.msg.Payload, ServerTime: ack.ServerTime,
 		ConvType: ps.msg.ConvType, To: ps.msg.To,
 	}, true)
+}
+
+// holds reports whether the client has delivered or buffered seq of conv.
+func (c *Client) holds(conv string, seq int64) bool {
+	c.convMu.Lock()
+	defer c.convMu.Unlock()
+	st := c.convs[conv]
+	if st == nil {
+		return false
+	}
+	_, buffered := st.buf[seq]
+	return seq <= st.contig || buffered
 }
 
 // getTimer returns a running timer of d from the client's pool (Send is

@@ -179,3 +179,68 @@ func TestCursorSyncAgainstIMServiceCursorsPastMaxBody(t *testing.T) {
 		t.Errorf("error event: %v", e.Err)
 	}
 }
+
+// A cursor-sync round built while a pull was in flight carries the pull's
+// target as the cursor. When that pull ends short — seq 15 allocated but
+// not stored yet (settled_seq 14), or the pull refused — the round's reply
+// vouches only for seqs above its cursor: the client must not skip 13..20
+// on it, but pull them. (Found by review: the client skipped 15 for good
+// and dropped its later push as a duplicate.)
+func TestCursorRoundAfterShortPullKeepsStoredSeq(t *testing.T) {
+	for _, short := range []string{"unsettled", "refused"} {
+		t.Run(short, func(t *testing.T) { testCursorRoundAfterShortPull(t, short) })
+	}
+}
+
+func testCursorRoundAfterShortPull(t *testing.T, short string) {
+	s := newFakeServer(t, "tcp")
+	msgs := func(from, to int64, skip ...int64) []*protocol.Msg {
+		var out []*protocol.Msg
+		for seq := from; seq <= to; seq++ {
+			if !slices.Contains(skip, seq) {
+				out = append(out, &protocol.Msg{ConvId: "c", Seq: seq, MsgId: seq, Payload: []byte("x")})
+			}
+		}
+		return out
+	}
+	var stored15 atomic.Bool
+	s.set(func(s *fakeServer) {
+		s.syncFn = func(_ int64, req *protocol.Sync) *protocol.SyncReply {
+			if req.ConvId == "c" { // a pull
+				switch {
+				case stored15.Load():
+					return &protocol.SyncReply{Convs: []*protocol.ConvMessages{{ConvId: "c",
+						Msgs: msgs(req.FromSeq+1, 21), MaxSeq: 21, SettledSeq: 21}}}
+				case short == "refused":
+					return &protocol.SyncReply{Status: protocol.Status_STATUS_FORBIDDEN}
+				default:
+					return &protocol.SyncReply{Convs: []*protocol.ConvMessages{{ConvId: "c",
+						Msgs: msgs(req.FromSeq+1, 20, 15), MaxSeq: 20, SettledSeq: 14}}}
+				}
+			}
+			var cur int64
+			for _, c := range req.Cursors {
+				if c.ConvId == "c" {
+					cur = c.Seq
+				}
+			}
+			if cur <= 10 { // round 1: a full page, and more conversations
+				return &protocol.SyncReply{MoreConvs: true, Convs: []*protocol.ConvMessages{{ConvId: "c",
+					Msgs: msgs(11, 12), More: true, MaxSeq: 20, SettledSeq: 12}}}
+			}
+			// Round 2 carries the pull's target (20) as the cursor; 15 was
+			// stored meanwhile, and 21 came.
+			stored15.Store(true)
+			return &protocol.SyncReply{Convs: []*protocol.ConvMessages{{ConvId: "c",
+				Msgs: msgs(cur+1, 21), MaxSeq: 21, SettledSeq: 21}}}
+		}
+	})
+	cfg := testConfig(s)
+	cfg.Cursors = map[string]int64{"c": 10}
+	c, r := startClient(t, cfg)
+	// Delivery is in seq order: once 21 is out, so is everything below.
+	waitFor(t, "seq 21", func() bool { return slices.Contains(msgSeqs(r, "c"), 21) })
+	if got, want := msgSeqs(r, "c"), []int64{11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21}; !slices.Equal(got, want) {
+		t.Fatalf("delivered %v (cursor %d), want %v", got, c.Cursors()["c"], want)
+	}
+}
