@@ -132,6 +132,32 @@ func TestSeqAllocator(t *testing.T) {
 				}
 			})
 
+			t.Run("counter behind the store is raised after a conflict", func(t *testing.T) {
+				c, _ := newCounter(t)
+				store := &fakeMax{m: map[string]int64{}}
+				a, _ := NewSeqAllocator(c, store, SeqAllocatorConfig{Jump: 100})
+				for range 5 {
+					if _, err := a.Next(ctx, "g:8"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				// The store holds 50 (the counter came back from an old
+				// snapshot at 5): the conflict on 6 raises it past 50.
+				store.set("g:8", 50)
+				got, err := a.NextAfterConflict(ctx, "g:8")
+				if err != nil || got != 151 {
+					t.Fatalf("NextAfterConflict = %d, %v; want 151", got, err)
+				}
+				// A counter already past the floor is only incremented.
+				store.set("g:8", 20)
+				if got, _ := a.NextAfterConflict(ctx, "g:8"); got != 152 {
+					t.Fatalf("NextAfterConflict over a counter ahead of the floor = %d, want 152", got)
+				}
+				if got, _ := a.Next(ctx, "g:8"); got != 153 {
+					t.Fatalf("Next after the raise = %d, want 153", got)
+				}
+			})
+
 			t.Run("concurrent allocations are unique", func(t *testing.T) {
 				c, forget := newCounter(t)
 				store := &fakeMax{m: map[string]int64{"s:5:6": 40}}

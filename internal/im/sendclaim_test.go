@@ -360,3 +360,54 @@ func TestSendRedisRestart(t *testing.T) {
 		t.Fatalf("resend after the restart = %v, want the original %v", again, first)
 	}
 }
+
+// slowFailStore fails its first AppendTouch after delay (a store that
+// outlives its caller), then stores normally.
+type slowFailStore struct {
+	Store
+	delay time.Duration
+	once  sync.Once
+}
+
+func (s *slowFailStore) AppendTouch(ctx context.Context, items []store.AppendItem) ([]store.AppendResult, error) {
+	failed := false
+	s.once.Do(func() {
+		time.Sleep(s.delay)
+		failed = true
+	})
+	if failed {
+		return nil, errors.New("store down")
+	}
+	return s.Store.AppendTouch(ctx, items)
+}
+
+// A send whose caller gave up while its store was failing releases its
+// dedup claim all the same, so the client's resend is taken at once
+// instead of being refused as in flight until the claim expires (the
+// release used to run with the ended ctx and fail; found by review).
+func TestSendCallerGoneReleasesClaim(t *testing.T) {
+	rdb, prefix := newTestRedis(t)
+	st, err := store.OpenBolt(store.BoltConfig{Dir: t.TempDir(), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	counter, _ := NewRedisSeqCounter(rdb, prefix, 0)
+	alloc, _ := NewSeqAllocator(counter, st, SeqAllocatorConfig{})
+	dedup, _ := NewRedisDedup(rdb, RedisDedupConfig{Prefix: prefix})
+	svc, err := NewService(Config{}, Deps{Seq: alloc, Dedup: dedup, Store: &slowFailStore{Store: st, delay: 300 * time.Millisecond},
+		IDs: &counterIDs{}, Producer: &recordingProducer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	first := svc.Send(ctx, 1, "dev", single(2, "m"))
+	cancel()
+	if first.Status == protocol.Status_STATUS_OK {
+		t.Fatalf("first attempt %v, want a failure", first)
+	}
+	again := svc.Send(context.Background(), 1, "dev", single(2, "m"))
+	if again.Status != protocol.Status_STATUS_OK {
+		t.Fatalf("resend %v %q, want OK", again.Status, again.Reason)
+	}
+}

@@ -22,8 +22,9 @@ type SeqCounter interface {
 	// Incr increments the counter of convID and returns the new value; ok is
 	// false, and nothing changes, when the counter does not exist.
 	Incr(ctx context.Context, convID string) (seq int64, ok bool, err error)
-	// InitIncr creates the counter at floor unless it exists, then
-	// increments it. Concurrent callers never get the same value.
+	// InitIncr raises the counter to floor unless it is there or above
+	// (creating it if missing), then increments it. Concurrent callers
+	// never get the same value.
 	InitIncr(ctx context.Context, convID string, floor int64) (int64, error)
 }
 
@@ -77,8 +78,18 @@ func (a *SeqAllocator) Next(ctx context.Context, convID string) (int64, error) {
 	return a.recreate(ctx, convID)
 }
 
-// recreate re-creates the missing counter of convID past the stored maximum
-// (see jumpFloor) and returns its next seq.
+// NextAfterConflict allocates a seq after the store already held the
+// last one handed out: the counter is behind the store — restored from a
+// snapshot, or a replica promoted before it had the latest increments —
+// so it is raised past the stored maximum plus the jump, like a missing
+// one, instead of handing out the stored seqs (and the holes between
+// them) one by one.
+func (a *SeqAllocator) NextAfterConflict(ctx context.Context, convID string) (int64, error) {
+	return a.recreate(ctx, convID)
+}
+
+// recreate raises the missing or stale counter of convID past the stored
+// maximum (see jumpFloor) and returns its next seq.
 func (a *SeqAllocator) recreate(ctx context.Context, convID string) (int64, error) {
 	max, err := a.store.MaxSeq(ctx, convID)
 	if err != nil {

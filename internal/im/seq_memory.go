@@ -36,7 +36,7 @@ func (c *MemorySeqCounter) InitIncr(_ context.Context, convID string, floor int6
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v, ok := c.m[convID]
-	if !ok {
+	if !ok || v < floor {
 		v = floor
 	}
 	v++

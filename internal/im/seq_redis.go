@@ -21,7 +21,8 @@ local v = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return v`)
 	seqInitIncrScript = redis.NewScript(`
-redis.call('SET', KEYS[1], ARGV[2], 'NX')
+local cur = tonumber(redis.call('GET', KEYS[1]))
+if cur == nil or cur < tonumber(ARGV[2]) then redis.call('SET', KEYS[1], ARGV[2]) end
 local v = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return v`)

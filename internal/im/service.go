@@ -29,8 +29,11 @@ const (
 	// DefaultMaxSyncConvs bounds the conversations of one cursor sync reply.
 	DefaultMaxSyncConvs = 200
 	// seqConflictRetries is how often Send retries with a fresh seq after a
-	// seq conflict (a counter re-created at 0 handed out a used seq).
+	// seq conflict (a counter behind the store handed out a used seq).
 	seqConflictRetries = 3
+	// claimAbortTimeout bounds the release of a dedup claim after a failed
+	// store, which runs even when the caller's ctx has ended.
+	claimAbortTimeout = time.Second
 	// DefaultSettleTime bounds the time from a seq's allocation to the end
 	// of its store attempt, plus clock skew between logic replicas. A
 	// stored message older than that proves every lower seq is stored or
@@ -237,6 +240,12 @@ func (s *Service) statusOf(op string, err error) (protocol.Status, string) {
 	if errors.As(err, &se) {
 		return se.status, se.reason
 	}
+	if errors.Is(err, store.ErrInvalid) {
+		// Input the checks before the store let through: retrying it
+		// cannot help, so not INTERNAL.
+		s.log.Warn("im operation refused by the store", "op", op, "err", err)
+		return protocol.Status_STATUS_BAD_REQUEST, "invalid request"
+	}
 	s.log.Warn("im operation failed", "op", op, "err", err)
 	return protocol.Status_STATUS_INTERNAL, "internal error, retry"
 }
@@ -279,7 +288,13 @@ func (s *Service) send(ctx context.Context, sender int64, originKey string, req 
 	}
 	stored, dup, err := s.store(ctx, sender, convID, users, req, claim.seq)
 	if err != nil {
-		if aerr := s.claims.abort(ctx, sender, req.ClientMsgId, convID); aerr != nil {
+		// Not with ctx: a store that failed because the caller gave up
+		// would leave the claim held, and the resend refused as in flight,
+		// until the claim expires.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), claimAbortTimeout)
+		aerr := s.claims.abort(actx, sender, req.ClientMsgId, convID)
+		cancel()
+		if aerr != nil {
 			s.log.Warn("im: release dedup claim", "err", aerr)
 		}
 		return nil, err
@@ -297,8 +312,11 @@ func (s *Service) send(ctx context.Context, sender int64, originKey string, req 
 	}
 	t = s.deps.Metrics.observePhase(phaseFinish, t)
 	if dup {
+		// Stored by an earlier attempt whose outcome was lost (its commit
+		// reported an error, or Redis lost the claim): that attempt may
+		// never have published it, so it is published again; devices drop
+		// a seq they hold.
 		s.deps.Metrics.dup()
-		return ack, nil
 	}
 	s.publish(ctx, &logicpb.MsgEvent{Kind: logicpb.MsgEvent_MESSAGE, Msg: stored, OriginKey: originKey, Users: users})
 	s.deps.Metrics.observePhase(phasePublish, t)
@@ -311,8 +329,9 @@ func (s *Service) checkSend(ctx context.Context, sender int64, req *protocol.Msg
 	switch {
 	case req.GetClientMsgId() == "":
 		return "", nil, errStatus(protocol.Status_STATUS_BAD_REQUEST, "client_msg_id is required")
-	case len(req.ClientMsgId) > store.MaxClientMsgIDLen:
-		return "", nil, errStatus(protocol.Status_STATUS_BAD_REQUEST, "client_msg_id is too long")
+	case !store.ValidClientMsgID(req.ClientMsgId):
+		return "", nil, errStatus(protocol.Status_STATUS_BAD_REQUEST,
+			fmt.Sprintf("client_msg_id must be valid UTF-8 without NUL, at most %d bytes", store.MaxClientMsgIDLen))
 	case len(req.Payload) > s.cfg.MaxPayload:
 		return "", nil, errStatus(protocol.Status_STATUS_TOO_LARGE, fmt.Sprintf("payload over %d bytes", s.cfg.MaxPayload))
 	case req.To <= 0:
@@ -394,7 +413,8 @@ func (s *Service) membersChanged(ctx context.Context, groupID int64) {
 
 // store allocates a seq and message id and appends the message (touching
 // users' conversation index in the same commit when it is inserted),
-// retrying with a fresh seq on a seq conflict.
+// retrying on a seq conflict with a seq past the stored maximum (the
+// counter was behind the store).
 //
 // seq is the first attempt's seq (allocated with the dedup claim); a retry
 // allocates its own.
@@ -403,7 +423,7 @@ func (s *Service) store(ctx context.Context, sender int64, convID string, users 
 		t := time.Now()
 		if attempt > 0 {
 			var err error
-			if seq, err = s.deps.Seq.Next(ctx, convID); err != nil {
+			if seq, err = s.deps.Seq.NextAfterConflict(ctx, convID); err != nil {
 				return nil, false, err
 			}
 		}

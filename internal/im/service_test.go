@@ -2,6 +2,8 @@ package im
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -60,7 +62,7 @@ func newHarness(tb testing.TB, cfg Config) *harness {
 	}
 	tb.Cleanup(func() { st.Close() })
 	counter := NewMemorySeqCounter()
-	seq, err := NewSeqAllocator(counter, st, SeqAllocatorConfig{Jump: 100})
+	seq, err := NewSeqAllocator(counter, st, SeqAllocatorConfig{Jump: harnessSeqJump})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -120,6 +122,41 @@ func TestSendDedupSurvivesLostDedupEntry(t *testing.T) {
 	}
 }
 
+// commitThenFail stores like its Store, then reports the first fail
+// batches as failed (a commit whose reply was lost).
+type commitThenFail struct {
+	Store
+	fail int
+}
+
+func (s *commitThenFail) AppendTouch(ctx context.Context, items []store.AppendItem) ([]store.AppendResult, error) {
+	res, err := s.Store.AppendTouch(ctx, items)
+	if err == nil && s.fail > 0 {
+		s.fail--
+		return nil, errors.New("commit outcome lost")
+	}
+	return res, err
+}
+
+// A message stored by an attempt reported as failed is published when the
+// resend finds it stored (found by review: it never was, so recipients got
+// it only on their next sync).
+func TestSendStoredButReportedFailedIsPublished(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.svc.app = newAppender(&commitThenFail{Store: h.st, fail: 1}, 0, 8, 1, nil)
+	ctx := context.Background()
+	if first := h.svc.Send(ctx, 1, "k", single(2, "x")); first.Status != protocol.Status_STATUS_INTERNAL {
+		t.Fatalf("first attempt %v, want INTERNAL (its commit reported failed)", first.Status)
+	}
+	again := h.svc.Send(ctx, 1, "k", single(2, "x"))
+	if again.Status != protocol.Status_STATUS_OK {
+		t.Fatalf("resend %v, want OK", again.Status)
+	}
+	if n := h.prod.count(); n != 1 {
+		t.Fatalf("%d events published, want the stored message once", n)
+	}
+}
+
 func TestSendBadInputStoresNothing(t *testing.T) {
 	h := newHarness(t, Config{MaxPayload: 8})
 	ctx := context.Background()
@@ -138,6 +175,10 @@ func TestSendBadInputStoresNothing(t *testing.T) {
 		{"no conv type", &protocol.MsgSend{ClientMsgId: "d", To: 2}, protocol.Status_STATUS_BAD_REQUEST},
 		{"to self", &protocol.MsgSend{ClientMsgId: "e", ConvType: protocol.ConvType_CONV_TYPE_SINGLE, To: 1}, protocol.Status_STATUS_BAD_REQUEST},
 		{"no target", &protocol.MsgSend{ClientMsgId: "f", ConvType: protocol.ConvType_CONV_TYPE_SINGLE}, protocol.Status_STATUS_BAD_REQUEST},
+		// Not INTERNAL ("retry"): a client would resend it forever, each
+		// attempt using up a seq (found by review).
+		{"NUL in client id", &protocol.MsgSend{ClientMsgId: "g\x00h", ConvType: protocol.ConvType_CONV_TYPE_SINGLE, To: 2}, protocol.Status_STATUS_BAD_REQUEST},
+		{"client id not UTF-8", &protocol.MsgSend{ClientMsgId: "\xff\xfe", ConvType: protocol.ConvType_CONV_TYPE_SINGLE, To: 2}, protocol.Status_STATUS_BAD_REQUEST},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -163,6 +204,12 @@ func TestSendBadInputStoresNothing(t *testing.T) {
 	}
 	if h.prod.count() != 0 {
 		t.Fatalf("refused sends published %d events", h.prod.count())
+	}
+	h.counter.mu.Lock()
+	used := h.counter.m[store.SingleConvID(1, 2)]
+	h.counter.mu.Unlock()
+	if used != 0 {
+		t.Fatalf("refused sends used up %d seqs", used)
 	}
 }
 
@@ -192,6 +239,38 @@ func TestSeqNeverGoesBackAfterCounterLoss(t *testing.T) {
 	reply = h.svc.Sync(ctx, 2, &protocol.Sync{ConvId: ack.ConvId, FromSeq: last, Limit: 1})
 	if got := reply.Convs[0]; len(got.Msgs) != 1 || got.Msgs[0].Seq != ack.Seq || got.More {
 		t.Fatalf("pull over the gap = %v", got)
+	}
+}
+
+// A counter that came back behind the store (a snapshot restore, a
+// replica promoted before it had the latest increments) hands out a
+// stored seq; the conflict raises it past the stored maximum plus the jump
+// instead of walking it up one by one into the holes below the maximum.
+// (Found by review: the next send filled a hole below settled seqs, the
+// one after ran out of retries.)
+// harnessSeqJump is the seq jump of newHarness's allocator.
+const harnessSeqJump = 100
+
+func TestSeqPastStoreAfterStaleCounter(t *testing.T) {
+	h := newHarness(t, Config{})
+	ctx := context.Background()
+	var last int64
+	for i := range 10 {
+		last = h.svc.Send(ctx, 1, "d", single(2, fmt.Sprint("m", i))).Seq
+	}
+	conv := store.SingleConvID(1, 2)
+	h.counter.mu.Lock()
+	h.counter.m[conv] = last - 8 // restored from an older snapshot
+	h.counter.mu.Unlock()
+	for i := range 2 {
+		ack := h.svc.Send(ctx, 1, "d", single(2, fmt.Sprint("after", i)))
+		if ack.Status != protocol.Status_STATUS_OK || ack.Seq <= last {
+			t.Fatalf("send %d after the stale counter: seq %d (%v), want past %d", i, ack.Seq, ack.Status, last)
+		}
+		if i == 0 && ack.Seq != last+harnessSeqJump+1 {
+			t.Fatalf("first seq after the stale counter %d, want the stored max %d + the jump %d + 1", ack.Seq, last, harnessSeqJump)
+		}
+		last = ack.Seq
 	}
 }
 

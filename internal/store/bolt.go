@@ -480,7 +480,7 @@ func (s *Bolt) MaxSeq(ctx context.Context, convID string) (seq int64, err error)
 func (s *Bolt) GetByClientID(ctx context.Context, sender int64, clientMsgID string) (m *protocol.Msg, err error) {
 	start := time.Now()
 	defer func() { s.m.done(opGetByClientID, start, err) }()
-	if clientMsgID == "" || len(clientMsgID) > MaxClientMsgIDLen || !validText(clientMsgID) {
+	if !ValidClientMsgID(clientMsgID) {
 		return nil, fmt.Errorf("%w: client_msg_id must be 1..%d bytes", ErrInvalid, MaxClientMsgIDLen)
 	}
 	err = s.view(ctx, func(tx *bolt.Tx) error {

@@ -114,10 +114,16 @@ func ValidateMsg(m *protocol.Msg) error {
 	if m.GetMsgId() == 0 {
 		return fmt.Errorf("%w: msg_id is 0", ErrInvalid)
 	}
-	if len(m.GetClientMsgId()) > MaxClientMsgIDLen || !validText(m.GetClientMsgId()) {
+	if id := m.GetClientMsgId(); len(id) > MaxClientMsgIDLen || !validText(id) {
 		return fmt.Errorf("%w: client_msg_id must be valid UTF-8 without NUL, at most %d bytes", ErrInvalid, MaxClientMsgIDLen)
 	}
 	return nil
+}
+
+// ValidClientMsgID reports whether id can be stored as a client message
+// id: 1 to MaxClientMsgIDLen bytes of UTF-8 without NUL.
+func ValidClientMsgID(id string) bool {
+	return id != "" && len(id) <= MaxClientMsgIDLen && validText(id)
 }
 
 // validText reports whether s can be stored as text by every store
