@@ -184,7 +184,8 @@ func (f *Fanout) Handle(ctx context.Context, m *mq.Message) error {
 		return nil
 	}
 	if !m.CanDefer() {
-		return f.fanOut(ctx, []fanItem{{ctx: ctx, ev: ev}})
+		_, err := f.fanOut(ctx, []fanItem{{ctx: ctx, ev: ev}})
+		return err
 	}
 	f.enqueue(partitionID{m.Topic, m.Partition}, fanItem{ctx: ctx, ev: ev, ack: m.Defer()})
 	return nil
@@ -261,11 +262,14 @@ func (f *Fanout) fanOutRetrying(batch []fanItem) {
 		if len(batch) == 0 {
 			return
 		}
-		err := f.fanOut(batch[0].ctx, batch)
+		done, err := f.fanOut(batch[0].ctx, batch)
+		// The records handed over in full are acknowledged and not retried:
+		// their offline users are notified once.
+		for _, it := range batch[:done] {
+			it.ack.Done()
+		}
+		batch = batch[done:]
 		if err == nil {
-			for _, it := range batch {
-				it.ack.Done()
-			}
 			return
 		}
 		wait := delay.Next()
@@ -291,37 +295,41 @@ type fanPlan struct {
 }
 
 // fanOut pushes items in order with one device lookup for all of them.
-func (f *Fanout) fanOut(ctx context.Context, items []fanItem) error {
+// done is how many leading items were handed over in full (all of them
+// when err is nil): a retry starts after them.
+func (f *Fanout) fanOut(ctx context.Context, items []fanItem) (done int, err error) {
 	plans := make([]fanPlan, 0, len(items))
+	of := make([]int, 0, len(items)) // of[k]: the item plans[k] came from
 	var users []int64
-	for _, it := range items {
+	for i, it := range items {
 		p, ok, err := f.plan(ctx, it.ev)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if ok && len(p.users) > 0 {
 			plans = append(plans, p)
+			of = append(of, i)
 			users = append(users, p.users...)
 		}
 	}
 	if len(plans) == 0 {
-		return nil
+		return len(items), nil
 	}
 	slices.Sort(users)
 	devices, err := f.deps.Devices.Devices(ctx, slices.Compact(users))
 	if err != nil {
-		return fmt.Errorf("im: fanout devices: %w", err)
+		return 0, fmt.Errorf("im: fanout devices: %w", err)
 	}
-	for _, p := range plans {
+	for k, p := range plans {
 		offline, err := f.push(ctx, devices, p)
 		if err != nil {
-			return err
+			return of[k], err
 		}
 		if p.msg != nil {
 			f.notify(ctx, p.msg, offline)
 		}
 	}
-	return nil
+	return len(items), nil
 }
 
 // plan decodes what ev pushes; ok is false for an event with nothing to

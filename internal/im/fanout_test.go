@@ -282,3 +282,46 @@ func TestTopicNotifier(t *testing.T) {
 		t.Fatalf("published %v %v", p.keys, p.values)
 	}
 }
+
+// failingDispatcher fails its failAt-th Dispatch call (1-based) once.
+type failingDispatcher struct {
+	recordingDispatcher
+	calls, failAt int
+}
+
+func (d *failingDispatcher) Dispatch(ctx context.Context, p *logicpb.PushMsg) error {
+	d.mu.Lock()
+	d.calls++
+	fail := d.calls == d.failAt
+	d.mu.Unlock()
+	if fail {
+		return errors.New("comet queue closed")
+	}
+	return d.recordingDispatcher.Dispatch(ctx, p)
+}
+
+// A batch whose second record fails to dispatch is retried from that
+// record on: the first record's offline user is notified once, not on
+// every retry (found by review).
+func TestFanoutRetryNotifiesOnce(t *testing.T) {
+	d := &failingDispatcher{failAt: 2}
+	n := &recordingNotifier{}
+	f, err := NewFanout(FanoutConfig{}, FanoutDeps{Devices: devices, Members: fakeMembers{}, Dispatcher: d, Notifier: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	single := func(from, to int64, origin string, seq int64) fanItem {
+		return fanItem{ctx: ctx, ev: &logicpb.MsgEvent{Kind: logicpb.MsgEvent_MESSAGE, Users: []int64{from, to}, OriginKey: origin,
+			Msg: &protocol.Msg{ConvId: store.SingleConvID(from, to), ConvType: protocol.ConvType_CONV_TYPE_SINGLE, Seq: seq, Sender: from, To: to}}}
+	}
+	// 1 → 9 (offline): one push to 1's other device, a notification for 9;
+	// 3 → 1: pushes to both of 1's devices, the first of which fails once.
+	f.fanOutRetrying([]fanItem{single(1, 9, "a-phone", 1), single(3, 1, "c-phone", 1)})
+	if len(n.notes) != 1 || n.notes[0].User != 9 {
+		t.Fatalf("notifications %v, want one for user 9", n.notes)
+	}
+	if d.calls != 4 {
+		t.Fatalf("%d dispatches, want 4 (the first record is not pushed again)", d.calls)
+	}
+}
