@@ -66,6 +66,15 @@ func (b *bucket) put(c *conn, roomID string) (old *conn, err error) {
 	if b.srv.draining.Load() {
 		return nil, ErrDraining
 	}
+	// Lock order: bucket, then connection. A connection that started
+	// closing (its handshake expired) is not registered: its close path
+	// would not find it, and it would displace a live one.
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		return nil, ErrClosed
+	}
 	old = b.conns[c.key]
 	b.conns[c.key] = c
 	if old != nil {

@@ -266,12 +266,31 @@ func isRaw(b []byte) bool {
 	return len(b) >= protocol.HeaderLen && int32(binary.BigEndian.Uint32(b[8:12])) == protocol.OpRaw
 }
 
+// setWriteDeadline sets the write deadline of a batch through set. The
+// batch may have been taken before a close (closeWith) shortened the
+// deadline to KickWriteTimeout; setting the batch's own deadline after
+// that would undo it, so a close seen afterwards shortens it again
+// (closeWith marks closing before it sets its deadline: either order
+// ends with the short one).
+func (c *conn) setWriteDeadline(set func(time.Time) error, deadline time.Time) error {
+	if err := set(deadline); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		return set(time.Now().Add(c.srv.cfg.KickWriteTimeout))
+	}
+	return nil
+}
+
 // write sends the queued frames q (n bytes) in one write.
 func (c *conn) write(q [][]byte, n int, deadline time.Time) error {
 	if c.ws != nil {
 		return c.writeWS(q, n, deadline)
 	}
-	if err := c.nc.SetWriteDeadline(deadline); err != nil {
+	if err := c.setWriteDeadline(c.nc.SetWriteDeadline, deadline); err != nil {
 		return err
 	}
 	// On TCP an OpRaw packet is its body: a run of whole packets.
@@ -304,7 +323,7 @@ func (c *conn) write(q [][]byte, n int, deadline time.Time) error {
 // packed into one OpRaw frame (PROTOCOL.md). Queued OpRaw frames are
 // flattened so that the client never sees a nested OpRaw.
 func (c *conn) writeWS(q [][]byte, n int, deadline time.Time) error {
-	if err := c.ws.SetWriteDeadline(deadline); err != nil {
+	if err := c.setWriteDeadline(c.ws.SetWriteDeadline, deadline); err != nil {
 		return err
 	}
 	if len(q) == 1 {

@@ -256,10 +256,27 @@ func (s *Server) auth(c *conn) bool {
 	}
 	c.hbTimeout = hb * time.Duration(s.cfg.HeartbeatMissed)
 	c.lastLogicHB = time.Now().UnixNano()
+	// From here the heartbeat deadline replaces the handshake's. If the
+	// handshake expired while logic was answering, the connection is
+	// closing: it must not be registered (it would kick a live connection
+	// with its key on its way out), only reported to logic.
+	c.wheel.Set(&c.tm, c.hbTimeout)
+	// The AuthReply is queued before the connection can be found by key or
+	// room, so it is the first frame the client gets.
+	body, _ := json.Marshal(authReply{Mid: c.mid, Key: c.key, RoomID: reply.GetRoomId(), HeartbeatMS: hb.Milliseconds()})
+	if err := c.enqueue(protocol.AppendFrame(nil, protocol.Version, protocol.OpAuthReply, f.Seq, body)); err != nil {
+		s.disconnectLogic(c)
+		s.m.authFailures.WithLabelValues("closed").Inc()
+		return false
+	}
 	c.bucket = s.bucketFor(c.key)
 	old, err := c.bucket.put(c, reply.GetRoomId())
 	if err != nil {
 		s.disconnectLogic(c)
+		if errors.Is(err, ErrClosed) {
+			s.m.authFailures.WithLabelValues("closed").Inc()
+			return false
+		}
 		return s.refuse(c, "draining", err.Error())
 	}
 	s.conns.Add(1)
@@ -268,9 +285,6 @@ func (s *Server) auth(c *conn) bool {
 	if old != nil {
 		old.kick(s.kickDup, protocol.KickReason_KICK_REASON_DUPLICATE_LOGIN, false)
 	}
-	body, _ := json.Marshal(authReply{Mid: c.mid, Key: c.key, RoomID: reply.GetRoomId(), HeartbeatMS: hb.Milliseconds()})
-	_ = c.enqueue(protocol.AppendFrame(nil, protocol.Version, protocol.OpAuthReply, f.Seq, body))
-	c.wheel.Set(&c.tm, c.hbTimeout)
 	return true
 }
 
