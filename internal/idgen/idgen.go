@@ -48,6 +48,7 @@ var DefaultEpoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 // Defaults of Config.
 const (
 	DefaultMaxClockBackward = 5 * time.Millisecond
+	DefaultMaxClockSkew     = 500 * time.Millisecond
 	DefaultRetryInterval    = time.Second
 	releaseTimeout          = 5 * time.Second
 	noWorker                = -1
@@ -93,6 +94,13 @@ type Config struct {
 	// RetryInterval is the wait between failed worker id acquisitions.
 	// Default 1s.
 	RetryInterval time.Duration `yaml:"retry_interval"`
+	// MaxClockSkew bounds how far the clocks of two replicas may differ. A
+	// leased worker id may have been given back by another replica a
+	// moment ago, whose clock can be ahead: Run uses a newly acquired id
+	// only after this long, so its ids cannot repeat the last ones of the
+	// previous holder (same worker, same millisecond, sequence from 0).
+	// Default 500ms; negative: no wait (one replica only, tests).
+	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
 	// Clock. Default the system clock.
 	Clock Clock `yaml:"-"`
 	// Registerer registers the generator's metrics. Default nil: none.
@@ -135,6 +143,9 @@ func New(cfg Config) (*Generator, error) {
 	}
 	if cfg.RetryInterval <= 0 {
 		cfg.RetryInterval = DefaultRetryInterval
+	}
+	if cfg.MaxClockSkew == 0 {
+		cfg.MaxClockSkew = DefaultMaxClockSkew
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = systemClock{}
@@ -282,8 +293,17 @@ func (g *Generator) Run(ctx context.Context) error {
 			}
 			continue
 		}
+		g.log.Info("idgen: worker id acquired", "worker_id", id, "usable_in", max(g.cfg.MaxClockSkew, 0))
+		if !g.waitSkew(ctx, lost) {
+			if ctx.Err() != nil {
+				g.release(ctx, id)
+				return nil
+			}
+			g.lost.Inc()
+			g.log.Warn("idgen: worker id lease lost before use", "worker_id", id)
+			continue
+		}
 		g.setWorker(id)
-		g.log.Info("idgen: worker id acquired", "worker_id", id)
 		select {
 		case <-lost:
 			g.setWorker(noWorker)
@@ -291,13 +311,35 @@ func (g *Generator) Run(ctx context.Context) error {
 			g.log.Warn("idgen: worker id lease lost; not issuing ids until re-acquired", "worker_id", id)
 		case <-ctx.Done():
 			g.setWorker(noWorker)
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
-			err := g.cfg.Leaser.Release(rctx)
-			cancel()
-			if err != nil {
-				g.log.Warn("idgen: release worker id", "worker_id", id, "err", err)
-			}
+			g.release(ctx, id)
 			return nil
 		}
+	}
+}
+
+// waitSkew waits MaxClockSkew after an acquisition; false if the lease was
+// lost or ctx ended first.
+func (g *Generator) waitSkew(ctx context.Context, lost <-chan struct{}) bool {
+	if g.cfg.MaxClockSkew <= 0 {
+		return true
+	}
+	t := time.NewTimer(g.cfg.MaxClockSkew)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-lost:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (g *Generator) release(ctx context.Context, id int64) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	err := g.cfg.Leaser.Release(rctx)
+	cancel()
+	if err != nil {
+		g.log.Warn("idgen: release worker id", "worker_id", id, "err", err)
 	}
 }

@@ -392,3 +392,45 @@ func TestEtcdConfig(t *testing.T) {
 		t.Fatalf("Key(12) = %q", got)
 	}
 }
+
+// skewedClock is the system clock moved by d.
+type skewedClock struct{ d time.Duration }
+
+func (c skewedClock) Now() time.Time        { return time.Now().Add(c.d) }
+func (c skewedClock) Sleep(d time.Duration) { time.Sleep(d) }
+
+// issueFor runs g with worker id 0 from its own leaser and collects the ids
+// it issues for d, then stops it (releasing the id).
+func issueFor(t *testing.T, cfg Config, d time.Duration) map[int64]bool {
+	t.Helper()
+	cfg.Leaser = &chanLeaser{ids: []int64{0}}
+	g := newGen(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	waitFor(t, "worker 0", 5*time.Second, workerIs(g, 0))
+	ids := map[int64]bool{}
+	for end := time.Now().Add(d); time.Now().Before(end); {
+		ids[mustNext(t, g)] = true
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// A worker id handed from a replica whose clock runs 20 ms ahead to one on
+// time: the new holder waits out MaxClockSkew before its first id, so no id
+// repeats one of the previous holder's last milliseconds (found by review:
+// with the id taken over at once, they did).
+func TestWorkerHandoffAcrossClockSkewRepeatsNoID(t *testing.T) {
+	const skew = 20 * time.Millisecond
+	ahead := issueFor(t, Config{Clock: skewedClock{skew}, MaxClockSkew: -1}, 30*time.Millisecond)
+	onTime := issueFor(t, Config{MaxClockSkew: 2 * skew}, 30*time.Millisecond)
+	for id := range onTime {
+		if ahead[id] {
+			t.Fatalf("id %d issued by both holders of worker 0", id)
+		}
+	}
+}

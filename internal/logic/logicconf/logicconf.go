@@ -81,11 +81,15 @@ type IDGenConfig struct {
 	MaxClockBackward time.Duration `yaml:"max_clock_backward"`
 	// RetryInterval between failed lease attempts. Default 1s.
 	RetryInterval time.Duration `yaml:"retry_interval"`
+	// MaxClockSkew bounds the clock difference between logic replicas: a
+	// worker id taken over from another replica is used only after this
+	// long (idgen.Config.MaxClockSkew). Default 500ms.
+	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
 }
 
 // Generator is the idgen.Config part (Leaser, Logger, Registerer unset).
 func (c IDGenConfig) Generator() idgen.Config {
-	return idgen.Config{WorkerID: c.WorkerID, MaxClockBackward: c.MaxClockBackward, RetryInterval: c.RetryInterval}
+	return idgen.Config{WorkerID: c.WorkerID, MaxClockBackward: c.MaxClockBackward, RetryInterval: c.RetryInterval, MaxClockSkew: c.MaxClockSkew}
 }
 
 // DedupConfig is the client message id dedup in Redis.
