@@ -195,7 +195,7 @@ func NewLogic(cfg LogicConfig, deps LogicDeps) (*LogicServer, error) {
 		Handlers: handlers, Logger: deps.Logger, Registerer: deps.Registerer, ObserveCall: gm.Observe,
 	}
 	if presence != nil {
-		ldeps.OnConnected, ldeps.OnDisconnected = presence.Connected, presence.Disconnected
+		ldeps.OnUserOnline, ldeps.OnUserOffline = presence.UserOnline, presence.UserOffline
 	}
 	l, err := logic.New(logic.Config{Conn: cfg.Conn, Push: cfg.Push, Nodes: cfg.Nodes}, ldeps)
 	if err != nil {

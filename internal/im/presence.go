@@ -55,16 +55,20 @@ func NewPresence(st PresenceStore, devices DeviceLookup, svc *Service, ttl time.
 	return &Presence{store: st, devices: devices, svc: svc, ttl: ttl, log: svc.log}, nil
 }
 
-// Connected is logic's OnConnected hook.
-func (p *Presence) Connected(ctx context.Context, s session.Session) {
+// UserOnline is logic's OnUserOnline hook: s is its user's first device.
+func (p *Presence) UserOnline(ctx context.Context, s session.Session) {
 	p.changed(ctx, s, true)
 }
 
-// Disconnected is logic's OnDisconnected hook.
-func (p *Presence) Disconnected(ctx context.Context, s session.Session) {
+// UserOffline is logic's OnUserOffline hook: s was its user's last device.
+func (p *Presence) UserOffline(ctx context.Context, s session.Session) {
 	p.changed(ctx, s, false)
 }
 
+// changed publishes the user's new state to its subscribers. Whether s
+// was the first or last device was decided by the session store with its
+// write: a count of the devices read afterwards saw both of two devices
+// connecting at once (no event) or neither of two leaving (two events).
 func (p *Presence) changed(ctx context.Context, s session.Session, online bool) {
 	if s.Mid <= 0 {
 		return
@@ -74,16 +78,7 @@ func (p *Presence) changed(ctx context.Context, s session.Session, online bool) 
 		if err != nil {
 			p.log.Warn("im: presence subscribers", "err", err)
 		}
-		return // nobody asked: no device lookup either
-	}
-	devs, err := p.devices.Devices(ctx, []int64{s.Mid})
-	if err != nil {
-		p.log.Warn("im: presence devices", "err", err)
-		return
-	}
-	n := len(devs[s.Mid])
-	if online && n != 1 || !online && n != 0 {
-		return // another device was already (or is still) online
+		return // nobody asked
 	}
 	ev := &protocol.PresenceEvent{User: s.Mid, Online: online, Platform: s.Platform, Time: p.svc.deps.Now().UnixMilli()}
 	p.svc.publishKeyed(ctx, "presence:"+strconv.FormatInt(s.Mid, 10),

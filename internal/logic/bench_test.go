@@ -55,7 +55,7 @@ func BenchmarkPushKeys(b *testing.B) {
 	for i := range keys {
 		keys[i] = fmt.Sprintf("dev-%d", i)
 		s := session.Session{Key: keys[i], Mid: int64(i), Server: fmt.Sprintf("comet-%d", i%10), ConnID: "c"}
-		if _, _, err := store.Add(ctx, s, time.Hour); err != nil {
+		if _, err := store.Add(ctx, s, time.Hour); err != nil {
 			b.Fatal(err)
 		}
 	}

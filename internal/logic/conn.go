@@ -96,17 +96,17 @@ func (l *Logic) Connect(ctx context.Context, req *pb.ConnectReq) (*pb.ConnectRep
 		accepts = l.cfg.Conn.Accepts
 	}
 	s := session.Session{Key: key, Mid: id.Mid, Server: req.GetServer(), ConnID: req.GetConnId(), Platform: ar.Platform}
-	prev, replaced, err := l.store.Add(ctx, s, l.cfg.Conn.SessionTTL)
+	added, err := l.store.Add(ctx, s, l.cfg.Conn.SessionTTL)
 	if err != nil {
 		res, st := storeStatus(err)
 		l.m.connect.WithLabelValues(res).Inc()
 		return nil, st
 	}
-	if replaced && l.replaced != nil {
-		l.replaced(ctx, prev)
+	if added.Replaced && l.replaced != nil {
+		l.replaced(ctx, added.Prev)
 	}
-	if l.connected != nil {
-		l.connected(ctx, s)
+	if added.First && l.userOnline != nil {
+		l.userOnline(ctx, s)
 	}
 	l.m.connect.WithLabelValues(resultOK).Inc()
 	return &pb.ConnectReply{
@@ -132,15 +132,15 @@ func (l *Logic) Disconnect(ctx context.Context, req *pb.DisconnectReq) (*pb.Disc
 		l.m.disconnect.WithLabelValues(res).Inc()
 		return nil, st
 	}
-	if removed {
+	if removed.Removed {
 		l.m.disconnect.WithLabelValues(resultOK).Inc()
-		if l.disconnected != nil {
-			l.disconnected(ctx, gone)
-		}
 	} else {
 		l.m.disconnect.WithLabelValues(resultNotOwner).Inc()
 	}
-	return &pb.DisconnectReply{Removed: removed}, nil
+	if removed.Last && l.userOffline != nil {
+		l.userOffline(ctx, gone)
+	}
+	return &pb.DisconnectReply{Removed: removed.Removed}, nil
 }
 
 // Heartbeat renews a session, re-creating what expired or was lost. A

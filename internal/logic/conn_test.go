@@ -3,7 +3,10 @@ package logic_test
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -287,5 +290,43 @@ func TestOnReplaced(t *testing.T) {
 	}
 	if len(got) != 1 || got[0].Server != "comet-1" || got[0].ConnID != "a" || got[0].Mid != 3 || got[0].Key != "dev" {
 		t.Fatalf("OnReplaced calls = %+v, want one for comet-1/a", got)
+	}
+}
+
+// Devices of one user connecting at once make one OnUserOnline call, and
+// leaving at once one OnUserOffline (found by review: presence counted the
+// user's devices after the write, and saw two devices or none).
+func TestUserOnlineOfflineOncePerTransition(t *testing.T) {
+	var online, offline atomic.Int32
+	e := newEnvDeps(t, logic.Config{}, nil, logic.Deps{
+		OnUserOnline:  func(context.Context, session.Session) { online.Add(1) },
+		OnUserOffline: func(context.Context, session.Session) { offline.Add(1) },
+	})
+	c := pb.NewLogicClient(e.grpcClient(t))
+	ctx := context.Background()
+	const devices, rounds = 4, 5
+	for round := range rounds {
+		var wg sync.WaitGroup
+		for i := range devices {
+			wg.Go(func() {
+				key := fmt.Sprintf("r%d-d%d", round, i)
+				if _, err := c.Connect(ctx, &pb.ConnectReq{Server: "s", ConnId: key, Token: authBody(9, key, "")}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		for i := range devices {
+			wg.Go(func() {
+				key := fmt.Sprintf("r%d-d%d", round, i)
+				if _, err := c.Disconnect(ctx, &pb.DisconnectReq{Mid: 9, Key: key, Server: "s", ConnId: key}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if on, off := online.Load(), offline.Load(); on != int32(round+1) || off != int32(round+1) {
+			t.Fatalf("after round %d: %d online and %d offline calls, want %d each", round, on, off, round+1)
+		}
 	}
 }

@@ -121,14 +121,14 @@ type failingStore struct{}
 
 var errStoreDown = errors.Join(session.ErrUnavailable, errors.New("connection refused"))
 
-func (failingStore) Add(context.Context, session.Session, time.Duration) (session.Session, bool, error) {
-	return session.Session{}, false, errStoreDown
+func (failingStore) Add(context.Context, session.Session, time.Duration) (session.AddResult, error) {
+	return session.AddResult{}, errStoreDown
 }
 func (failingStore) Heartbeat(context.Context, session.Session, time.Duration) (bool, error) {
 	return false, errStoreDown
 }
-func (failingStore) Remove(context.Context, session.Session) (bool, error) {
-	return false, errStoreDown
+func (failingStore) Remove(context.Context, session.Session) (session.RemoveResult, error) {
+	return session.RemoveResult{}, errStoreDown
 }
 func (failingStore) Servers(context.Context, []string) ([]string, error) { return nil, errStoreDown }
 func (failingStore) Devices(context.Context, []int64) (map[int64][]session.Device, error) {

@@ -38,7 +38,7 @@ func newHTTPEnv(t *testing.T, cfg logic.Config) *httpEnv {
 		{Key: "dev-2", Mid: 8, Server: "comet-1", ConnID: "b"},
 		{Key: "dev-3", Mid: 7, Server: "comet-2", ConnID: "c"},
 	} {
-		if _, _, err := e.store.Add(ctx, s, time.Minute); err != nil {
+		if _, err := e.store.Add(ctx, s, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -262,10 +262,14 @@ type Deps struct {
 	// owned by another connection (e.g. to kick it with "duplicate
 	// login"). It runs on the Connect path: keep it short or hand off.
 	OnReplaced func(ctx context.Context, prev session.Session)
-	// OnConnected and OnDisconnected, if set, are called after a session
-	// was recorded or removed (e.g. for presence). Same rules as OnReplaced.
-	OnConnected    func(ctx context.Context, s session.Session)
-	OnDisconnected func(ctx context.Context, s session.Session)
+	// OnUserOnline and OnUserOffline, if set, are called after a session
+	// was recorded that is its user's first live device, or after the
+	// user's last live device was removed (presence). The session store
+	// decides both atomically with its write, so devices of one user that
+	// connect or disconnect at once give one call each. Same rules as
+	// OnReplaced.
+	OnUserOnline  func(ctx context.Context, s session.Session)
+	OnUserOffline func(ctx context.Context, s session.Session)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer registers the metrics; nil registers nothing.
@@ -305,8 +309,8 @@ type Logic struct {
 	watcher  discovery.Watcher
 	handlers map[int32]ReceiveHandler
 	replaced func(context.Context, session.Session)
-	// connected and disconnected are Deps.OnConnected and OnDisconnected.
-	connected, disconnected func(context.Context, session.Session)
+	// userOnline and userOffline are Deps.OnUserOnline and OnUserOffline.
+	userOnline, userOffline func(context.Context, session.Session)
 	log                     *slog.Logger
 	m                       *metrics
 
@@ -359,15 +363,15 @@ func New(cfg Config, deps Deps) (*Logic, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Logic{
-		cfg:       cfg,
-		regions:   regions,
-		store:     deps.Store,
-		verifier:  deps.Verifier,
-		producer:  deps.Producer,
-		watcher:   deps.Watcher,
-		handlers:  handlers,
-		replaced:  deps.OnReplaced,
-		connected: deps.OnConnected, disconnected: deps.OnDisconnected,
+		cfg:        cfg,
+		regions:    regions,
+		store:      deps.Store,
+		verifier:   deps.Verifier,
+		producer:   deps.Producer,
+		watcher:    deps.Watcher,
+		handlers:   handlers,
+		replaced:   deps.OnReplaced,
+		userOnline: deps.OnUserOnline, userOffline: deps.OnUserOffline,
 		log:    logger,
 		m:      m,
 		ctx:    ctx,

@@ -51,7 +51,7 @@ func benchPushHandler(b *testing.B) http.Handler {
 	ctx := context.Background()
 	for mid := range int64(benchPushUsers) {
 		s := session.Session{Key: fmt.Sprintf("dev-%d", mid), Mid: mid, Server: "comet-1", ConnID: "c"}
-		if _, _, err := store.Add(ctx, s, time.Hour); err != nil {
+		if _, err := store.Add(ctx, s, time.Hour); err != nil {
 			b.Fatal(err)
 		}
 	}

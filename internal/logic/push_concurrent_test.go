@@ -48,7 +48,7 @@ func TestHTTPPushMidsConcurrent(t *testing.T) {
 	for mid := range int64(users) {
 		for d := range 2 {
 			s := session.Session{Key: fmt.Sprintf("u%d-d%d", mid, d), Mid: mid, Server: fmt.Sprintf("comet-%d", d), ConnID: "c"}
-			if _, _, err := mem.Add(ctx, s, time.Minute); err != nil {
+			if _, err := mem.Add(ctx, s, time.Minute); err != nil {
 				t.Fatal(err)
 			}
 		}

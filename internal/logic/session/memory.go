@@ -84,25 +84,36 @@ func ctxErr(ctx context.Context) error {
 }
 
 // Add implements Store.
-func (m *Memory) Add(ctx context.Context, s Session, ttl time.Duration) (Session, bool, error) {
+func (m *Memory) Add(ctx context.Context, s Session, ttl time.Duration) (AddResult, error) {
 	if err := checkSession(s, ttl); err != nil {
-		return Session{}, false, err
+		return AddResult{}, err
 	}
 	if err := ctxErr(ctx); err != nil {
-		return Session{}, false, err
+		return AddResult{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
 	m.sweep(now)
-	var prev Session
-	var replaced bool
+	var res AddResult
 	if r, ok := m.routes[s.Key]; ok && now.Before(r.deadline) && !r.s.Owner(s) {
-		prev, replaced = r.s, true
+		res.Prev, res.Replaced = r.s, true
 	}
+	res.First = m.liveDevices(s.Mid, now) == 0
 	m.routes[s.Key] = memRoute{s: s, deadline: now.Add(ttl)}
 	m.putDevice(s, now.Add(ttl))
-	return prev, replaced, nil
+	return res, nil
+}
+
+// liveDevices counts mid's device entries alive at now.
+func (m *Memory) liveDevices(mid int64, now time.Time) int {
+	n := 0
+	for _, d := range m.devices[mid] {
+		if now.Before(d.deadline) {
+			n++
+		}
+	}
+	return n
 }
 
 func (m *Memory) putDevice(s Session, deadline time.Time) {
@@ -139,30 +150,31 @@ func (m *Memory) Heartbeat(ctx context.Context, s Session, ttl time.Duration) (b
 }
 
 // Remove implements Store.
-func (m *Memory) Remove(ctx context.Context, s Session) (bool, error) {
+func (m *Memory) Remove(ctx context.Context, s Session) (RemoveResult, error) {
 	if s.Key == "" || s.Server == "" {
-		return false, fmt.Errorf("%w: empty key or server", ErrInvalid)
+		return RemoveResult{}, fmt.Errorf("%w: empty key or server", ErrInvalid)
 	}
 	if err := ctxErr(ctx); err != nil {
-		return false, err
+		return RemoveResult{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
-	removed := false
+	var res RemoveResult
 	if r, ok := m.routes[s.Key]; ok && r.s.Owner(s) {
 		delete(m.routes, s.Key)
-		removed = now.Before(r.deadline)
+		res.Removed = now.Before(r.deadline)
 	}
 	if devs := m.devices[s.Mid]; devs != nil {
 		if d, ok := devs[s.Key]; ok && d.d.Server == s.Server && d.d.ConnID == s.ConnID {
 			delete(devs, s.Key)
+			res.Last = m.liveDevices(s.Mid, now) == 0
 			if len(devs) == 0 {
 				delete(m.devices, s.Mid)
 			}
 		}
 	}
-	return removed, nil
+	return res, nil
 }
 
 // Servers implements Store.

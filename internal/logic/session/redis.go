@@ -131,9 +131,9 @@ return 0
 `)
 
 // putUser: KEYS[1] user hash; ARGV device key, value, owner tag, now ms,
-// ttl ms, mode. Mode "hb" leaves a live entry of another owner alone.
+// ttl ms, mode. Mode "hb" leaves a live entry of another owner alone (0).
 // Expired entries are pruned, and the hash lives as long as its longest
-// entry.
+// entry. Returns 2 when the user had no live device before (first), else 1.
 var putUser = redis.NewScript(`
 local function owner_and_deadline(v)
   local i = string.find(v, '\0', 1, true)
@@ -141,38 +141,51 @@ local function owner_and_deadline(v)
   return string.sub(v, i + 1), tonumber(string.sub(v, 1, i - 1)) or 0
 end
 local now = tonumber(ARGV[4])
-if ARGV[6] == 'hb' then
-  local cur = redis.call('HGET', KEYS[1], ARGV[1])
-  if cur then
-    local rest, dl = owner_and_deadline(cur)
-    if dl > now and string.sub(rest, 1, #ARGV[3]) ~= ARGV[3] then
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local first = 1
+if cur then
+  local rest, dl = owner_and_deadline(cur)
+  if dl > now then
+    if ARGV[6] == 'hb' and string.sub(rest, 1, #ARGV[3]) ~= ARGV[3] then
       return 0
     end
+    first = 0
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local _, dl = owner_and_deadline(all[i + 1])
-  if dl <= now then redis.call('HDEL', KEYS[1], all[i]) end
+  if dl <= now then
+    redis.call('HDEL', KEYS[1], all[i])
+  elseif all[i] ~= ARGV[1] then
+    first = 0
+  end
 end
 local ttl = tonumber(ARGV[5])
 if redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
-return 1
+return 1 + first
 `)
 
-// removeUser: deletes the device entry when owned by the owner tag.
+// removeUser: deletes the device entry when owned by the owner tag;
+// ARGV device key, owner tag, now ms. Returns 0 when not owned, 2 when the
+// user has no live device left (last), else 1.
 var removeUser = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return 0 end
 local i = string.find(cur, '\0', 1, true)
-if i and string.sub(cur, i + 1, i + #ARGV[2]) == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return 1
+if not (i and string.sub(cur, i + 1, i + #ARGV[2]) == ARGV[2]) then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local now = tonumber(ARGV[3])
+local all = redis.call('HGETALL', KEYS[1])
+for j = 2, #all, 2 do
+  local v = all[j]
+  local k = string.find(v, '\0', 1, true)
+  if k and (tonumber(string.sub(v, 1, k - 1)) or 0) > now then return 1 end
 end
-return 0
+return 2
 `)
 
 // setRooms: KEYS[1] rooms hash of one comet; ARGV ttl ms, then room,
@@ -211,12 +224,12 @@ func (r *Redis) runScripts(ctx context.Context, calls []scriptCall) {
 }
 
 // Add implements Store.
-func (r *Redis) Add(ctx context.Context, s Session, ttl time.Duration) (Session, bool, error) {
+func (r *Redis) Add(ctx context.Context, s Session, ttl time.Duration) (AddResult, error) {
 	if err := checkSession(s, ttl); err != nil {
-		return Session{}, false, err
+		return AddResult{}, err
 	}
 	if err := checkIDs(s); err != nil {
-		return Session{}, false, err
+		return AddResult{}, err
 	}
 	now := r.now()
 	ms := ttl.Milliseconds()
@@ -227,16 +240,23 @@ func (r *Redis) Add(ctx context.Context, s Session, ttl time.Duration) (Session,
 	r.runScripts(ctx, calls[:])
 	for _, c := range calls {
 		if err := c.cmd.Err(); err != nil {
-			return Session{}, false, unavailable("add", err)
+			return AddResult{}, unavailable("add", err)
 		}
 	}
+	put, _ := calls[1].cmd.Int()
+	res := AddResult{First: put == userFirstOrLast}
 	prev, _ := calls[0].cmd.StringSlice()
 	if len(prev) != 4 {
-		return Session{}, false, nil
+		return res, nil
 	}
 	mid, _ := strconv.ParseInt(prev[2], 10, 64)
-	return Session{Key: s.Key, Server: prev[0], ConnID: prev[1], Mid: mid, Platform: prev[3]}, true, nil
+	res.Prev, res.Replaced = Session{Key: s.Key, Server: prev[0], ConnID: prev[1], Mid: mid, Platform: prev[3]}, true
+	return res, nil
 }
+
+// userFirstOrLast is putUser's answer for a user's first device and
+// removeUser's for its last.
+const userFirstOrLast = 2
 
 // Heartbeat implements Store.
 func (r *Redis) Heartbeat(ctx context.Context, s Session, ttl time.Duration) (bool, error) {
@@ -264,25 +284,26 @@ func (r *Redis) Heartbeat(ctx context.Context, s Session, ttl time.Duration) (bo
 }
 
 // Remove implements Store.
-func (r *Redis) Remove(ctx context.Context, s Session) (bool, error) {
+func (r *Redis) Remove(ctx context.Context, s Session) (RemoveResult, error) {
 	if s.Key == "" || s.Server == "" {
-		return false, fmt.Errorf("%w: empty key or server", ErrInvalid)
+		return RemoveResult{}, fmt.Errorf("%w: empty key or server", ErrInvalid)
 	}
 	if err := checkIDs(s); err != nil {
-		return false, err
+		return RemoveResult{}, err
 	}
 	calls := [2]scriptCall{
 		{s: removeRoute, keys: []string{r.routeKey(s.Key)}, args: []any{s.Server, s.ConnID}},
-		{s: removeUser, keys: []string{r.userKey(s.Mid)}, args: []any{s.Key, ownerTag(s)}},
+		{s: removeUser, keys: []string{r.userKey(s.Mid)}, args: []any{s.Key, ownerTag(s), r.now().UnixMilli()}},
 	}
 	r.runScripts(ctx, calls[:])
 	for _, c := range calls {
 		if err := c.cmd.Err(); err != nil {
-			return false, unavailable("remove", err)
+			return RemoveResult{}, unavailable("remove", err)
 		}
 	}
-	n, _ := calls[0].cmd.Int()
-	return n == 1, nil
+	route, _ := calls[0].cmd.Int()
+	user, _ := calls[1].cmd.Int()
+	return RemoveResult{Removed: route == 1, Last: user == userFirstOrLast}, nil
 }
 
 // Servers implements Store.

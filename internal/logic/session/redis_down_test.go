@@ -27,13 +27,13 @@ func TestRedisDownAndRecovery(t *testing.T) {
 	}
 	ctx := context.Background()
 	s := session.Session{Key: "k", Mid: 1, Server: "comet", ConnID: "c"}
-	if _, _, err := st.Add(ctx, s, time.Minute); err != nil {
+	if _, err := st.Add(ctx, s, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 
 	srv.Stop()
 	checks := map[string]func() error{
-		"Add":           func() error { _, _, err := st.Add(ctx, s, time.Minute); return err },
+		"Add":           func() error { _, err := st.Add(ctx, s, time.Minute); return err },
 		"Heartbeat":     func() error { _, err := st.Heartbeat(ctx, s, time.Minute); return err },
 		"Remove":        func() error { _, err := st.Remove(ctx, s); return err },
 		"Servers":       func() error { _, err := st.Servers(ctx, []string{"k"}); return err },

@@ -49,8 +49,9 @@ type Device struct {
 type Store interface {
 	// Add records s unconditionally (the newest connection of a device
 	// wins) with the given TTL, and returns the session it replaced, if
-	// the device key was owned by another connection.
-	Add(ctx context.Context, s Session, ttl time.Duration) (prev Session, replaced bool, err error)
+	// the device key was owned by another connection, and whether s is
+	// its user's first live device (decided atomically with the write).
+	Add(ctx context.Context, s Session, ttl time.Duration) (AddResult, error)
 
 	// Heartbeat renews s for ttl, re-creating whatever expired or was
 	// lost. It reports false (and changes nothing for the key) when the
@@ -58,8 +59,11 @@ type Store interface {
 	Heartbeat(ctx context.Context, s Session, ttl time.Duration) (owner bool, err error)
 
 	// Remove deletes s only where it is still owned by s.Server and
-	// s.ConnID, and reports whether the device route was removed.
-	Remove(ctx context.Context, s Session) (removed bool, err error)
+	// s.ConnID, and reports whether the device route was removed and
+	// whether s was its user's last live device (decided atomically with
+	// the delete of its device entry; an entry that expired and is gone
+	// reports nothing).
+	Remove(ctx context.Context, s Session) (RemoveResult, error)
 
 	// Servers returns the comet id of each key, in the order of keys;
 	// "" for keys that are not online.
@@ -75,6 +79,24 @@ type Store interface {
 
 	// RoomCounts returns the room counts of every live comet, summed.
 	RoomCounts(ctx context.Context) (map[string]int32, error)
+}
+
+// AddResult is what Store.Add did.
+type AddResult struct {
+	// Prev is the session that owned the device key, when Replaced.
+	Prev     Session
+	Replaced bool
+	// First: the user had no live device before (it came online).
+	First bool
+}
+
+// RemoveResult is what Store.Remove did.
+type RemoveResult struct {
+	// Removed: the device route was the connection's and is gone.
+	Removed bool
+	// Last: the connection's device entry was removed and the user has no
+	// live device left (it went offline).
+	Last bool
 }
 
 func checkSession(s Session, ttl time.Duration) error {

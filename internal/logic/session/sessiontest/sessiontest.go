@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,6 +47,8 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"ManyRooms", testManyRooms},
 		{"Invalid", testInvalid},
 		{"OddKeys", testOddKeys},
+		{"FirstAndLastDevice", testFirstAndLast},
+		{"FirstAndLastConcurrent", testFirstAndLastConcurrent},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -70,11 +73,11 @@ func ctx(tb testing.TB) context.Context {
 
 func add(t *testing.T, s session.Store, ss session.Session, ttl time.Duration) (session.Session, bool) {
 	t.Helper()
-	prev, replaced, err := s.Add(ctx(t), ss, ttl)
+	res, err := s.Add(ctx(t), ss, ttl)
 	if err != nil {
 		t.Fatalf("Add(%+v): %v", ss, err)
 	}
-	return prev, replaced
+	return res.Prev, res.Replaced
 }
 
 func server(t testing.TB, s session.Store, key string) string {
@@ -161,8 +164,8 @@ func testMultiDevice(t *testing.T, s session.Store) {
 	if len(m[7]) != 3 || len(m[8]) != 1 || len(m[9]) != 0 {
 		t.Fatalf("Devices(7,8,9) = %+v", m)
 	}
-	if removed, err := s.Remove(ctx(t), session.Session{Key: "k2", Mid: 7, Server: "c2", ConnID: "2"}); err != nil || !removed {
-		t.Fatalf("Remove(k2) = %v, %v", removed, err)
+	if res, err := s.Remove(ctx(t), session.Session{Key: "k2", Mid: 7, Server: "c2", ConnID: "2"}); err != nil || !res.Removed {
+		t.Fatalf("Remove(k2) = %+v, %v", res, err)
 	}
 	if got := devices(t, s, 7); len(got) != 2 || got[0].Key != "k1" || got[1].Key != "k3" {
 		t.Fatalf("Devices(7) after removing k2 = %+v", got)
@@ -178,9 +181,9 @@ func testReplace(t *testing.T, s session.Store) {
 		t.Fatalf("Add(new) = %+v, %v; want the old session replaced", prev, replaced)
 	}
 	// The old connection's late Disconnect must not touch the new route.
-	removed, err := s.Remove(ctx(t), old)
-	if err != nil || removed {
-		t.Fatalf("Remove(old) = %v, %v; want false, nil", removed, err)
+	res, err := s.Remove(ctx(t), old)
+	if err != nil || res.Removed || res.Last {
+		t.Fatalf("Remove(old) = %+v, %v; want nothing removed", res, err)
 	}
 	if got := server(t, s, "dev"); got != "comet-2" {
 		t.Fatalf("after late Remove(old): server = %q, want comet-2", got)
@@ -189,12 +192,12 @@ func testReplace(t *testing.T, s session.Store) {
 		t.Fatalf("after late Remove(old): devices = %+v", d)
 	}
 	// Same comet, other connection: still not the owner.
-	if removed, _ := s.Remove(ctx(t), sess("dev", 5, "comet-2", "other")); removed {
+	if res, _ := s.Remove(ctx(t), sess("dev", 5, "comet-2", "other")); res.Removed || res.Last {
 		t.Fatal("Remove by another conn id on the same comet removed the route")
 	}
-	removed, err = s.Remove(ctx(t), nw)
-	if err != nil || !removed {
-		t.Fatalf("Remove(new) = %v, %v; want true", removed, err)
+	res, err = s.Remove(ctx(t), nw)
+	if err != nil || !res.Removed || !res.Last {
+		t.Fatalf("Remove(new) = %+v, %v; want removed, the last device", res, err)
 	}
 	if got := server(t, s, "dev"); got != "" {
 		t.Fatalf("after Remove(new): server = %q", got)
@@ -202,7 +205,7 @@ func testReplace(t *testing.T, s session.Store) {
 	if d := devices(t, s, 5); len(d) != 0 {
 		t.Fatalf("after Remove(new): devices = %+v", d)
 	}
-	if removed, _ := s.Remove(ctx(t), nw); removed {
+	if res, _ := s.Remove(ctx(t), nw); res.Removed || res.Last {
 		t.Fatal("second Remove reported removed")
 	}
 }
@@ -285,8 +288,8 @@ func testHeartbeatRenews(t *testing.T, s session.Store) {
 func testHeartbeatRecreates(t *testing.T, s session.Store) {
 	a := sess("lost", 13, "comet-1", "c")
 	add(t, s, a, longTTL)
-	if removed, err := s.Remove(ctx(t), a); err != nil || !removed {
-		t.Fatalf("Remove = %v, %v", removed, err)
+	if res, err := s.Remove(ctx(t), a); err != nil || !res.Removed {
+		t.Fatalf("Remove = %+v, %v", res, err)
 	}
 	// The keys were lost (e.g. Redis restarted); the next heartbeat
 	// restores them.
@@ -387,13 +390,13 @@ func testManyRooms(t *testing.T, s session.Store) {
 
 func testInvalid(t *testing.T, s session.Store) {
 	c := ctx(t)
-	if _, _, err := s.Add(c, sess("", 1, "c", "x"), longTTL); !errors.Is(err, session.ErrInvalid) {
+	if _, err := s.Add(c, sess("", 1, "c", "x"), longTTL); !errors.Is(err, session.ErrInvalid) {
 		t.Fatalf("Add(empty key) err = %v", err)
 	}
-	if _, _, err := s.Add(c, sess("k", 1, "", "x"), longTTL); !errors.Is(err, session.ErrInvalid) {
+	if _, err := s.Add(c, sess("k", 1, "", "x"), longTTL); !errors.Is(err, session.ErrInvalid) {
 		t.Fatalf("Add(empty server) err = %v", err)
 	}
-	if _, _, err := s.Add(c, sess("k", 1, "c", "x"), 0); !errors.Is(err, session.ErrInvalid) {
+	if _, err := s.Add(c, sess("k", 1, "c", "x"), 0); !errors.Is(err, session.ErrInvalid) {
 		t.Fatalf("Add(ttl 0) err = %v", err)
 	}
 	if _, err := s.Heartbeat(c, sess("", 1, "c", "x"), longTTL); !errors.Is(err, session.ErrInvalid) {
@@ -420,5 +423,75 @@ func testOddKeys(t *testing.T, s session.Store) {
 	}
 	if got := server(t, s, "{tag"); got != "" {
 		t.Fatalf("a prefix of a key matched: %q", got)
+	}
+}
+
+// testFirstAndLast: Add reports a user's first live device, Remove its
+// last; a reconnect of the same device is neither.
+func testFirstAndLast(t *testing.T, s session.Store) {
+	c := ctx(t)
+	step := func(what string, got, want bool, err error) {
+		t.Helper()
+		if err != nil || got != want {
+			t.Fatalf("%s: %v, %v; want %v", what, got, err, want)
+		}
+	}
+	phone, web := sess("phone", 21, "comet-1", "p"), sess("web", 21, "comet-2", "w")
+	res, err := s.Add(c, phone, longTTL)
+	step("Add(phone) first", res.First, true, err)
+	res, err = s.Add(c, web, longTTL)
+	step("Add(web) first", res.First, false, err)
+	again := sess("phone", 21, "comet-2", "p2") // the phone reconnects elsewhere
+	res, err = s.Add(c, again, longTTL)
+	step("Add(phone again) first", res.First, false, err)
+	rm, err := s.Remove(c, phone) // the old connection's late Disconnect
+	step("Remove(old phone) last", rm.Last, false, err)
+	rm, err = s.Remove(c, again)
+	step("Remove(phone) last", rm.Last, false, err)
+	rm, err = s.Remove(c, web)
+	step("Remove(web) last", rm.Last, true, err)
+	res, err = s.Add(c, web, longTTL)
+	step("Add(web) after all gone first", res.First, true, err)
+}
+
+// testFirstAndLastConcurrent: devices of one user connecting at once give
+// exactly one first, disconnecting at once exactly one last (found by
+// review: a device count read after the write gave none or two).
+func testFirstAndLastConcurrent(t *testing.T, s session.Store) {
+	const devices, rounds = 6, 5
+	for round := range rounds {
+		all := make([]session.Session, devices)
+		for i := range all {
+			all[i] = sess(fmt.Sprintf("d%d-%d", round, i), 22, fmt.Sprintf("comet-%d", i%2), fmt.Sprint("c", i))
+		}
+		var firsts, lasts atomic.Int32
+		var wg sync.WaitGroup
+		for _, d := range all {
+			wg.Go(func() {
+				res, err := s.Add(context.Background(), d, longTTL)
+				if err != nil {
+					t.Error(err)
+				}
+				if res.First {
+					firsts.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		for _, d := range all {
+			wg.Go(func() {
+				res, err := s.Remove(context.Background(), d)
+				if err != nil {
+					t.Error(err)
+				}
+				if res.Last {
+					lasts.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if firsts.Load() != 1 || lasts.Load() != 1 {
+			t.Fatalf("round %d: %d firsts and %d lasts, want one each", round, firsts.Load(), lasts.Load())
+		}
 	}
 }
