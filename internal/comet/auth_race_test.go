@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
 	cometapi "github.com/hubuim/hubuim/api/comet"
 	"github.com/hubuim/hubuim/api/logic"
 	"github.com/hubuim/hubuim/api/protocol"
@@ -105,5 +109,58 @@ func TestAuthReplyIsFirstFrame(t *testing.T) {
 			t.Fatalf("client %d: first frame op %d, want AuthReply", i, f.Op)
 		}
 		_ = c.nc.Close()
+	}
+}
+
+// downReceiveLogic accepts connections but cannot answer client frames.
+type downReceiveLogic struct{ *fakeLogic }
+
+func (downReceiveLogic) Receive(context.Context, *logic.ReceiveReq) (*logic.ReceiveReply, error) {
+	return nil, status.Error(codes.Unavailable, "store down")
+}
+
+// When logic cannot answer an IM request, the client gets the request's
+// reply with STATUS_UNAVAILABLE at once (matched by its client message id
+// or frame seq) instead of silence until its own timeout (found by
+// review); a goim op without a status reply still gets nothing.
+func TestLogicDownRepliesUnavailable(t *testing.T) {
+	f := &fakeLogic{onlineMul: 1}
+	lc := startLogic(t, downReceiveLogic{f})
+	cfg := testConfig()
+	cfg.WSAddr, cfg.GRPCAddr = "", ""
+	s, err := New(cfg, Deps{Logic: lc, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	e := &env{s: s, logic: f}
+	c := e.tcpClient(t, "k", "")
+
+	send, _ := proto.Marshal(&protocol.MsgSend{ClientMsgId: "m1", ConvType: protocol.ConvType_CONV_TYPE_SINGLE, To: 2})
+	c.send(protocol.OpMsgSend, 11, send)
+	var ack protocol.MsgSendAck
+	if fr := c.expect(protocol.OpMsgSendAck); fr.Seq != 11 || proto.Unmarshal(fr.Body, &ack) != nil ||
+		ack.ClientMsgId != "m1" || ack.Status != protocol.Status_STATUS_UNAVAILABLE || ack.Reason == "" {
+		t.Fatalf("MsgSendAck seq %d: %v", fr.Seq, &ack)
+	}
+	c.send(protocol.OpSync, 12, nil)
+	var sr protocol.SyncReply
+	if fr := c.expect(protocol.OpSyncReply); fr.Seq != 12 || proto.Unmarshal(fr.Body, &sr) != nil || sr.Status != protocol.Status_STATUS_UNAVAILABLE {
+		t.Fatalf("SyncReply seq %d: %v", fr.Seq, &sr)
+	}
+	rm, _ := proto.Marshal(&protocol.ReadMark{ConvId: "s:1:2", ReadSeq: 5})
+	c.send(protocol.OpReadMark, 13, rm)
+	var rr protocol.ReadMarkReply
+	if fr := c.expect(protocol.OpReadMarkReply); fr.Seq != 13 || proto.Unmarshal(fr.Body, &rr) != nil ||
+		rr.ConvId != "s:1:2" || rr.ReadSeq != 5 || rr.Status != protocol.Status_STATUS_UNAVAILABLE {
+		t.Fatalf("ReadMarkReply seq %d: %v", fr.Seq, &rr)
+	}
+	c.send(protocol.OpSendMsg, 14, []byte("goim"))
+	c.send(protocol.OpHeartbeat, 15, nil)
+	if fr := c.expect(protocol.OpHeartbeatReply); fr.Seq != 15 {
+		t.Fatalf("heartbeat reply seq %d (the goim op must get no reply)", fr.Seq)
 	}
 }

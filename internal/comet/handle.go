@@ -441,11 +441,41 @@ func (c *conn) receive(f protocol.Frame) {
 	cancel()
 	if err != nil {
 		s.m.logicErrors.WithLabelValues("Receive").Inc()
+		if op, body, ok := unavailableReply(f); ok {
+			c.reply(op, f.Seq, body)
+		}
 		return
 	}
 	if p := r.GetProto(); p != nil {
 		c.reply(p.GetOp(), f.Seq, p.GetBody())
 	}
+}
+
+// reasonLogicDown is the reason of the replies logic could not give.
+const reasonLogicDown = "logic unavailable, retry"
+
+// unavailableReply is the reply, with STATUS_UNAVAILABLE, to an IM request
+// logic did not answer (unreachable, timed out): the client learns at once
+// that nothing was done, instead of waiting out its own timeout. ok is
+// false for ops without a reply that carries a status.
+func unavailableReply(f protocol.Frame) (op int32, body []byte, ok bool) {
+	var m proto.Message
+	switch f.Op {
+	case protocol.OpMsgSend:
+		var req protocol.MsgSend
+		_ = proto.Unmarshal(f.Body, &req) // a malformed one still gets its status
+		op, m = protocol.OpMsgSendAck, &protocol.MsgSendAck{ClientMsgId: req.GetClientMsgId(), Status: protocol.Status_STATUS_UNAVAILABLE, Reason: reasonLogicDown}
+	case protocol.OpSync:
+		op, m = protocol.OpSyncReply, &protocol.SyncReply{Status: protocol.Status_STATUS_UNAVAILABLE, Reason: reasonLogicDown}
+	case protocol.OpReadMark:
+		var req protocol.ReadMark
+		_ = proto.Unmarshal(f.Body, &req)
+		op, m = protocol.OpReadMarkReply, &protocol.ReadMarkReply{ConvId: req.GetConvId(), ReadSeq: req.GetReadSeq(), Status: protocol.Status_STATUS_UNAVAILABLE, Reason: reasonLogicDown}
+	default:
+		return 0, nil, false
+	}
+	body, err := proto.Marshal(m)
+	return op, body, err == nil
 }
 
 // finish unregisters a closed connection and tells logic.
