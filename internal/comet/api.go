@@ -151,20 +151,29 @@ func (a *api) BroadcastRoom(_ context.Context, req *cometapi.BroadcastRoomReq) (
 }
 
 // broadcastRoom queues frame to the room's worker in every bucket holding
-// the room. If a worker queue is full the broadcast fails for that bucket
-// (the others still deliver) and ErrRoomQueueFull is returned.
+// the room. A bucket whose worker queue is full misses the broadcast (its
+// members' loss is counted in room_queue_full); ErrRoomQueueFull is
+// returned only when no bucket could queue it. The caller retries on that
+// error, which is safe only when nothing was queued: a retry after a
+// partial success delivered the frame again to every other bucket, once
+// per retry.
 func (s *Server) broadcastRoom(id string, frame []byte) error {
-	var err error
+	queued, full := 0, 0
 	for _, b := range s.buckets {
 		if !b.hasRoom(id) {
 			continue
 		}
-		if e := b.queueRoom(id, frame); e != nil {
+		if b.queueRoom(id, frame) != nil {
 			s.m.roomQueueFull.Inc()
-			err = e
+			full++
+			continue
 		}
+		queued++
 	}
-	return err
+	if queued == 0 && full > 0 {
+		return ErrRoomQueueFull
+	}
+	return nil
 }
 
 func (a *api) Rooms(context.Context, *cometapi.RoomsReq) (*cometapi.RoomsReply, error) {

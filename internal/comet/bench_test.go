@@ -3,6 +3,7 @@ package comet
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
@@ -246,6 +247,35 @@ func TestRoomQueueFullIsAnError(t *testing.T) {
 	}
 	if got := counterValue(t, s.m.roomQueueFull); got != 1 {
 		t.Fatalf("room_queue_full metric %v", got)
+	}
+	// A room whose members are in several buckets, one of them full: the
+	// others queue it and the call succeeds (a retry would duplicate it
+	// for them; found by review), the full one is counted.
+	s2 := newBenchServer(t, func(c *Config) { c.Buckets = 2; c.RoomWorkers = 1; c.RoomQueue = 1 })
+	var in0, in1 []string // keys of bucket 0 and 1
+	for i := 0; len(in0) < 2 || len(in1) < 1; i++ {
+		k := fmt.Sprint("k", i)
+		if s2.bucketFor(k) == s2.buckets[0] {
+			in0 = append(in0, k)
+		} else {
+			in1 = append(in1, k)
+		}
+	}
+	s2.addMemConn(t, in0[0], "room")
+	s2.addMemConn(t, in1[0], "room")
+	s2.addMemConn(t, in0[1], "room0") // fills bucket 0's queue below
+	fill := &cometapi.BroadcastRoomReq{RoomId: "room0", Proto: &protocol.Proto{Op: 1001}}
+	if _, err := s2.API().BroadcastRoom(context.Background(), fill); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.API().BroadcastRoom(context.Background(), req); err != nil {
+		t.Fatalf("partial broadcast: %v, want success", err)
+	}
+	if got := counterValue(t, s2.m.roomQueueFull); got != 1 {
+		t.Fatalf("room_queue_full after a partial broadcast %v, want 1", got)
+	}
+	if _, err := s2.API().BroadcastRoom(context.Background(), req); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("every bucket full: %v, want ResourceExhausted", err)
 	}
 	// A room with no member here is not queued at all.
 	if _, err := s.API().BroadcastRoom(context.Background(), &cometapi.BroadcastRoomReq{RoomId: "empty", Proto: &protocol.Proto{Op: 1001}}); err != nil {

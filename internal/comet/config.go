@@ -85,8 +85,11 @@ type Config struct {
 	// room always maps to the same worker so its messages stay in order.
 	// Default 2.
 	RoomWorkers int `yaml:"room_workers"`
-	// RoomQueue is each room worker's queue length; a full queue makes
-	// BroadcastRoom fail (never a silent drop). Default 1024.
+	// RoomQueue is each room worker's queue length. A broadcast that finds
+	// the queue full in every bucket holding the room fails (the caller
+	// retries); in only some, those buckets miss it and it is counted in
+	// hubuim_comet_room_queue_full_total (a retry would deliver it again
+	// to the others). Default 1024.
 	RoomQueue int `yaml:"room_queue"`
 
 	// TCPPollers is the number of epoll poller goroutines watching idle
