@@ -151,7 +151,7 @@ func TestHTTPPushRoomAndAll(t *testing.T) {
 		t.Fatalf("push all: %d %+v", code, r)
 	}
 	recs = h.producer.take()
-	if len(recs) != 1 || recs[0].msg.Type != pb.PushMsg_BROADCAST || recs[0].msg.Speed != 50 || recs[0].msg.Operation != 1003 || recs[0].key != "" {
+	if len(recs) != 1 || recs[0].msg.Type != pb.PushMsg_BROADCAST || recs[0].msg.Speed != 50 || recs[0].msg.Operation != 1003 || recs[0].key != "1003" {
 		t.Fatalf("broadcast records = %+v", recs)
 	}
 	// Room and broadcast pushes look nothing up.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -469,5 +470,8 @@ func (l *Logic) pushAll(ctx context.Context, op, speed int32, msg []byte) error 
 	m.Operation = op
 	m.Speed = speed
 	m.Msg = msg
-	return l.publish(ctx, s, m, "", recordBroadcast)
+	// Keyed by op (like goim): broadcasts of one op share a partition, so
+	// they reach the comets in the order they were pushed. Unkeyed, each
+	// went to a partition of its own and could overtake the one before.
+	return l.publish(ctx, s, m, strconv.FormatInt(int64(op), 10), recordBroadcast)
 }
