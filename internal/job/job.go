@@ -374,6 +374,7 @@ func (j *Job) pushKeys(ctx context.Context, pm *logic.PushMsg) error {
 func (j *Job) broadcast(ctx context.Context, pm *logic.PushMsg) error {
 	all := j.view.Load().all
 	if len(all) == 0 {
+		j.metrics.drop(j.log, ReasonNoComets, "", 1)
 		return nil
 	}
 	speed := pm.Speed
@@ -398,7 +399,12 @@ func (j *Job) broadcast(ctx context.Context, pm *logic.PushMsg) error {
 func (j *Job) deliverRoom(room string, p *protocol.Proto, n int) {
 	j.metrics.batchSize.Observe(float64(n))
 	t := task{kind: kindRoom, room: room, op: p.Op, proto: p}
-	for _, c := range j.view.Load().all {
+	all := j.view.Load().all
+	if len(all) == 0 {
+		j.metrics.drop(j.log, ReasonNoComets, "", n)
+		return
+	}
+	for _, c := range all {
 		_ = c.enqueue(context.Background(), c.workerFor(room), t)
 	}
 }

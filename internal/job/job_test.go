@@ -326,3 +326,12 @@ func TestRunAgainAfterCancel(t *testing.T) {
 		}
 	}
 }
+
+// A room push or broadcast while discovery lists no comet is counted as
+// dropped (it used to be acknowledged without a trace; found by review).
+func TestNoCometsCounted(t *testing.T) {
+	e := newTestEnv(t, Config{})
+	e.publish(t, "all", &logic.PushMsg{Type: logic.PushMsg_BROADCAST, Operation: testOp, Msg: []byte("x")})
+	e.publish(t, "r", &logic.PushMsg{Type: logic.PushMsg_ROOM, Operation: testOp, Room: "live://1", Msg: []byte("y")})
+	eventually(t, func() bool { return e.job.droppedCount(ReasonNoComets) == 2 }, "no_comets drops = %v, want 2", e.job.droppedCount(ReasonNoComets))
+}

@@ -20,13 +20,14 @@ const (
 	ReasonQueueFull    = "queue_full"    // a comet queue stayed full past EnqueueTimeout
 	ReasonCometRemoved = "comet_removed" // discovery dropped the comet with pushes pending
 	ReasonUnknownComet = "unknown_comet" // PUSH to a comet discovery does not list
+	ReasonNoComets     = "no_comets"     // a room push or broadcast while discovery lists no comet
 	ReasonRejected     = "rejected"      // the comet answered with a non-retryable error
 	ReasonShutdown     = "shutdown"      // still queued when Close's drain timeout passed
 	ReasonBadRecord    = "bad_record"    // the record did not decode or has an unknown type
 	ReasonUnknownTopic = "unknown_topic" // a record of a topic job has no handler for
 )
 
-var dropReasons = []string{ReasonQueueFull, ReasonCometRemoved, ReasonUnknownComet, ReasonRejected, ReasonShutdown, ReasonBadRecord, ReasonUnknownTopic}
+var dropReasons = []string{ReasonQueueFull, ReasonCometRemoved, ReasonUnknownComet, ReasonNoComets, ReasonRejected, ReasonShutdown, ReasonBadRecord, ReasonUnknownTopic}
 
 // RPC methods (label "method").
 const (
