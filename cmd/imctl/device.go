@@ -100,7 +100,7 @@ func cmdListen(ctx context.Context, args []string, out io.Writer) error {
 			return nil
 		case ev, ok := <-c.Events():
 			if !ok {
-				return nil
+				return c.Err() // a kick that ended it: exit non-zero
 			}
 			if printEvent(out, ev) {
 				seen++

@@ -53,6 +53,7 @@ type Client struct {
 	roomID  string
 	accepts []int32
 	sends   map[string]*pendingSend // unacknowledged sends by client msg id
+	dialErr error                   // the last failed connection attempt's error
 
 	convMu     sync.Mutex
 	convs      map[string]*convState
@@ -149,7 +150,9 @@ func (c *Client) Run(ctx context.Context) error {
 
 // Connect starts the client in the background and returns once it is
 // connected and authenticated. When ctx ends first, the client is closed
-// and ctx.Err() is returned. A client runs once.
+// and ctx.Err() is returned, joined with the last connection attempt's
+// error (errors.Is finds ErrAuth for a rejected token). A fatal kick at
+// auth ends it with the *KickedError. A client runs once.
 func (c *Client) Connect(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return c.startErr()
@@ -169,6 +172,12 @@ func (c *Client) Connect(ctx context.Context) error {
 		return ErrClosed
 	case <-ctx.Done():
 		c.Close()
+		c.mu.Lock()
+		last := c.dialErr
+		c.mu.Unlock()
+		if last != nil { // why the attempts failed (refused, auth rejected)
+			return errors.Join(ctx.Err(), last)
+		}
 		return ctx.Err()
 	}
 }
@@ -316,7 +325,16 @@ func (c *Client) runLoop() error {
 			}
 			c.m.inc(mConnectFailures)
 			c.log.Warn("hubuim client: connect failed", "attempt", attempt, "err", err)
+			c.mu.Lock()
+			c.dialErr = err
+			c.mu.Unlock()
 			c.emit(Error{Err: err})
+			// A server that kicks at auth for good (banned, replaced) is
+			// not asked again, as after a kick on a live connection.
+			if kick, ok := errors.AsType[*KickedError](err); ok && kick.fatal() {
+				c.loopErr = kick
+				break
+			}
 			if !c.sleep(c.backoff.Delay(attempt, rand.Float64())) {
 				break
 			}

@@ -125,6 +125,16 @@ func (c *Client) serve(s *session) error {
 	close(s.gone)
 	s.wg.Wait()
 	c.resetPulls()
+	// What the server said wins over a local reason the session was
+	// closed for first (a heartbeat that gave up, a failed write while the
+	// reader was still handing events over): a fatal kick read after that
+	// must still stop the reconnects.
+	if _, kicked := errors.AsType[*KickedError](err); kicked {
+		return err
+	}
+	if _, closed := errors.AsType[*ServerClosedError](err); closed {
+		return err
+	}
 	return s.err
 }
 
