@@ -34,7 +34,10 @@ type Client struct {
 	// Both belong to runLoop.
 	cfgBackoff Backoff
 	backoff    Backoff
-	seq        atomic.Int32
+	// nodeHeartbeat is the last node list's heartbeat hint (0: none);
+	// runLoop's, like backoff.
+	nodeHeartbeat time.Duration
+	seq           atomic.Int32
 
 	ctx      context.Context // ends on Close or when Run's context ends
 	cancel   context.CancelFunc

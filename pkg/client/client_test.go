@@ -210,7 +210,7 @@ func TestNodeListHintsApplied(t *testing.T) {
 	srv := newFakeServer(t, TransportTCP)
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte(`{"code":0,"data":{"nodes":[{"tcp_addr":"` + srv.addr[len("tcp://"):] + `"}],` +
-			`"heartbeat_ms":500,"backoff":{"base_delay_ms":200,"max_delay_ms":3000,"factor":1.5,"jitter":0.1}}}`))
+			`"heartbeat_ms":1500,"backoff":{"base_delay_ms":200,"max_delay_ms":3000,"factor":1.5,"jitter":0.1}}}`))
 	}))
 	defer hs.Close()
 	cfg := testConfig(srv)
@@ -220,8 +220,8 @@ func TestNodeListHintsApplied(t *testing.T) {
 	cfg.HeartbeatMax = 4 * time.Second
 	c, r := startClient(t, cfg)
 	waitFor(t, "Connected", func() bool { return len(eventsOf[Connected](r)) == 1 })
-	if got := c.HeartbeatInterval(); got != 500*time.Millisecond {
-		t.Fatalf("heartbeat interval %v, want the node list's 500ms", got)
+	if got := c.HeartbeatInterval(); got != 1500*time.Millisecond {
+		t.Fatalf("heartbeat interval %v, want the node list's 1.5s", got)
 	}
 	// runLoop set backoff before the Connected event was emitted.
 	if want := (Backoff{Base: 200 * time.Millisecond, Max: 3 * time.Second, Factor: 1.5, Jitter: 0.1}); c.backoff != want {
@@ -279,6 +279,28 @@ func TestHeartbeatCappedByServer(t *testing.T) {
 	})
 	if got := c.HeartbeatInterval(); got != 20*time.Millisecond {
 		t.Fatalf("interval = %v, want the server's 20ms", got)
+	}
+}
+
+// A server's heartbeat cap cannot go below a second (unless HeartbeatMin
+// does), and it lasts only for that server's connection (found by review:
+// a hint of 1 ms made the client send 857 heartbeats a second, on every
+// later server too).
+func TestHeartbeatServerCapBoundedAndPerConnection(t *testing.T) {
+	a := newAdaptiveInterval(2*time.Second, 4*time.Second, time.Second, 1)
+	a.capAt(time.Millisecond)
+	if got := a.get(); got != time.Second {
+		t.Fatalf("interval after a 1ms cap = %v, want the 1s floor", got)
+	}
+	a.reset() // the next server asks for nothing
+	if got := a.get(); got != 2*time.Second {
+		t.Fatalf("interval after reset = %v, want the configured 2s", got)
+	}
+	fast := newAdaptiveInterval(10*time.Millisecond, time.Second, 10*time.Millisecond, 1)
+	fast.capAt(20 * time.Millisecond) // an app configured below the floor keeps its own
+	fast.capAt(time.Millisecond)
+	if got := fast.get(); got != 10*time.Millisecond {
+		t.Fatalf("interval = %v, want HeartbeatMin 10ms as the floor", got)
 	}
 }
 

@@ -54,9 +54,7 @@ func (c *Client) addrs() ([]target, error) {
 // reads backoff.
 func (c *Client) applyHints(h nodeHints) {
 	c.backoff = c.cfgBackoff.withHints(h.backoff)
-	if h.heartbeat > 0 {
-		c.hb.capAt(h.heartbeat)
-	}
+	c.nodeHeartbeat = h.heartbeat
 }
 
 // dialAny dials and authenticates the addresses in order and returns the
@@ -133,8 +131,11 @@ func (c *Client) dialOne(t target) (*session, error) {
 		c.roomID = reply.RoomID
 	}
 	c.mu.Unlock()
-	if reply.HeartbeatMs > 0 {
-		c.hb.capAt(time.Duration(reply.HeartbeatMs) * time.Millisecond)
+	// This server's caps replace the last server's.
+	c.hb.reset()
+	c.hb.capAt(c.nodeHeartbeat)
+	if ms := reply.HeartbeatMs; ms > 0 && ms < maxHintMs {
+		c.hb.capAt(time.Duration(ms) * time.Millisecond)
 	}
 	return newSession(conn, t.String()), nil
 }

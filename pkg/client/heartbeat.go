@@ -12,15 +12,32 @@ import (
 // tolerates.
 type adaptiveInterval struct {
 	mu        sync.Mutex
-	min, max  time.Duration
+	min, max  time.Duration // the bounds in force (the configured ones, capped)
+	cfgMin    time.Duration // the configured bounds
+	cfgMax    time.Duration
 	step      time.Duration
 	growAfter int
 	cur       time.Duration
 	successes int
 }
 
+// minServerHeartbeat is the shortest interval a server's hint can impose
+// (unless HeartbeatMin is shorter): a hint of 1 ms, or one meant in
+// seconds read as milliseconds, would otherwise make the client flood.
+const minServerHeartbeat = time.Second
+
 func newAdaptiveInterval(min, max, step time.Duration, growAfter int) *adaptiveInterval {
-	return &adaptiveInterval{min: min, max: max, step: step, growAfter: growAfter, cur: min}
+	return &adaptiveInterval{min: min, max: max, cfgMin: min, cfgMax: max, step: step, growAfter: growAfter, cur: min}
+}
+
+// reset restores the configured bounds for a new connection, before the
+// caps of its server are applied: a cap belongs to the server that asked
+// for it. The interval learned so far is kept within the bounds.
+func (a *adaptiveInterval) reset() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.min, a.max = a.cfgMin, a.cfgMax
+	a.cur = min(max(a.cur, a.min), a.max)
 }
 
 func (a *adaptiveInterval) get() time.Duration {
@@ -47,14 +64,16 @@ func (a *adaptiveInterval) failure() {
 }
 
 // capAt bounds the interval by what the server asks for (heartbeat_ms in
-// the AuthReply): the client never heartbeats less often than that, even
-// when it is below HeartbeatMin.
+// the AuthReply or the node list): the client never heartbeats less often
+// than that, even when it is below HeartbeatMin — but not more often than
+// minServerHeartbeat (or HeartbeatMin, if shorter).
 func (a *adaptiveInterval) capAt(limit time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if limit <= 0 {
 		return
 	}
+	limit = max(limit, min(minServerHeartbeat, a.cfgMin))
 	a.max = min(a.max, limit)
 	a.min = min(a.min, a.max)
 	a.cur = min(a.cur, a.max)

@@ -61,15 +61,19 @@ type nodeHints struct {
 	backoff   Backoff
 }
 
+// maxHintMs bounds a server's time hints (a day): larger values, or ones
+// that would overflow a Duration, are ignored.
+const maxHintMs = 24 * 60 * 60 * 1000
+
 // hintDuration is the first of ms (milliseconds) and s (seconds) that
-// holds a positive number; 0 when none does.
+// holds a positive number within maxHintMs; 0 when none does.
 func hintDuration(ms []json.Number, s json.Number) time.Duration {
 	for _, n := range ms {
-		if v, err := n.Int64(); err == nil && v > 0 {
+		if v, err := n.Int64(); err == nil && v > 0 && v <= maxHintMs {
 			return time.Duration(v) * time.Millisecond
 		}
 	}
-	if v, err := s.Int64(); err == nil && v > 0 {
+	if v, err := s.Int64(); err == nil && v > 0 && v <= maxHintMs/1000 {
 		return time.Duration(v) * time.Second
 	}
 	return 0
