@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -1697,5 +1698,22 @@ func TestCursorSyncRoundsRotateCursorsPastMaxBody(t *testing.T) {
 		if got := msgSeqs(r, conv); !slices.Equal(got, []int64{31}) {
 			t.Fatalf("%s delivered %v, want [31]", conv, got)
 		}
+	}
+}
+
+// A Request whose reply is larger than MaxInboundBody fails at once with
+// ErrTooLarge (it used to wait out SendTimeout, be retried, and end in a
+// "no reply" error; found by review).
+func TestRequestOversizeReplyFails(t *testing.T) {
+	srv := newFakeServer(t, TransportTCP)
+	cfg := testConfig(srv)
+	cfg.MaxInboundBody = 64
+	cfg.SendTimeout = 5 * time.Second
+	c, _ := startClient(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := c.ReadMark(ctx, "s:42:"+strings.Repeat("7", 80), 3) // echoed back: over 64 bytes
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("ReadMark: %v, want ErrTooLarge", err)
 	}
 }

@@ -705,6 +705,11 @@ func (c *Client) handleOversize(s *session, e *OversizeError) {
 		skipped int64
 		msgs    []*protocol.Msg
 	)
+	if e.Seq != 0 && s.failReply(e.Seq, e) {
+		// The reply to a Request: it fails at once (no retry would fit).
+		c.emit(Error{Err: e})
+		return
+	}
 	c.convMu.Lock()
 	if e.Op == protocol.OpSyncReply {
 		req, known := c.syncs[e.Seq]

@@ -15,7 +15,8 @@ import (
 // Request sends one frame with a fresh seq and returns the frame the server
 // answers with the same seq. It is sent once: when the connection drops
 // first, it fails with ErrDisconnected; without a reply within SendTimeout
-// (or ctx), with ErrTimeout (or ctx.Err()). Use it for business ops that
+// (or ctx), with ErrTimeout (or ctx.Err()); a reply larger than
+// MaxInboundBody, with its *OversizeError (errors.Is ErrTooLarge). Use it for business ops that
 // have a reply; pushes never match a request.
 func (c *Client) Request(ctx context.Context, op int32, body []byte) (protocol.Frame, error) {
 	if len(body) > c.cfg.MaxBody {
@@ -34,8 +35,8 @@ func (c *Client) Request(ctx context.Context, op int32, body []byte) (protocol.F
 	t := time.NewTimer(c.cfg.SendTimeout)
 	defer t.Stop()
 	select {
-	case f := <-ch:
-		return f, nil
+	case r := <-ch:
+		return r.f, r.err
 	case <-t.C:
 		return protocol.Frame{}, fmt.Errorf("%w: op %d seq %d", ErrTimeout, op, seq)
 	case <-s.done:

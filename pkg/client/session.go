@@ -31,7 +31,7 @@ type session struct {
 	scratch []*protocol.Msg
 
 	mu      sync.Mutex
-	pending map[int32]chan protocol.Frame // request replies by seq
+	pending map[int32]chan reply // request replies by seq
 }
 
 func newSession(conn frameConn, addr string) *session {
@@ -41,7 +41,7 @@ func newSession(conn frameConn, addr string) *session {
 		done:    make(chan struct{}),
 		gone:    make(chan struct{}),
 		hbReply: make(chan struct{}, 1),
-		pending: make(map[int32]chan protocol.Frame),
+		pending: make(map[int32]chan reply),
 	}
 }
 
@@ -62,8 +62,14 @@ func (s *session) write(op, seq int32, body []byte) error {
 	return err
 }
 
-func (s *session) register(seq int32) chan protocol.Frame {
-	ch := make(chan protocol.Frame, 1)
+// reply is what a pending request gets: the frame, or why there is none.
+type reply struct {
+	f   protocol.Frame
+	err error
+}
+
+func (s *session) register(seq int32) chan reply {
+	ch := make(chan reply, 1)
 	s.mu.Lock()
 	s.pending[seq] = ch
 	s.mu.Unlock()
@@ -89,8 +95,21 @@ func (s *session) deliverReply(f protocol.Frame) bool {
 		return false
 	}
 	f.Body = append([]byte(nil), f.Body...)
-	ch <- f // buffered, one reply per seq
+	ch <- reply{f: f} // buffered, one reply per seq
 	return true
+}
+
+// failReply tells the request waiting for seq that its reply will not
+// come (it was too large to receive); false if none waits.
+func (s *session) failReply(seq int32, err error) bool {
+	s.mu.Lock()
+	ch, ok := s.pending[seq]
+	delete(s.pending, seq)
+	s.mu.Unlock()
+	if ok {
+		ch <- reply{err: err}
+	}
+	return ok
 }
 
 // serve runs one connection until it ends and returns why.
