@@ -60,7 +60,7 @@ func (s *Server) addMemConn(tb testing.TB, key, room string, accepts ...int32) *
 	c.key = key
 	c.bucket = s.bucketFor(key)
 	c.setAccepts(accepts)
-	if _, err := c.bucket.put(c, room); err != nil {
+	if _, err := c.bucket.put(c, room, nil); err != nil {
 		tb.Fatal(err)
 	}
 	return c
@@ -197,7 +197,7 @@ func TestRoomBroadcastEncodedOnce(t *testing.T) {
 		c := s.newConn(rc)
 		c.key = "m" + strconv.Itoa(i)
 		c.bucket = s.bucketFor(c.key)
-		if _, err := c.bucket.put(c, "room"); err != nil {
+		if _, err := c.bucket.put(c, "room", nil); err != nil {
 			t.Fatal(err)
 		}
 		recs, conns = append(recs, rc), append(conns, c)

@@ -60,19 +60,24 @@ func fnv32a(s string) uint32 {
 
 // put registers c under its key and joins roomID. A connection already
 // holding the key is returned; the caller kicks it.
-func (b *bucket) put(c *conn, roomID string) (old *conn, err error) {
+func (b *bucket) put(c *conn, roomID string, authReply []byte) (old *conn, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.srv.draining.Load() {
 		return nil, ErrDraining
 	}
-	// Lock order: bucket, then connection. A connection that started
-	// closing (its handshake expired) is not registered: its close path
-	// would not find it, and it would displace a live one.
-	c.mu.Lock()
-	closing := c.closing
-	c.mu.Unlock()
-	if closing {
+	// Lock order: bucket, then connection. The AuthReply is queued here,
+	// under the bucket lock: before any push by key or room can find the
+	// connection (so it is the first frame), and not before it can (a
+	// client answered may push at once, and must be findable). A
+	// connection that started closing (its handshake expired) is not
+	// registered: its close path would not find it, and it would displace
+	// a live one.
+	if authReply != nil {
+		if c.enqueue(authReply) != nil {
+			return nil, ErrClosed
+		}
+	} else if c.isClosing() {
 		return nil, ErrClosed
 	}
 	old = b.conns[c.key]

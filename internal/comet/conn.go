@@ -266,6 +266,12 @@ func isRaw(b []byte) bool {
 	return len(b) >= protocol.HeaderLen && int32(binary.BigEndian.Uint32(b[8:12])) == protocol.OpRaw
 }
 
+func (c *conn) isClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
+}
+
 // setWriteDeadline sets the write deadline of a batch through set. The
 // batch may have been taken before a close (closeWith) shortened the
 // deadline to KickWriteTimeout; setting the batch's own deadline after
@@ -276,10 +282,7 @@ func (c *conn) setWriteDeadline(set func(time.Time) error, deadline time.Time) e
 	if err := set(deadline); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	closing := c.closing
-	c.mu.Unlock()
-	if closing {
+	if c.isClosing() {
 		return set(time.Now().Add(c.srv.cfg.KickWriteTimeout))
 	}
 	return nil

@@ -259,18 +259,11 @@ func (s *Server) auth(c *conn) bool {
 	// From here the heartbeat deadline replaces the handshake's. If the
 	// handshake expired while logic was answering, the connection is
 	// closing: it must not be registered (it would kick a live connection
-	// with its key on its way out), only reported to logic.
+	// with its key on its way out), only reported to logic (put refuses).
 	c.wheel.Set(&c.tm, c.hbTimeout)
-	// The AuthReply is queued before the connection can be found by key or
-	// room, so it is the first frame the client gets.
 	body, _ := json.Marshal(authReply{Mid: c.mid, Key: c.key, RoomID: reply.GetRoomId(), HeartbeatMS: hb.Milliseconds()})
-	if err := c.enqueue(protocol.AppendFrame(nil, protocol.Version, protocol.OpAuthReply, f.Seq, body)); err != nil {
-		s.disconnectLogic(c)
-		s.m.authFailures.WithLabelValues("closed").Inc()
-		return false
-	}
 	c.bucket = s.bucketFor(c.key)
-	old, err := c.bucket.put(c, reply.GetRoomId())
+	old, err := c.bucket.put(c, reply.GetRoomId(), protocol.AppendFrame(nil, protocol.Version, protocol.OpAuthReply, f.Seq, body))
 	if err != nil {
 		s.disconnectLogic(c)
 		if errors.Is(err, ErrClosed) {

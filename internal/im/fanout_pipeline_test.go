@@ -111,6 +111,9 @@ func TestFanoutPipelinesConsumedRecords(t *testing.T) {
 		t.Errorf("%d device lookups for %d records: not batched", calls, n)
 	}
 	// Acknowledged, so committed: a new consumer of the group gets nothing.
+	// The drain goroutines end once their last batch is acknowledged
+	// (stopping on the pushes alone could beat the acks: a flake).
+	f.Wait()
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
