@@ -34,6 +34,10 @@ const (
 	// claimAbortTimeout bounds the release of a dedup claim after a failed
 	// store, which runs even when the caller's ctx has ended.
 	claimAbortTimeout = time.Second
+	// republishWindow is how recent a message a resend finds already
+	// stored must be to be published again (its first attempt may have
+	// failed after the store, before publishing).
+	republishWindow = time.Minute
 	// DefaultSettleTime bounds the time from a seq's allocation to the end
 	// of its store attempt, plus clock skew between logic replicas. A
 	// stored message older than that proves every lower seq is stored or
@@ -312,11 +316,16 @@ func (s *Service) send(ctx context.Context, sender int64, originKey string, req 
 	}
 	t = s.deps.Metrics.observePhase(phaseFinish, t)
 	if dup {
-		// Stored by an earlier attempt whose outcome was lost (its commit
-		// reported an error, or Redis lost the claim): that attempt may
-		// never have published it, so it is published again; devices drop
-		// a seq they hold.
 		s.deps.Metrics.dup()
+		// Stored by an earlier attempt. One whose outcome was lost (its
+		// commit reported an error) may never have published it: a recent
+		// message is published again (devices drop a seq they hold). An
+		// old one — a resend after the dedup window, or after Redis lost
+		// the entry — was published when it was stored; again would only
+		// repeat its offline notifications.
+		if s.deps.Now().UnixMilli()-stored.ServerTime > republishWindow.Milliseconds() {
+			return ack, nil
+		}
 	}
 	s.publish(ctx, &logicpb.MsgEvent{Kind: logicpb.MsgEvent_MESSAGE, Msg: stored, OriginKey: originKey, Users: users})
 	s.deps.Metrics.observePhase(phasePublish, t)

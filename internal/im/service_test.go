@@ -155,6 +155,18 @@ func TestSendStoredButReportedFailedIsPublished(t *testing.T) {
 	if n := h.prod.count(); n != 1 {
 		t.Fatalf("%d events published, want the stored message once", n)
 	}
+	// A resend long after (the dedup entry lost, or an outbox replayed past
+	// the window) gets the ACK, but the message is not published again:
+	// its offline recipients were notified when it was stored.
+	h.svc.claims = newSendClaimer(NewMemoryDedup(0, 0), h.svc.deps.Seq, DefaultClaimPipelines, claimMaxBatch, h.svc.log)
+	later := time.Now().Add(2 * republishWindow)
+	h.svc.deps.Now = func() time.Time { return later }
+	if late := h.svc.Send(ctx, 1, "k", single(2, "x")); late.Status != protocol.Status_STATUS_OK || late.Seq != again.Seq {
+		t.Fatalf("late resend %v, want the original ACK", late)
+	}
+	if n := h.prod.count(); n != 1 {
+		t.Fatalf("%d events published after a late resend, want still 1", n)
+	}
 }
 
 func TestSendBadInputStoresNothing(t *testing.T) {

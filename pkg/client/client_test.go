@@ -191,16 +191,24 @@ func TestBackoffWithHints(t *testing.T) {
 		name      string
 		hint, got Backoff
 	}{
-		{"stretch", Backoff{Base: time.Second, Max: 30 * time.Second, Factor: 1.5, Jitter: 0.5},
-			Backoff{Base: time.Second, Max: 30 * time.Second, Factor: 1.5, Jitter: 0.5}},
-		{"never shorter; bad factor and jitter ignored", Backoff{Base: time.Millisecond, Max: 10 * time.Millisecond, Factor: 0.5, Jitter: 2}, cfg},
+		{"stretch", Backoff{Base: time.Second, Max: 30 * time.Second, Factor: 3, Jitter: 0.5},
+			Backoff{Base: time.Second, Max: 30 * time.Second, Factor: 3, Jitter: 0.2}},
+		{"never shorter; smaller factor and any jitter ignored", Backoff{Base: time.Millisecond, Max: 10 * time.Millisecond, Factor: 1, Jitter: 1}, cfg},
 		{"base above max lifts max", Backoff{Base: 100 * time.Millisecond},
 			Backoff{Base: 100 * time.Millisecond, Max: 100 * time.Millisecond, Factor: 2, Jitter: 0.2}},
 		{"none", Backoff{}, cfg},
 	}
 	for _, tt := range tests {
-		if got := cfg.withHints(tt.hint); got != tt.got {
+		got := cfg.withHints(tt.hint)
+		if got != tt.got {
 			t.Errorf("%s: %+v, want %+v", tt.name, got, tt.got)
+		}
+		for attempt := range 8 {
+			for _, r := range []float64{0, 0.5, 0.999} {
+				if got.Delay(attempt, r) < cfg.Delay(attempt, r) {
+					t.Errorf("%s: attempt %d r %v: delay %v below the configured %v", tt.name, attempt, r, got.Delay(attempt, r), cfg.Delay(attempt, r))
+				}
+			}
 		}
 	}
 }
@@ -225,7 +233,7 @@ func TestNodeListHintsApplied(t *testing.T) {
 		t.Fatalf("heartbeat interval %v, want the node list's 1.5s", got)
 	}
 	// runLoop set backoff before the Connected event was emitted.
-	if want := (Backoff{Base: 200 * time.Millisecond, Max: 3 * time.Second, Factor: 1.5, Jitter: 0.1}); c.backoff != want {
+	if want := (Backoff{Base: 200 * time.Millisecond, Max: 3 * time.Second, Factor: 2, Jitter: 0.2}); c.backoff != want {
 		t.Fatalf("backoff %+v, want %+v", c.backoff, want)
 	}
 }

@@ -93,18 +93,14 @@ func (d nodeListData) hints() nodeHints {
 }
 
 // withHints is b slowed down by a node list's suggestion: the server may
-// stretch the delays (to spread a reconnect storm) but never shorten
-// them below the client's configuration; a factor below 1 or a jitter
-// outside (0, 1] is ignored.
+// stretch the delays (to spread a reconnect storm) but never shorten them
+// below the client's configuration — base, cap and growth factor are each
+// the larger of the two, and a jitter hint is ignored (a wider jitter
+// would allow shorter delays).
 func (b Backoff) withHints(h Backoff) Backoff {
 	b.Base = max(b.Base, h.Base)
 	b.Max = max(b.Max, h.Max, b.Base)
-	if h.Factor >= 1 {
-		b.Factor = h.Factor
-	}
-	if h.Jitter > 0 && h.Jitter <= 1 {
-		b.Jitter = h.Jitter
-	}
+	b.Factor = max(b.Factor, h.Factor)
 	return b
 }
 

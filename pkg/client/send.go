@@ -123,9 +123,10 @@ func (c *Client) SendWithID(ctx context.Context, clientMsgID string, to Conversa
 				return ackResult(ack)
 			}
 			// The server could not take the message now (a dependency
-			// failed) and stored nothing: send the same client message id
-			// again once the send timeout has passed — unless an earlier
-			// attempt's final ACK comes first.
+			// failed, or the comet could not reach logic: then it may be
+			// stored): send the same client message id again once the
+			// send timeout has passed — unless an earlier attempt's final
+			// ACK comes first. A stored one is answered with its ACK.
 			for waiting := true; waiting; {
 				select {
 				case ack := <-ps.ch:
