@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +28,11 @@ func freePort(t testing.TB) string {
 	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
+// startAttempts bounds the tries to start cmd/hubuim: a port freePort
+// found free can be taken (by another test's client, as its ephemeral
+// port) before hubuim binds it.
+const startAttempts = 3
+
 // standalone builds cmd/hubuim and runs it on free loopback ports; it
 // returns the comet TCP, comet WS and logic HTTP addresses.
 func standalone(t *testing.T) (tcp, ws, httpURL string) {
@@ -39,33 +46,43 @@ func standalone(t *testing.T) (tcp, ws, httpURL string) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
+	for attempt := 1; ; attempt++ {
+		var busy bool
+		tcp, ws, httpURL, busy = startStandalone(t, bin, filepath.Join(dir, "data"))
+		if !busy {
+			return tcp, ws, httpURL
+		}
+		if attempt == startAttempts {
+			t.Fatalf("hubuim could not bind free ports in %d attempts", attempt)
+		}
+		t.Logf("attempt %d: a port was taken before hubuim bound it; retrying", attempt)
+	}
+}
+
+// startStandalone runs bin on ports free a moment ago and waits until it
+// serves; busy reports that it exited because a port was taken meanwhile.
+func startStandalone(t *testing.T, bin, data string) (tcp, ws, httpURL string, busy bool) {
+	t.Helper()
 	tcp, ws = "127.0.0.1:"+freePort(t), "127.0.0.1:"+freePort(t)
 	httpAddr := "127.0.0.1:" + freePort(t)
-	cmd := exec.Command(bin, "-data", filepath.Join(dir, "data"))
+	cmd := exec.Command(bin, "-data", data)
 	cmd.Env = append(os.Environ(),
 		"HUBUIM_COMET_TCP_ADDR="+tcp, "HUBUIM_COMET_WS_ADDR="+ws,
 		"HUBUIM_COMET_GRPC_ADDR=127.0.0.1:"+freePort(t),
 		"HUBUIM_LOGIC_HTTP_ADDR="+httpAddr, "HUBUIM_LOGIC_GRPC_ADDR=127.0.0.1:"+freePort(t),
 		"HUBUIM_ADMIN_ADDR=127.0.0.1:"+freePort(t))
-	var logs bytes.Buffer
+	var logs syncBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("hubuim logs:\n%s", logs.String())
-		}
-	})
 	httpURL = "http://" + httpAddr
 	ready := waitfor.Poll(30*time.Second, func() bool {
 		select {
 		case <-exited:
-			t.Fatalf("hubuim exited:\n%s", logs.String())
+			return true
 		default:
 		}
 		c, err := net.DialTimeout("tcp", tcp, time.Second)
@@ -80,10 +97,44 @@ func standalone(t *testing.T) (tcp, ws, httpURL string) {
 		resp.Body.Close()
 		return true
 	})
+	select {
+	case <-exited:
+		if strings.Contains(logs.String(), "address already in use") {
+			return "", "", "", true
+		}
+		t.Fatalf("hubuim exited:\n%s", logs.String())
+	default:
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("hubuim logs:\n%s", logs.String())
+		}
+	})
 	if !ready {
 		t.Fatalf("hubuim not ready:\n%s", logs.String())
 	}
-	return tcp, ws, httpURL
+	return tcp, ws, httpURL, false
+}
+
+// syncBuffer is a bytes.Buffer safe for the process's writes and the
+// test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // runJSON runs one scenario and decodes its JSON document into dst.
