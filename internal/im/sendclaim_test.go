@@ -235,7 +235,10 @@ func TestRedisClaimKeysShareASlot(t *testing.T) {
 // TestSendRedisDedup: the send path over Redis keeps every dedup rule:
 // resends (sequential and concurrent) store one message and get the
 // original ACK or a retry status, never a different ACK.
-func TestSendRedisDedup(t *testing.T) {
+// newRedisService is a Service with Redis seq counters and dedup over a
+// bolt store; wrap, if set, wraps the store the service writes to.
+func newRedisService(t *testing.T, wrap func(Store) Store) (*Service, *store.Bolt, *recordingProducer) {
+	t.Helper()
 	rdb, prefix := newTestRedis(t)
 	st, err := store.OpenBolt(store.BoltConfig{Dir: t.TempDir(), NoSync: true})
 	if err != nil {
@@ -245,11 +248,20 @@ func TestSendRedisDedup(t *testing.T) {
 	counter, _ := NewRedisSeqCounter(rdb, prefix, 0)
 	alloc, _ := NewSeqAllocator(counter, st, SeqAllocatorConfig{})
 	dedup, _ := NewRedisDedup(rdb, RedisDedupConfig{Prefix: prefix})
+	var used Store = st
+	if wrap != nil {
+		used = wrap(st)
+	}
 	prod := &recordingProducer{}
-	svc, err := NewService(Config{}, Deps{Seq: alloc, Dedup: dedup, Store: st, IDs: &counterIDs{}, Producer: prod})
+	svc, err := NewService(Config{}, Deps{Seq: alloc, Dedup: dedup, Store: used, IDs: &counterIDs{}, Producer: prod})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return svc, st, prod
+}
+
+func TestSendRedisDedup(t *testing.T) {
+	svc, st, prod := newRedisService(t, nil)
 	ctx := context.Background()
 	const senders = 20
 	var (
@@ -386,20 +398,7 @@ func (s *slowFailStore) AppendTouch(ctx context.Context, items []store.AppendIte
 // instead of being refused as in flight until the claim expires (the
 // release used to run with the ended ctx and fail; found by review).
 func TestSendCallerGoneReleasesClaim(t *testing.T) {
-	rdb, prefix := newTestRedis(t)
-	st, err := store.OpenBolt(store.BoltConfig{Dir: t.TempDir(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	counter, _ := NewRedisSeqCounter(rdb, prefix, 0)
-	alloc, _ := NewSeqAllocator(counter, st, SeqAllocatorConfig{})
-	dedup, _ := NewRedisDedup(rdb, RedisDedupConfig{Prefix: prefix})
-	svc, err := NewService(Config{}, Deps{Seq: alloc, Dedup: dedup, Store: &slowFailStore{Store: st, delay: 300 * time.Millisecond},
-		IDs: &counterIDs{}, Producer: &recordingProducer{}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc, _, _ := newRedisService(t, func(st Store) Store { return &slowFailStore{Store: st, delay: 300 * time.Millisecond} })
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	first := svc.Send(ctx, 1, "dev", single(2, "m"))
 	cancel()
