@@ -36,20 +36,10 @@ func (s slowConnectLogic) Connect(ctx context.Context, req *logic.ConnectReq) (*
 // answering its Connect is not registered: it used to be, and kicked the
 // live connection with its key on its way out (found by review).
 func TestHandshakeExpiredDuringConnectKicksNoOne(t *testing.T) {
-	f := &fakeLogic{onlineMul: 1}
-	lc := startLogic(t, slowConnectLogic{fakeLogic: f, delay: 400 * time.Millisecond})
-	cfg := testConfig()
-	cfg.HandshakeTimeout = 200 * time.Millisecond
-	cfg.WSAddr, cfg.GRPCAddr = "", ""
-	s, err := New(cfg, Deps{Logic: lc, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown(context.Background())
-	e := &env{s: s, logic: f}
+	e := startServerWith(t,
+		func(f *fakeLogic) logic.LogicServer { return slowConnectLogic{fakeLogic: f, delay: 400 * time.Millisecond} },
+		func(c *Config) { c.HandshakeTimeout = 200 * time.Millisecond })
+	s, f := e.s, e.logic
 	a := e.tcpClient(t, "K", "")
 	b := dialTCP(t, s.Addrs().TCP)
 	body, _ := json.Marshal(authBody{Mid: 1, Key: "K", Token: "slow"})
@@ -124,19 +114,7 @@ func (downReceiveLogic) Receive(context.Context, *logic.ReceiveReq) (*logic.Rece
 // or frame seq) instead of silence until its own timeout (found by
 // review); a goim op without a status reply still gets nothing.
 func TestLogicDownRepliesUnavailable(t *testing.T) {
-	f := &fakeLogic{onlineMul: 1}
-	lc := startLogic(t, downReceiveLogic{f})
-	cfg := testConfig()
-	cfg.WSAddr, cfg.GRPCAddr = "", ""
-	s, err := New(cfg, Deps{Logic: lc, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown(context.Background())
-	e := &env{s: s, logic: f}
+	e := startServerWith(t, func(f *fakeLogic) logic.LogicServer { return downReceiveLogic{f} }, nil)
 	c := e.tcpClient(t, "k", "")
 
 	send, _ := proto.Marshal(&protocol.MsgSend{ClientMsgId: "m1", ConvType: protocol.ConvType_CONV_TYPE_SINGLE, To: 2})

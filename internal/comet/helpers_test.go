@@ -179,8 +179,19 @@ type env struct {
 // startServer starts a comet against a fake logic; mod adjusts the config.
 func startServer(tb testing.TB, mod func(*Config)) *env {
 	tb.Helper()
+	return startServerWith(tb, nil, mod)
+}
+
+// startServerWith is startServer with logic served by wrap(the fake), for
+// a test that changes some of its answers (nil: the fake itself).
+func startServerWith(tb testing.TB, wrap func(*fakeLogic) logic.LogicServer, mod func(*Config)) *env {
+	tb.Helper()
 	f := &fakeLogic{onlineMul: 1}
-	lc := startLogic(tb, f)
+	var served logic.LogicServer = f
+	if wrap != nil {
+		served = wrap(f)
+	}
+	lc := startLogic(tb, served)
 	cfg := testConfig()
 	if mod != nil {
 		mod(&cfg)
