@@ -292,6 +292,7 @@ type fanPlan struct {
 	op        int32
 	body      []byte
 	msg       *protocol.Msg
+	item      int // fanOut: the index of the item the plan came from
 }
 
 // fanOut pushes items in order with one device lookup for all of them.
@@ -299,7 +300,6 @@ type fanPlan struct {
 // when err is nil): a retry starts after them.
 func (f *Fanout) fanOut(ctx context.Context, items []fanItem) (done int, err error) {
 	plans := make([]fanPlan, 0, len(items))
-	of := make([]int, 0, len(items)) // of[k]: the item plans[k] came from
 	var users []int64
 	for i, it := range items {
 		p, ok, err := f.plan(ctx, it.ev)
@@ -307,8 +307,8 @@ func (f *Fanout) fanOut(ctx context.Context, items []fanItem) (done int, err err
 			return 0, err
 		}
 		if ok && len(p.users) > 0 {
+			p.item = i
 			plans = append(plans, p)
-			of = append(of, i)
 			users = append(users, p.users...)
 		}
 	}
@@ -320,10 +320,10 @@ func (f *Fanout) fanOut(ctx context.Context, items []fanItem) (done int, err err
 	if err != nil {
 		return 0, fmt.Errorf("im: fanout devices: %w", err)
 	}
-	for k, p := range plans {
+	for _, p := range plans {
 		offline, err := f.push(ctx, devices, p)
 		if err != nil {
-			return of[k], err
+			return p.item, err
 		}
 		if p.msg != nil {
 			f.notify(ctx, p.msg, offline)
