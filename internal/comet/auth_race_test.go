@@ -37,7 +37,9 @@ func (s slowConnectLogic) Connect(ctx context.Context, req *logic.ConnectReq) (*
 // live connection with its key on its way out (found by review).
 func TestHandshakeExpiredDuringConnectKicksNoOne(t *testing.T) {
 	e := startServerWith(t,
-		func(f *fakeLogic) logic.LogicServer { return slowConnectLogic{fakeLogic: f, delay: 400 * time.Millisecond} },
+		func(f *fakeLogic) logic.LogicServer {
+			return slowConnectLogic{fakeLogic: f, delay: 400 * time.Millisecond}
+		},
 		func(c *Config) { c.HandshakeTimeout = 200 * time.Millisecond })
 	s, f := e.s, e.logic
 	a := e.tcpClient(t, "K", "")
