@@ -317,8 +317,11 @@ func (c *Client) waitSession(ctx context.Context) (*session, error) {
 // until the client stops. It is the only sender on Events besides the
 // connection's reader, which it runs, so it closes Events at the end.
 func (c *Client) runLoop() error {
-	defer close(c.loopDone)
+	// Done (and with it Err) before Events: an app that sees Events
+	// closed and asks Err must get the kick, not nil (imctl listen exited
+	// 0 after a kick when Events closed first; seen in CI).
 	defer close(c.events)
+	defer close(c.loopDone)
 	attempt := 0
 	for c.ctx.Err() == nil {
 		s, err := c.dialAny()

@@ -157,3 +157,48 @@ func TestConnectReportsAuthRejection(t *testing.T) {
 		t.Fatalf("Connect: %v, want the deadline joined with ErrAuth", err)
 	}
 }
+
+// When a fatal kick ends the client, Err already holds it once Events is
+// closed: apps (imctl listen) read Events until it closes and then ask
+// Err for the exit status. Events used to close before Done, so Err could
+// still say nil (CI caught imctl listen exiting 0 after a kick, once).
+// The window is a few instructions wide: rounds here rarely land in it
+// (not reproduced in 500 rounds without the fix on this machine); each
+// round still checks the order.
+func TestErrSetWhenEventsClose(t *testing.T) {
+	kick := kickBody(t, protocol.KickReason_KICK_REASON_DUPLICATE_LOGIN)
+	addr, _ := rawServer(t, func(c net.Conn, r *bufio.Reader) {
+		f, ok := readAuth(r)
+		if !ok {
+			return
+		}
+		reply, _ := json.Marshal(authReply{Mid: 1, Key: "k"})
+		out := protocol.AppendFrame(nil, protocol.Version, protocol.OpAuthReply, f.Seq, reply)
+		out = protocol.AppendFrame(out, protocol.Version, protocol.OpKick, 0, kick)
+		_, _ = c.Write(out)
+		_, _ = c.Read(make([]byte, 1)) // until the client goes
+	})
+	const rounds = 50 // the window was a few instructions wide
+	for i := range rounds {
+		c, err := New(rawConfig(addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// Connect may already see the kick (loop ended before it looked).
+		if err := c.Connect(ctx); err != nil {
+			if _, ok := errors.AsType[*KickedError](err); !ok {
+				cancel()
+				t.Fatalf("round %d: connect: %v", i, err)
+			}
+		}
+		for range c.Events() {
+		}
+		err = c.Err()
+		cancel()
+		c.Close()
+		if _, ok := errors.AsType[*KickedError](err); !ok {
+			t.Fatalf("round %d: Err() right after Events closed = %v, want the *KickedError", i, err)
+		}
+	}
+}
