@@ -19,6 +19,7 @@ import (
 	"github.com/hubuim/hubuim/internal/logic"
 	"github.com/hubuim/hubuim/internal/logic/session"
 	"github.com/hubuim/hubuim/internal/testenv"
+	"github.com/hubuim/hubuim/internal/testenv/waitfor"
 )
 
 func redisStore(t *testing.T) session.Store {
@@ -121,15 +122,24 @@ func TestConnectLifecycleGRPC(t *testing.T) {
 			if got := servers(t, e.store, "dev-1"); got[0] != "" {
 				t.Fatalf("route after disconnect = %q", got)
 			}
-			// A heartbeat re-creates a lost session.
+			// A heartbeat of the removed connection, in flight when it
+			// closed, does not bring the session back.
 			if _, err := c.Heartbeat(ctx, &pb.HeartbeatReq{Mid: 42, Key: "dev-1", Server: "comet-2", ConnId: "c9", Platform: "web"}); err != nil {
+				t.Fatal(err)
+			}
+			if got := servers(t, e.store, "dev-1"); got[0] != "" {
+				t.Fatalf("route after a late heartbeat = %q", got)
+			}
+			// A heartbeat re-creates a session that was lost (never
+			// removed; e.g. Redis restarted).
+			if _, err := c.Heartbeat(ctx, &pb.HeartbeatReq{Mid: 42, Key: "dev-1", Server: "comet-2", ConnId: "c10", Platform: "web"}); err != nil {
 				t.Fatal(err)
 			}
 			if got := servers(t, e.store, "dev-1"); got[0] != "comet-2" {
 				t.Fatalf("route after re-creating heartbeat = %q", got)
 			}
 			devs, _ := e.store.Devices(ctx, []int64{42})
-			if len(devs[42]) != 1 || devs[42][0].Platform != "web" {
+			if len(devs[42]) != 1 || devs[42][0].Platform != "web" || devs[42][0].ConnID != "c10" {
 				t.Fatalf("devices = %+v", devs)
 			}
 			if n := e.counter(t, "hubuim_logic_connect_total", map[string]string{"result": "ok"}); n != 4 {
@@ -328,5 +338,61 @@ func TestUserOnlineOfflineOncePerTransition(t *testing.T) {
 		if on, off := online.Load(), offline.Load(); on != int32(round+1) || off != int32(round+1) {
 			t.Fatalf("after round %d: %d online and %d offline calls, want %d each", round, on, off, round+1)
 		}
+	}
+}
+
+// A user whose last session expires without a Disconnect (its comet died)
+// is reported offline once by the sweep; a user that disconnected is not
+// reported a second time, nor one whose device still heartbeats.
+func TestExpiredSessionReportsOffline(t *testing.T) {
+	var mu sync.Mutex
+	offline := map[int64][]session.Session{}
+	cfg := logic.Config{Conn: logic.ConnConfig{Heartbeat: 100 * time.Millisecond, SessionTTL: 300 * time.Millisecond,
+		ExpirySweep: 50 * time.Millisecond}}
+	e := newEnvDeps(t, cfg, nil, logic.Deps{
+		OnUserOffline: func(_ context.Context, s session.Session) {
+			mu.Lock()
+			defer mu.Unlock()
+			offline[s.Mid] = append(offline[s.Mid], s)
+		},
+	})
+	c := pb.NewLogicClient(e.grpcClient(t))
+	ctx := context.Background()
+	for mid := int64(1); mid <= 3; mid++ {
+		key := fmt.Sprint("dev", mid)
+		if _, err := c.Connect(ctx, &pb.ConnectReq{Server: "comet-1", ConnId: key, Token: authBody(mid, key, "")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 1 is left to expire; 2 disconnects; 3 heartbeats.
+	if _, err := c.Disconnect(ctx, &pb.DisconnectReq{Mid: 2, Key: "dev2", Server: "comet-1", ConnId: "dev2"}); err != nil {
+		t.Fatal(err)
+	}
+	stop := time.Now().Add(time.Second)
+	for time.Now().Before(stop) {
+		if _, err := c.Heartbeat(ctx, &pb.HeartbeatReq{Mid: 3, Key: "dev3", Server: "comet-1", ConnId: "dev3"}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitfor.Until(t, 5*time.Second, "user 1 reported offline", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(offline[1]) > 0
+	})
+	time.Sleep(200 * time.Millisecond) // a few more sweeps
+	mu.Lock()
+	defer mu.Unlock()
+	if got := offline[1]; len(got) != 1 || got[0].Key != "dev1" || got[0].Server != "comet-1" {
+		t.Fatalf("user 1 reports: %+v, want one for dev1", got)
+	}
+	if len(offline[2]) != 1 { // the Disconnect's own
+		t.Fatalf("user 2 reported %d times, want once (by its Disconnect)", len(offline[2]))
+	}
+	if len(offline[3]) != 0 {
+		t.Fatalf("user 3 (heartbeating) reported offline: %+v", offline[3])
+	}
+	if v := e.counter(t, "hubuim_logic_expired_users_total", nil); v != 1 {
+		t.Fatalf("expired_users_total = %v, want 1", v)
 	}
 }

@@ -138,6 +138,9 @@ func (failingStore) SetRoomCounts(context.Context, string, map[string]int32, tim
 	return errStoreDown
 }
 func (failingStore) RoomCounts(context.Context) (map[string]int32, error) { return nil, errStoreDown }
+func (failingStore) ExpiredUsers(context.Context, int) ([]session.Session, error) {
+	return nil, errStoreDown
+}
 
 type env struct {
 	l        *logic.Logic

@@ -38,6 +38,7 @@ const (
 	DefaultSessionTTL   = 10 * time.Minute
 	DefaultOnlineTTL    = 30 * time.Second
 	DefaultOnlineCache  = 2 * time.Second
+	DefaultExpirySweep  = 5 * time.Second
 
 	DefaultMaxBody    = protocol.DefaultMaxBody
 	DefaultMaxTargets = 1000
@@ -79,6 +80,11 @@ type ConnConfig struct {
 	// OnlineCache is how long the cluster-wide room counts are cached.
 	// Default 2s.
 	OnlineCache time.Duration `yaml:"online_cache"`
+	// ExpirySweep is how often logic looks for users whose last session
+	// expired without a Disconnect (their comet died) to report them
+	// offline (Deps.OnUserOffline; presence). Every replica sweeps; each
+	// user is reported once. Default 5s.
+	ExpirySweep time.Duration `yaml:"expiry_sweep"`
 	// Accepts are the ops a connection accepts when its Auth body names
 	// none. Default [1000, 1001, 1002] (goim's sample clients).
 	Accepts []int32 `yaml:"accepts"`
@@ -151,6 +157,7 @@ func (c Config) withDefaults() (Config, []netip.Prefix, error) {
 	defaultDur(&cc.SessionTTL, DefaultSessionTTL)
 	defaultDur(&cc.OnlineTTL, DefaultOnlineTTL)
 	defaultDur(&cc.OnlineCache, DefaultOnlineCache)
+	defaultDur(&cc.ExpirySweep, DefaultExpirySweep)
 	if cc.HeartbeatMax == 0 {
 		cc.HeartbeatMax = DefaultHeartbeatMax
 	}
@@ -198,6 +205,8 @@ func (c Config) withDefaults() (Config, []netip.Prefix, error) {
 		return c, nil, config.Errorf("conn.online_ttl", "must be positive")
 	case cc.OnlineCache < 0:
 		return c, nil, config.Errorf("conn.online_cache", "must not be negative")
+	case cc.ExpirySweep < 0:
+		return c, nil, config.Errorf("conn.expiry_sweep", "must be positive")
 	case len(cc.Accepts) > auth.MaxAccepts:
 		return c, nil, config.Errorf("conn.accepts", "at most %d ops", auth.MaxAccepts)
 	case p.Secret == "" && !p.Unauthenticated:
@@ -267,7 +276,8 @@ type Deps struct {
 	// user's last live device was removed (presence). The session store
 	// decides both atomically with its write, so devices of one user that
 	// connect or disconnect at once give one call each. Same rules as
-	// OnReplaced.
+	// OnReplaced. OnUserOffline is also called, from Run, for a user whose
+	// last session expired without a Disconnect (conn.expiry_sweep).
 	OnUserOnline  func(ctx context.Context, s session.Session)
 	OnUserOffline func(ctx context.Context, s session.Session)
 	// Logger defaults to slog.Default().
@@ -410,11 +420,15 @@ func (l *Logic) Run(ctx context.Context) error {
 	defer cancel()
 	stop := context.AfterFunc(l.ctx, cancel)
 	defer stop()
-	if l.watcher == nil {
-		<-ctx.Done()
-		return nil
+	var wg sync.WaitGroup
+	if l.userOffline != nil {
+		wg.Go(func() { l.sweepExpired(ctx) })
 	}
-	l.watchComets(ctx)
+	if l.watcher != nil {
+		l.watchComets(ctx)
+	}
+	<-ctx.Done()
+	wg.Wait()
 	return nil
 }
 

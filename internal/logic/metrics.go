@@ -43,6 +43,8 @@ type metrics struct {
 	onlineLoads  *prometheus.CounterVec   // result
 	nodeRequests prometheus.Counter
 	comets       prometheus.Gauge
+	expirySweeps *prometheus.CounterVec // result
+	expiredUsers prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -67,6 +69,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "node_list_requests_total", Help: "Node list requests."}),
 		comets: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "hubuim", Subsystem: "logic",
 			Name: "comets", Help: "Comets currently known from discovery."}),
+		expirySweeps: counter("expiry_sweeps_total", "Sweeps for users whose last session expired without a Disconnect, by result.", "result"),
+		expiredUsers: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "hubuim", Subsystem: "logic",
+			Name: "expired_users_total", Help: "Users reported offline because their last session expired without a Disconnect (their comet died)."}),
 	}
 	m.pushLookup = m.pushPhase.WithLabelValues(phaseLookup)
 	m.pushPublish = m.pushPhase.WithLabelValues(phasePublish)
@@ -74,7 +79,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.connect, m.disconnect, m.heartbeat, m.renewOnline, m.receive,
-		m.push, m.pushRecords, m.pushMissed, m.pushPhase, m.onlineLoads, m.nodeRequests, m.comets} {
+		m.push, m.pushRecords, m.pushMissed, m.pushPhase, m.onlineLoads, m.nodeRequests, m.comets,
+		m.expirySweeps, m.expiredUsers} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

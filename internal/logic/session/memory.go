@@ -14,7 +14,11 @@ const sweepEvery = time.Second
 type memRoute struct {
 	s        Session
 	deadline time.Time
+	removed  bool // a tombstone: s was removed (until deadline)
 }
+
+// live reports whether r routes its key at now.
+func (r memRoute) live(now time.Time) bool { return !r.removed && now.Before(r.deadline) }
 
 type memDevice struct {
 	d        Device
@@ -28,6 +32,8 @@ type memRooms struct {
 
 // Memory is an in-process Store for the standalone mode and tests. Entries
 // expire in real time: a lookup never returns an entry past its deadline.
+// Like Redis, it keeps a removed route's tombstone for removedTTL and a
+// user's expired device entries for expiryGrace (for ExpiredUsers).
 type Memory struct {
 	now func() time.Time
 
@@ -61,7 +67,7 @@ func (m *Memory) sweep(now time.Time) {
 	}
 	for mid, devs := range m.devices {
 		for k, d := range devs {
-			if !now.Before(d.deadline) {
+			if !now.Before(d.deadline.Add(expiryGrace)) {
 				delete(devs, k)
 			}
 		}
@@ -96,12 +102,12 @@ func (m *Memory) Add(ctx context.Context, s Session, ttl time.Duration) (AddResu
 	now := m.now()
 	m.sweep(now)
 	var res AddResult
-	if r, ok := m.routes[s.Key]; ok && now.Before(r.deadline) && !r.s.Owner(s) {
+	if r, ok := m.routes[s.Key]; ok && r.live(now) && !r.s.Owner(s) {
 		res.Prev, res.Replaced = r.s, true
 	}
 	res.First = m.liveDevices(s.Mid, now) == 0
 	m.routes[s.Key] = memRoute{s: s, deadline: now.Add(ttl)}
-	m.putDevice(s, now.Add(ttl))
+	m.putDevice(s, now, now.Add(ttl))
 	return res, nil
 }
 
@@ -116,11 +122,18 @@ func (m *Memory) liveDevices(mid int64, now time.Time) int {
 	return n
 }
 
-func (m *Memory) putDevice(s Session, deadline time.Time) {
+// putDevice writes s's device entry and prunes the user's expired ones
+// (as Redis's putUser does).
+func (m *Memory) putDevice(s Session, now, deadline time.Time) {
 	devs := m.devices[s.Mid]
 	if devs == nil {
 		devs = make(map[string]memDevice)
 		m.devices[s.Mid] = devs
+	}
+	for k, d := range devs {
+		if !now.Before(d.deadline) {
+			delete(devs, k)
+		}
 	}
 	devs[s.Key] = memDevice{d: Device{Key: s.Key, Server: s.Server, ConnID: s.ConnID, Platform: s.Platform}, deadline: deadline}
 }
@@ -137,15 +150,20 @@ func (m *Memory) Heartbeat(ctx context.Context, s Session, ttl time.Duration) (b
 	defer m.mu.Unlock()
 	now := m.now()
 	m.sweep(now)
-	if r, ok := m.routes[s.Key]; ok && now.Before(r.deadline) && !r.s.Owner(s) {
-		return false, nil
+	if r, ok := m.routes[s.Key]; ok && now.Before(r.deadline) {
+		if r.removed && r.s.Owner(s) {
+			return false, nil // removed from s: a heartbeat sent before
+		}
+		if !r.removed && !r.s.Owner(s) {
+			return false, nil // owned by another connection
+		}
 	}
 	m.routes[s.Key] = memRoute{s: s, deadline: now.Add(ttl)}
 	if d, ok := m.devices[s.Mid][s.Key]; ok && now.Before(d.deadline) &&
 		(d.d.Server != s.Server || d.d.ConnID != s.ConnID) {
 		return true, nil // the user's entry belongs to a newer connection
 	}
-	m.putDevice(s, now.Add(ttl))
+	m.putDevice(s, now, now.Add(ttl))
 	return true, nil
 }
 
@@ -161,20 +179,52 @@ func (m *Memory) Remove(ctx context.Context, s Session) (RemoveResult, error) {
 	defer m.mu.Unlock()
 	now := m.now()
 	var res RemoveResult
-	if r, ok := m.routes[s.Key]; ok && r.s.Owner(s) {
-		delete(m.routes, s.Key)
-		res.Removed = now.Before(r.deadline)
+	if r, ok := m.routes[s.Key]; !ok || !r.live(now) || r.s.Owner(s) {
+		res.Removed = ok && r.live(now)
+		m.routes[s.Key] = memRoute{s: s, deadline: now.Add(removedTTL), removed: true}
 	}
 	if devs := m.devices[s.Mid]; devs != nil {
 		if d, ok := devs[s.Key]; ok && d.d.Server == s.Server && d.d.ConnID == s.ConnID {
 			delete(devs, s.Key)
 			res.Last = m.liveDevices(s.Mid, now) == 0
-			if len(devs) == 0 {
+			if res.Last || len(devs) == 0 {
+				// The offline is this one: expired entries go with it.
 				delete(m.devices, s.Mid)
 			}
 		}
 	}
 	return res, nil
+}
+
+// ExpiredUsers implements Store.
+func (m *Memory) ExpiredUsers(ctx context.Context, limit int) ([]Session, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("%w: limit must be positive", ErrInvalid)
+	}
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	var out []Session
+	for mid, devs := range m.devices {
+		if len(out) == limit {
+			break
+		}
+		if len(devs) == 0 || m.liveDevices(mid, now) > 0 {
+			continue
+		}
+		var last memDevice
+		for _, d := range devs {
+			if d.deadline.After(last.deadline) {
+				last = d
+			}
+		}
+		delete(m.devices, mid)
+		out = append(out, Session{Key: last.d.Key, Mid: mid, Server: last.d.Server, ConnID: last.d.ConnID, Platform: last.d.Platform})
+	}
+	return out, nil
 }
 
 // Servers implements Store.
@@ -187,7 +237,7 @@ func (m *Memory) Servers(ctx context.Context, keys []string) ([]string, error) {
 	defer m.mu.Unlock()
 	now := m.now()
 	for i, k := range keys {
-		if r, ok := m.routes[k]; ok && now.Before(r.deadline) {
+		if r, ok := m.routes[k]; ok && r.live(now) {
 			out[i] = r.s.Server
 		}
 	}

@@ -26,6 +26,10 @@ const (
 	fieldPlatform = "p"
 )
 
+// expiryShards is how many sorted sets the expiry index is split over (so
+// that it spreads over a Redis Cluster's masters).
+const expiryShards = 16
+
 // RedisConfig configures the Redis store.
 type RedisConfig struct {
 	// Prefix is prepended to every key. Default DefaultPrefix ("hubuim:").
@@ -40,6 +44,14 @@ type Redis struct {
 	c      redis.UniversalClient
 	prefix string
 	now    func() time.Time
+}
+
+// sweepScratch is what ExpiredUsers found in one index shard.
+type sweepScratch struct {
+	key   string // index shard
+	mid   int64
+	score float64
+	cmd   *redis.Cmd
 }
 
 // NewRedis returns a Redis store over client (a *redis.Client,
@@ -64,6 +76,15 @@ func (r *Redis) userKey(mid int64) string {
 }
 func (r *Redis) roomsKey(server string) string { return r.prefix + "o:{" + server + "}" }
 func (r *Redis) serversKey() string            { return r.prefix + "o:servers" }
+
+// expiryKey is the expiry-index shard of a user: member mid, score the
+// latest deadline (unix ms) of its devices.
+func (r *Redis) expiryKey(mid int64) string {
+	return r.expiryShardKey(int(uint64(mid) % expiryShards))
+}
+func (r *Redis) expiryShardKey(shard int) string {
+	return r.prefix + "x:{" + strconv.Itoa(shard) + "}"
+}
 
 func unavailable(op string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrUnavailable, op, err)
@@ -96,11 +117,17 @@ func checkIDs(s Session) error {
 	return nil
 }
 
+// A route removed by Remove keeps, for removedTTL, the connection it was
+// taken from in the fields rs and rc (a tombstone): a Heartbeat of that
+// connection still in flight then does not bring the session back. Any
+// other connection writes over it.
+
 // addRoute: KEYS[1] route; ARGV server, conn, mid, platform, ttl ms.
 // Overwrites the route and returns the previous owner when it differs.
 var addRoute = redis.NewScript(`
 local prev = redis.call('HMGET', KEYS[1], 's', 'c', 'm', 'p')
 redis.call('HSET', KEYS[1], 's', ARGV[1], 'c', ARGV[2], 'm', ARGV[3], 'p', ARGV[4])
+redis.call('HDEL', KEYS[1], 'rs', 'rc')
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 if prev[1] and (prev[1] ~= ARGV[1] or prev[2] ~= ARGV[2]) then
   return {prev[1], prev[2] or '', prev[3] or '0', prev[4] or ''}
@@ -109,31 +136,43 @@ return {}
 `)
 
 // beatRoute: like addRoute but only when the route is absent or owned by
-// (server, conn). Returns 1 when written, 0 when owned by another.
+// (server, conn), and was not removed from (server, conn). Returns 1 when
+// written, 0 when not.
 var beatRoute = redis.NewScript(`
-local cur = redis.call('HMGET', KEYS[1], 's', 'c')
+local cur = redis.call('HMGET', KEYS[1], 's', 'c', 'rs', 'rc')
 if cur[1] and (cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2]) then
   return 0
 end
+if cur[3] == ARGV[1] and cur[4] == ARGV[2] then
+  return 0
+end
 redis.call('HSET', KEYS[1], 's', ARGV[1], 'c', ARGV[2], 'm', ARGV[3], 'p', ARGV[4])
+redis.call('HDEL', KEYS[1], 'rs', 'rc')
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 `)
 
-// removeRoute: deletes the route when owned by (server, conn).
+// removeRoute: KEYS[1] route; ARGV server, conn, tombstone ttl ms. Unless
+// the route is owned by another connection, replaces it with the
+// tombstone of (server, conn). Returns 1 when a live route was removed.
 var removeRoute = redis.NewScript(`
 local cur = redis.call('HMGET', KEYS[1], 's', 'c')
-if cur[1] == ARGV[1] and cur[2] == ARGV[2] then
-  redis.call('DEL', KEYS[1])
-  return 1
+if cur[1] and (cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2]) then
+  return 0
 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'rs', ARGV[1], 'rc', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if cur[1] then return 1 end
 return 0
 `)
 
 // putUser: KEYS[1] user hash; ARGV device key, value, owner tag, now ms,
-// ttl ms, mode. Mode "hb" leaves a live entry of another owner alone (0).
+// keep ms, mode. Mode "hb" leaves a live entry of another owner alone (0).
 // Expired entries are pruned, and the hash lives as long as its longest
-// entry. Returns 2 when the user had no live device before (first), else 1.
+// entry plus expiryGrace (keep): an entry that expires stays until
+// sweepUser reports it. Returns 2 when the user had no live device before
+// (first), else 1.
 var putUser = redis.NewScript(`
 local function owner_and_deadline(v)
   local i = string.find(v, '\0', 1, true)
@@ -171,7 +210,8 @@ return 1 + first
 
 // removeUser: deletes the device entry when owned by the owner tag;
 // ARGV device key, owner tag, now ms. Returns 0 when not owned, 2 when the
-// user has no live device left (last), else 1.
+// user has no live device left (last; the hash goes with the expired
+// entries it still had: the offline is this one), else 1.
 var removeUser = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return 0 end
@@ -185,7 +225,44 @@ for j = 2, #all, 2 do
   local k = string.find(v, '\0', 1, true)
   if k and (tonumber(string.sub(v, 1, k - 1)) or 0) > now then return 1 end
 end
+redis.call('DEL', KEYS[1])
 return 2
+`)
+
+// sweepUser: KEYS[1] user hash; ARGV now ms. {0} when the hash is gone,
+// {1, latest deadline} when a device is live, else the hash is deleted
+// and {2, device key, value} of the entry that expired last is returned:
+// the user went offline without a Remove, reported once.
+var sweepUser = redis.NewScript(`
+local now = tonumber(ARGV[1])
+local all = redis.call('HGETALL', KEYS[1])
+if #all == 0 then return {0} end
+local live, last, lastdl = 0, 1, -1
+for i = 1, #all, 2 do
+  local v = all[i + 1]
+  local k = string.find(v, '\0', 1, true)
+  local dl = 0
+  if k then dl = tonumber(string.sub(v, 1, k - 1)) or 0 end
+  if dl > now then
+    if dl > live then live = dl end
+  elseif dl > lastdl then
+    last, lastdl = i, dl
+  end
+end
+if live > 0 then return {1, live} end
+redis.call('DEL', KEYS[1])
+return {2, all[last], all[last + 1]}
+`)
+
+// unindex: KEYS[1] expiry shard; ARGV mid, score read. Removes the member
+// unless a write raised its score since.
+var unindex = redis.NewScript(`
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) <= tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
 `)
 
 // setRooms: KEYS[1] rooms hash of one comet; ARGV ttl ms, then room,
@@ -209,11 +286,15 @@ type scriptCall struct {
 }
 
 // runScripts runs calls in one pipeline (one round trip per node), falling
-// back to EVAL for scripts the server does not know yet.
-func (r *Redis) runScripts(ctx context.Context, calls []scriptCall) {
+// back to EVAL for scripts the server does not know yet. also, if set,
+// adds commands to the pipeline (their errors are theirs to read).
+func (r *Redis) runScripts(ctx context.Context, calls []scriptCall, also func(redis.Pipeliner)) {
 	pipe := r.c.Pipeline()
 	for i := range calls {
 		calls[i].cmd = calls[i].s.EvalSha(ctx, pipe, calls[i].keys, calls[i].args...)
+	}
+	if also != nil {
+		also(pipe)
 	}
 	_, _ = pipe.Exec(ctx) // errors are read per command
 	for i := range calls {
@@ -235,9 +316,9 @@ func (r *Redis) Add(ctx context.Context, s Session, ttl time.Duration) (AddResul
 	ms := ttl.Milliseconds()
 	calls := [2]scriptCall{
 		{s: addRoute, keys: []string{r.routeKey(s.Key)}, args: []any{s.Server, s.ConnID, s.Mid, s.Platform, ms}},
-		{s: putUser, keys: []string{r.userKey(s.Mid)}, args: []any{s.Key, userValue(s, now.Add(ttl)), ownerTag(s), now.UnixMilli(), ms, "add"}},
+		{s: putUser, keys: []string{r.userKey(s.Mid)}, args: []any{s.Key, userValue(s, now.Add(ttl)), ownerTag(s), now.UnixMilli(), (ttl + expiryGrace).Milliseconds(), "add"}},
 	}
-	r.runScripts(ctx, calls[:])
+	r.runScripts(ctx, calls[:], r.indexUser(ctx, s.Mid, now.Add(ttl)))
 	for _, c := range calls {
 		if err := c.cmd.Err(); err != nil {
 			return AddResult{}, unavailable("add", err)
@@ -276,11 +357,22 @@ func (r *Redis) Heartbeat(ctx context.Context, s Session, ttl time.Duration) (bo
 		return false, nil
 	}
 	now := r.now()
-	uc := putUser.Run(ctx, r.c, []string{r.userKey(s.Mid)}, s.Key, userValue(s, now.Add(ttl)), ownerTag(s), now.UnixMilli(), ms, "hb")
-	if err := uc.Err(); err != nil {
+	calls := [1]scriptCall{{s: putUser, keys: []string{r.userKey(s.Mid)},
+		args: []any{s.Key, userValue(s, now.Add(ttl)), ownerTag(s), now.UnixMilli(), (ttl + expiryGrace).Milliseconds(), "hb"}}}
+	r.runScripts(ctx, calls[:], r.indexUser(ctx, s.Mid, now.Add(ttl)))
+	if err := calls[0].cmd.Err(); err != nil {
 		return true, unavailable("heartbeat", err)
 	}
 	return true, nil
+}
+
+// indexUser adds the write of mid's device deadline to the expiry index
+// (raised only) to a pipeline. Best effort: a user missing from the index
+// only loses its expiry's offline report.
+func (r *Redis) indexUser(ctx context.Context, mid int64, deadline time.Time) func(redis.Pipeliner) {
+	return func(p redis.Pipeliner) {
+		p.ZAddGT(ctx, r.expiryKey(mid), redis.Z{Score: float64(deadline.UnixMilli()), Member: mid})
+	}
 }
 
 // Remove implements Store.
@@ -292,10 +384,10 @@ func (r *Redis) Remove(ctx context.Context, s Session) (RemoveResult, error) {
 		return RemoveResult{}, err
 	}
 	calls := [2]scriptCall{
-		{s: removeRoute, keys: []string{r.routeKey(s.Key)}, args: []any{s.Server, s.ConnID}},
+		{s: removeRoute, keys: []string{r.routeKey(s.Key)}, args: []any{s.Server, s.ConnID, removedTTL.Milliseconds()}},
 		{s: removeUser, keys: []string{r.userKey(s.Mid)}, args: []any{s.Key, ownerTag(s), r.now().UnixMilli()}},
 	}
-	r.runScripts(ctx, calls[:])
+	r.runScripts(ctx, calls[:], nil)
 	for _, c := range calls {
 		if err := c.cmd.Err(); err != nil {
 			return RemoveResult{}, unavailable("remove", err)
@@ -373,7 +465,7 @@ func (r *Redis) SetRoomCounts(ctx context.Context, server string, counts map[str
 	}
 	deadline := r.now().Add(ttl).UnixMilli()
 	calls := [1]scriptCall{{s: setRooms, keys: []string{r.roomsKey(server)}, args: args}}
-	r.runScripts(ctx, calls[:])
+	r.runScripts(ctx, calls[:], nil)
 	if err := calls[0].cmd.Err(); err != nil {
 		return unavailable("set room counts", err)
 	}
@@ -417,3 +509,97 @@ func (r *Redis) RoomCounts(ctx context.Context) (map[string]int32, error) {
 	}
 	return out, nil
 }
+
+// ExpiredUsers implements Store. It reads the index shards whose users'
+// latest deadline has passed (one pipeline), asks each user's hash
+// whether a device is still live (one pipeline of sweepUser: the script
+// that deletes the hash reports the user, so concurrent callers report it
+// once), then drops the reported and gone users from the index and raises
+// the score of the live ones (one pipeline).
+func (r *Redis) ExpiredUsers(ctx context.Context, limit int) ([]Session, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("%w: limit must be positive", ErrInvalid)
+	}
+	now := r.now().UnixMilli()
+	nowArg := strconv.FormatInt(now, 10)
+	pipe := r.c.Pipeline()
+	shards := make([]*redis.ZSliceCmd, expiryShards)
+	for i := range shards {
+		shards[i] = pipe.ZRangeByScoreWithScores(ctx, r.expiryShardKey(i),
+			&redis.ZRangeBy{Min: "-inf", Max: nowArg, Count: int64(limit)})
+	}
+	_, _ = pipe.Exec(ctx)
+	var found []sweepScratch
+	for i, c := range shards {
+		zs, err := c.Result()
+		if err != nil {
+			return nil, unavailable("expired users", err)
+		}
+		for _, z := range zs {
+			mid, err := strconv.ParseInt(fmt.Sprint(z.Member), 10, 64)
+			if err != nil {
+				continue // not written by this store
+			}
+			found = append(found, sweepScratch{key: r.expiryShardKey(i), mid: mid, score: z.Score})
+		}
+	}
+	if len(found) > limit {
+		found = found[:limit]
+	}
+	if len(found) == 0 {
+		return nil, nil
+	}
+	calls := make([]scriptCall, len(found))
+	for i, f := range found {
+		calls[i] = scriptCall{s: sweepUser, keys: []string{r.userKey(f.mid)}, args: []any{now}}
+	}
+	r.runScripts(ctx, calls, nil)
+	var out []Session
+	fix := make([]scriptCall, 0, len(found))
+	var raise []redis.Z
+	var raiseKeys []string
+	for i, c := range calls {
+		res, err := c.cmd.Slice()
+		if err != nil || len(res) == 0 {
+			if err == nil {
+				err = errors.New("empty sweep reply")
+			}
+			return out, unavailable("expired users", err)
+		}
+		f := found[i]
+		state, _ := res[0].(int64)
+		switch {
+		case state == sweepLive && len(res) == 2:
+			dl, _ := res[1].(int64)
+			raise = append(raise, redis.Z{Score: float64(dl), Member: f.mid})
+			raiseKeys = append(raiseKeys, f.key)
+			continue
+		case state == sweepOffline && len(res) == 3:
+			key, _ := res[1].(string)
+			val, _ := res[2].(string)
+			if d, _, ok := parseUserValue(key, val); ok {
+				out = append(out, Session{Key: d.Key, Mid: f.mid, Server: d.Server, ConnID: d.ConnID, Platform: d.Platform})
+			}
+		}
+		fix = append(fix, scriptCall{s: unindex, keys: []string{f.key}, args: []any{f.mid, f.score}})
+	}
+	r.runScripts(ctx, fix, func(p redis.Pipeliner) {
+		for i, z := range raise {
+			p.ZAddGT(ctx, raiseKeys[i], z)
+		}
+	})
+	for _, c := range fix {
+		if err := c.cmd.Err(); err != nil {
+			// Reported users stay reported (their hash is gone); the
+			// index entry is dropped by a later sweep.
+			return out, unavailable("expired users", err)
+		}
+	}
+	return out, nil
+}
+
+// sweepUser's states.
+const (
+	sweepLive    = 1
+	sweepOffline = 2
+)

@@ -16,6 +16,19 @@ import (
 	"time"
 )
 
+// What a store keeps past a session's end.
+const (
+	// removedTTL is how long a device route remembers the connection a
+	// Remove took it from, so that a Heartbeat of that connection still
+	// in flight does not bring the session back (comets call Heartbeat
+	// with a timeout of a few seconds).
+	removedTTL = 30 * time.Second
+	// expiryGrace is how long the device entries of a user whose last
+	// device expired are kept for ExpiredUsers (every logic sweeps every
+	// few seconds; a sweep after it reports nothing).
+	expiryGrace = 5 * time.Minute
+)
+
 // ErrUnavailable wraps every error caused by the backing store being
 // unreachable or failing. Callers answer it with "try again later".
 var ErrUnavailable = errors.New("session: store unavailable")
@@ -55,7 +68,9 @@ type Store interface {
 
 	// Heartbeat renews s for ttl, re-creating whatever expired or was
 	// lost. It reports false (and changes nothing for the key) when the
-	// key is owned by another connection.
+	// key is owned by another connection, or was removed from this one
+	// (by Remove, within the last 30 s: a Heartbeat that was in flight
+	// when its connection closed does not bring the session back).
 	Heartbeat(ctx context.Context, s Session, ttl time.Duration) (owner bool, err error)
 
 	// Remove deletes s only where it is still owned by s.Server and
@@ -64,6 +79,15 @@ type Store interface {
 	// the delete of its device entry; an entry that expired and is gone
 	// reports nothing).
 	Remove(ctx context.Context, s Session) (RemoveResult, error)
+
+	// ExpiredUsers returns up to limit users whose last live device
+	// expired without a Remove (its comet died or lost the store), each
+	// with that device, and forgets them: a user is reported once across
+	// all callers, and not at all once a device of it is live again or
+	// after its last device was removed. Entries that expired more than
+	// 5 minutes before a call may be gone unreported. On error, the users
+	// returned are reported nonetheless.
+	ExpiredUsers(ctx context.Context, limit int) ([]Session, error)
 
 	// Servers returns the comet id of each key, in the order of keys;
 	// "" for keys that are not online.

@@ -49,6 +49,9 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"OddKeys", testOddKeys},
 		{"FirstAndLastDevice", testFirstAndLast},
 		{"FirstAndLastConcurrent", testFirstAndLastConcurrent},
+		{"HeartbeatAfterRemove", testHeartbeatAfterRemove},
+		{"ExpiredUsers", testExpiredUsers},
+		{"ExpiredUsersOnce", testExpiredUsersOnce},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -287,12 +290,12 @@ func testHeartbeatRenews(t *testing.T, s session.Store) {
 
 func testHeartbeatRecreates(t *testing.T, s session.Store) {
 	a := sess("lost", 13, "comet-1", "c")
-	add(t, s, a, longTTL)
-	if res, err := s.Remove(ctx(t), a); err != nil || !res.Removed {
-		t.Fatalf("Remove = %+v, %v", res, err)
-	}
-	// The keys were lost (e.g. Redis restarted); the next heartbeat
-	// restores them.
+	add(t, s, a, shortTTL)
+	// The keys are gone (expired here; e.g. Redis restarted); the next
+	// heartbeat restores them.
+	Eventually(t, expiryWait, "session to expire", func() bool {
+		return server(t, s, "lost") == "" && len(devices(t, s, 13)) == 0
+	})
 	owner, err := s.Heartbeat(ctx(t), a, longTTL)
 	if err != nil || !owner {
 		t.Fatalf("Heartbeat = %v, %v", owner, err)
@@ -492,6 +495,171 @@ func testFirstAndLastConcurrent(t *testing.T, s session.Store) {
 		wg.Wait()
 		if firsts.Load() != 1 || lasts.Load() != 1 {
 			t.Fatalf("round %d: %d firsts and %d lasts, want one each", round, firsts.Load(), lasts.Load())
+		}
+	}
+}
+
+// testHeartbeatAfterRemove: a Heartbeat that was in flight when its
+// connection's Disconnect removed the session does not bring it back (it
+// used to: a ghost device until the TTL). Another connection of the key
+// still can.
+func testHeartbeatAfterRemove(t *testing.T, s session.Store) {
+	c := ctx(t)
+	a := sess("gone", 41, "comet-1", "c")
+	add(t, s, a, longTTL)
+	if res, err := s.Remove(c, a); err != nil || !res.Removed {
+		t.Fatalf("Remove = %+v, %v", res, err)
+	}
+	owner, err := s.Heartbeat(c, a, longTTL)
+	if err != nil || owner {
+		t.Fatalf("Heartbeat after Remove = %v, %v; want false", owner, err)
+	}
+	if got := server(t, s, "gone"); got != "" {
+		t.Fatalf("route back after a late heartbeat: %q", got)
+	}
+	if d := devices(t, s, 41); len(d) != 0 {
+		t.Fatalf("device back after a late heartbeat: %+v", d)
+	}
+	// A Remove of a session already gone also keeps its late heartbeat out.
+	b := sess("never", 41, "comet-1", "d")
+	if res, err := s.Remove(c, b); err != nil || res.Removed || res.Last {
+		t.Fatalf("Remove(absent) = %+v, %v", res, err)
+	}
+	if owner, err := s.Heartbeat(c, b, longTTL); err != nil || owner {
+		t.Fatalf("Heartbeat after Remove(absent) = %v, %v; want false", owner, err)
+	}
+	// The device connects again: a new connection owns the key.
+	a2 := sess("gone", 41, "comet-2", "c2")
+	if res, err := s.Add(c, a2, longTTL); err != nil || res.Replaced || !res.First {
+		t.Fatalf("Add(new connection) = %+v, %v", res, err)
+	}
+	if owner, err := s.Heartbeat(c, a2, longTTL); err != nil || !owner {
+		t.Fatalf("Heartbeat(new connection) = %v, %v", owner, err)
+	}
+	if owner, err := s.Heartbeat(c, a, longTTL); err != nil || owner {
+		t.Fatalf("Heartbeat(old connection) = %v, %v; want false", owner, err)
+	}
+	if got := server(t, s, "gone"); got != "comet-2" {
+		t.Fatalf("server = %q, want comet-2", got)
+	}
+	// A connection's Disconnect after a reconnect elsewhere changes nothing.
+	if res, err := s.Remove(c, a); err != nil || res.Removed || res.Last {
+		t.Fatalf("late Remove(old) = %+v, %v", res, err)
+	}
+	if got := server(t, s, "gone"); got != "comet-2" {
+		t.Fatalf("server after late Remove = %q, want comet-2", got)
+	}
+}
+
+// expiredMids calls ExpiredUsers until the users in want were reported
+// (or expiryWait passed) plus once more, and returns every report.
+func expiredMids(t *testing.T, s session.Store, want ...int64) map[int64][]session.Session {
+	t.Helper()
+	got := map[int64][]session.Session{}
+	done := func() bool {
+		for _, m := range want {
+			if len(got[m]) == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	call := func() {
+		users, err := s.ExpiredUsers(ctx(t), 100)
+		if err != nil {
+			t.Fatalf("ExpiredUsers: %v", err)
+		}
+		for _, u := range users {
+			got[u.Mid] = append(got[u.Mid], u)
+		}
+	}
+	Eventually(t, expiryWait, fmt.Sprintf("users %v reported", want), func() bool {
+		call()
+		return done()
+	})
+	call()
+	return got
+}
+
+// testExpiredUsers: a user whose devices all expired without a Remove is
+// reported once, with its device; not a user whose last device was
+// removed, one still live, or one that came back before the report.
+func testExpiredUsers(t *testing.T, s session.Store) {
+	c := ctx(t)
+	if _, err := s.ExpiredUsers(c, 0); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("ExpiredUsers(0) = %v, want ErrInvalid", err)
+	}
+	crashed := []session.Session{sess("p31", 31, "comet-1", "a"), sess("w31", 31, "comet-2", "b")}
+	for _, a := range crashed {
+		add(t, s, a, shortTTL)
+	}
+	removed := sess("p32", 32, "comet-1", "c")
+	add(t, s, removed, shortTTL)
+	if res, err := s.Remove(c, removed); err != nil || !res.Last {
+		t.Fatalf("Remove = %+v, %v", res, err)
+	}
+	add(t, s, sess("p33", 33, "comet-1", "d"), longTTL)
+	add(t, s, sess("p34", 34, "comet-1", "e"), shortTTL)
+	Eventually(t, expiryWait, "devices to expire", func() bool {
+		return len(devices(t, s, 31)) == 0 && len(devices(t, s, 34)) == 0
+	})
+	if res, err := s.Add(c, sess("w34", 34, "comet-2", "f"), longTTL); err != nil || !res.First {
+		t.Fatalf("Add after expiry = %+v, %v; want first", res, err)
+	}
+
+	got := expiredMids(t, s, 31)
+	if len(got) != 1 || len(got[31]) != 1 {
+		t.Fatalf("reported %v, want user 31 once", got)
+	}
+	u := got[31][0]
+	if (u.Key != "p31" || u.ConnID != "a" || u.Server != "comet-1") && (u.Key != "w31" || u.ConnID != "b" || u.Server != "comet-2") {
+		t.Fatalf("reported device %+v is not one of user 31's", u)
+	}
+	if u.Platform != "web" {
+		t.Fatalf("platform %q", u.Platform)
+	}
+	// Reported users are forgotten: a new device is its user's first.
+	if res, err := s.Add(c, crashed[0], longTTL); err != nil || !res.First {
+		t.Fatalf("Add after the report = %+v, %v; want first", res, err)
+	}
+}
+
+// testExpiredUsersOnce: callers sweeping at once (several logics) report
+// each expired user once in all.
+func testExpiredUsersOnce(t *testing.T, s session.Store) {
+	const users, callers = 20, 4
+	for i := range users {
+		add(t, s, sess(fmt.Sprint("k", i), int64(50+i), "comet-1", fmt.Sprint("c", i)), shortTTL)
+	}
+	Eventually(t, expiryWait, "devices to expire", func() bool { return len(devices(t, s, 50+users-1)) == 0 })
+	var mu sync.Mutex
+	seen := map[int64]int{}
+	deadline := time.Now().Add(expiryWait)
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				got, err := s.ExpiredUsers(context.Background(), 3)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				for _, u := range got {
+					seen[u.Mid]++
+				}
+				n := len(seen)
+				mu.Unlock()
+				if n == users {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i := range users {
+		if n := seen[int64(50+i)]; n != 1 {
+			t.Errorf("user %d reported %d times, want once", 50+i, n)
 		}
 	}
 }
