@@ -28,6 +28,9 @@ const (
 	DefaultRetryBackoff    = 100 * time.Millisecond
 	DefaultMaxRetryBackoff = 5 * time.Second
 	DefaultDrainTimeout    = 5 * time.Second
+	// DefaultCometGrace outlasts a lapsed etcd lease (a live comet
+	// re-registers within about 1.6 s).
+	DefaultCometGrace = 5 * time.Second
 )
 
 // Config configures a Job. The zero value means every default.
@@ -69,6 +72,12 @@ type Config struct {
 	// DrainTimeout is how long Close lets comet workers deliver what is
 	// queued before the rest is dropped. Default 5s.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// CometGrace is how long a comet that left discovery still gets its
+	// pushes (a live comet whose lease lapsed comes back; a comet that
+	// deregistered to drain still holds connections). After it, what is
+	// queued for the comet is dropped (comet_removed) and pushes to it
+	// are unknown_comet. Negative: remove at once. Default 5s.
+	CometGrace time.Duration `yaml:"comet_grace"`
 }
 
 func setDefault[T comparable](p *T, def T) {
@@ -93,6 +102,7 @@ func (c Config) withDefaults(prefix string) (Config, error) {
 	setDefault(&c.RetryBackoff, DefaultRetryBackoff)
 	setDefault(&c.MaxRetryBackoff, DefaultMaxRetryBackoff)
 	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
+	setDefault(&c.CometGrace, DefaultCometGrace)
 	for _, f := range []struct {
 		name string
 		v    int64

@@ -21,8 +21,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
@@ -77,6 +79,7 @@ type Job struct {
 	stopRun  context.CancelFunc
 	runDone  chan struct{}
 	clients  map[string]*cometClient // owned by the watch loop while running
+	leaving  map[string]*time.Timer  // clients kept for CometGrace after leaving discovery
 	removals sync.WaitGroup          // clients being removed in the background
 }
 
@@ -104,6 +107,7 @@ func New(cfg Config, deps Deps) (*Job, error) {
 		log:     deps.Logger.With("component", "job"),
 		metrics: newMetrics(),
 		clients: make(map[string]*cometClient),
+		leaving: make(map[string]*time.Timer),
 	}
 	j.handlers = map[string]mq.Handler{mq.TopicPush: j.handlePush}
 	j.rooms = newRoomBatcher(cfg.RoomBatchWindow, cfg.RoomBatchMax, cfg.RoomBatchBytes, j.deliverRoom)
@@ -221,6 +225,10 @@ func (j *Job) Close() error {
 	}
 	j.closed = true
 	stop, done := j.stopRun, j.runDone
+	for id, t := range j.leaving {
+		t.Stop()
+		delete(j.leaving, id)
+	}
 	j.mu.Unlock()
 	j.rooms.close()
 	if stop != nil {
@@ -243,8 +251,9 @@ func (j *Job) Close() error {
 	return nil
 }
 
-// apply makes list the set of comets: new ones get a client, gone ones (or
-// ones whose address changed) are removed in the background.
+// apply makes list the set of comets: new ones get a client, ones whose
+// address changed are replaced, and gone ones are kept for CometGrace
+// (unless they come back) and then removed in the background.
 func (j *Job) apply(list []discovery.Instance) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -270,12 +279,51 @@ func (j *Job) apply(list []discovery.Instance) {
 		next[ins.ID] = newCometClient(ins, cli, closer, &j.cfg, j.log, j.metrics)
 		j.log.Info("comet added", "comet", ins.ID, "addr", addr)
 	}
+	for id, t := range j.leaving {
+		if next[id] != nil { // back (or replaced): no longer leaving
+			t.Stop()
+			delete(j.leaving, id)
+		}
+	}
 	var gone []*cometClient
 	for id, c := range j.clients {
-		if next[id] != c {
+		switch {
+		case next[id] == c:
+		case next[id] == nil && j.cfg.CometGrace > 0:
+			next[id] = c
+			if j.leaving[id] == nil {
+				j.log.Info("comet left discovery; kept for the grace period", "comet", id, "grace", j.cfg.CometGrace)
+				j.leaving[id] = time.AfterFunc(j.cfg.CometGrace, func() { j.expire(id, c) })
+			}
+		default:
 			gone = append(gone, c)
 		}
 	}
+	j.setClients(next)
+	for _, c := range gone {
+		j.log.Info("comet removed", "comet", c.id, "pending", c.depth())
+		j.removals.Go(c.remove)
+	}
+}
+
+// expire removes c, which left discovery CometGrace ago, unless it came
+// back or was replaced since.
+func (j *Job) expire(id string, c *cometClient) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.closed || j.clients[id] != c || j.leaving[id] == nil {
+		return
+	}
+	delete(j.leaving, id)
+	next := maps.Clone(j.clients)
+	delete(next, id)
+	j.setClients(next)
+	j.log.Info("comet removed after the grace period", "comet", id, "pending", c.depth())
+	j.removals.Go(c.remove)
+}
+
+// setClients makes next the comets pushes are routed to. j.mu is held.
+func (j *Job) setClients(next map[string]*cometClient) {
 	j.clients = next
 	v := &cometView{byID: next, all: make([]*cometClient, 0, len(next))}
 	for _, c := range next {
@@ -283,10 +331,6 @@ func (j *Job) apply(list []discovery.Instance) {
 	}
 	j.view.Store(v)
 	j.metrics.comets.Set(float64(len(next)))
-	for _, c := range gone {
-		j.log.Info("comet removed", "comet", c.id, "pending", c.depth())
-		j.removals.Go(c.remove)
-	}
 }
 
 // handle dispatches a record by topic.

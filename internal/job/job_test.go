@@ -178,7 +178,7 @@ func TestCometRemovedDropsPending(t *testing.T) {
 	slow, fast := startFakeComet(t, "slow"), startFakeComet(t, "fast")
 	slow.block = make(chan struct{})
 	defer close(slow.block)
-	e := newTestEnv(t, Config{Workers: 1, QueueSize: 8, RPCTimeout: time.Hour}, slow, fast)
+	e := newTestEnv(t, Config{Workers: 1, QueueSize: 8, RPCTimeout: time.Hour, CometGrace: -1}, slow, fast)
 	for i := range 5 {
 		e.publish(t, "p", &logic.PushMsg{Type: logic.PushMsg_PUSH, Operation: testOp, Server: "slow", Keys: []string{"s" + strconv.Itoa(i)}})
 	}
@@ -190,6 +190,58 @@ func TestCometRemovedDropsPending(t *testing.T) {
 	eventually(t, func() bool { p, _, _ := fast.snapshot(); return len(p) == 1 }, "fast comet stalled after removal")
 	e.publish(t, "p", &logic.PushMsg{Type: logic.PushMsg_PUSH, Operation: testOp, Server: "slow", Keys: []string{"late"}})
 	eventually(t, func() bool { return e.job.droppedCount(ReasonUnknownComet) == 1 }, "push to removed comet not counted")
+}
+
+// A comet that leaves discovery keeps getting its pushes for CometGrace:
+// one that comes back within it keeps its client (nothing dropped); one
+// that stays away is removed after it. Job used to remove it at once, and
+// a live comet whose etcd lease lapsed lost its pushes until it
+// re-registered.
+func TestCometGraceKeepsPushes(t *testing.T) {
+	a, b := startFakeComet(t, "a"), startFakeComet(t, "b")
+	const grace = 300 * time.Millisecond
+	e := newTestEnv(t, Config{CometGrace: grace}, a, b)
+	pushTo := func(key string) {
+		e.publish(t, key, &logic.PushMsg{Type: logic.PushMsg_PUSH, Operation: testOp, Server: "a", Keys: []string{key}})
+	}
+	delivered := func(n int) func() bool {
+		return func() bool { p, _, _ := a.snapshot(); return len(p) == n }
+	}
+	eventually(t, func() bool { return e.job.view.Load().byID["a"] != nil }, "a not added")
+	before := e.job.view.Load().byID["a"]
+	e.static.Set(discovery.ServiceComet, []discovery.Instance{b.instance()}) // a's lease lapsed
+	leaving := func() bool {
+		e.job.mu.Lock()
+		defer e.job.mu.Unlock()
+		return e.job.leaving["a"] != nil
+	}
+	eventually(t, leaving, "a not kept as leaving")
+	if e.job.view.Load().byID["a"] != before {
+		t.Fatal("a's client not kept while leaving")
+	}
+	pushTo("k1")
+	eventually(t, delivered(1), "push to a leaving comet not delivered")
+	e.static.Set(discovery.ServiceComet, []discovery.Instance{a.instance(), b.instance()}) // re-registered
+	time.Sleep(2 * grace)
+	if leaving() {
+		t.Fatal("a still leaving after it came back")
+	}
+	if c := e.job.view.Load().byID["a"]; c != before {
+		t.Fatalf("a's client replaced or removed after it came back within the grace period: %p vs %p", c, before)
+	}
+	pushTo("k2")
+	eventually(t, delivered(2), "push after coming back not delivered")
+
+	e.static.Set(discovery.ServiceComet, []discovery.Instance{b.instance()}) // gone for good
+	eventually(t, func() bool { return e.job.view.Load().byID["a"] == nil }, "a not removed after the grace period")
+	pushTo("k3")
+	eventually(t, func() bool { return e.job.droppedCount(ReasonUnknownComet) == 1 }, "push to a removed comet not counted")
+	if p, _, _ := a.snapshot(); len(p) != 2 {
+		t.Fatalf("a got %d pushes, want 2", len(p))
+	}
+	if got := e.job.droppedCount(ReasonCometRemoved); got != 0 {
+		t.Fatalf("comet_removed drops = %v, want 0", got)
+	}
 }
 
 func TestRetryTransientErrors(t *testing.T) {
@@ -298,7 +350,7 @@ func TestUnreachableCometRetriedUntilRemoved(t *testing.T) {
 	deadAddr := lis.Addr().String()
 	_ = lis.Close()
 	dead := discovery.Instance{ID: "dead", Service: discovery.ServiceComet, Addrs: map[string]string{discovery.AddrGRPC: deadAddr}}
-	e := newTestEnv(t, Config{RetryBackoff: 5 * time.Millisecond, MaxRetryBackoff: 20 * time.Millisecond})
+	e := newTestEnv(t, Config{RetryBackoff: 5 * time.Millisecond, MaxRetryBackoff: 20 * time.Millisecond, CometGrace: 50 * time.Millisecond})
 	e.static.Set(discovery.ServiceComet, []discovery.Instance{dead})
 	eventually(t, func() bool { return e.job.view.Load().byID["dead"] != nil }, "comet not added")
 	e.publish(t, "k", &logic.PushMsg{Type: logic.PushMsg_PUSH, Operation: testOp, Server: "dead", Keys: []string{"k"}})
