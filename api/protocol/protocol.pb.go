@@ -1093,11 +1093,16 @@ func (x *ReadMarkReply) GetReason() string {
 
 // PresenceEvent (op 29).
 type PresenceEvent struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          int64                  `protobuf:"varint,1,opt,name=user,proto3" json:"user,omitempty"`
-	Online        bool                   `protobuf:"varint,2,opt,name=online,proto3" json:"online,omitempty"`
-	Platform      string                 `protobuf:"bytes,3,opt,name=platform,proto3" json:"platform,omitempty"`
-	Time          int64                  `protobuf:"varint,4,opt,name=time,proto3" json:"time,omitempty"` // unix milliseconds
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	User     int64                  `protobuf:"varint,1,opt,name=user,proto3" json:"user,omitempty"`
+	Online   bool                   `protobuf:"varint,2,opt,name=online,proto3" json:"online,omitempty"`
+	Platform string                 `protobuf:"bytes,3,opt,name=platform,proto3" json:"platform,omitempty"`
+	Time     int64                  `protobuf:"varint,4,opt,name=time,proto3" json:"time,omitempty"` // unix milliseconds
+	// Orders the transitions of one user: a later one has a greater
+	// version (microseconds of the session store's clock). Events can
+	// arrive out of order (decided by different logics); a client keeps
+	// the greatest version per user and ignores older events. 0: unknown.
+	Version       int64 `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1156,6 +1161,13 @@ func (x *PresenceEvent) GetPlatform() string {
 func (x *PresenceEvent) GetTime() int64 {
 	if x != nil {
 		return x.Time
+	}
+	return 0
+}
+
+func (x *PresenceEvent) GetVersion() int64 {
+	if x != nil {
+		return x.Version
 	}
 	return 0
 }
@@ -1289,12 +1301,13 @@ const file_protocol_protocol_proto_rawDesc = "" +
 	"\aconv_id\x18\x01 \x01(\tR\x06convId\x12\x19\n" +
 	"\bread_seq\x18\x02 \x01(\x03R\areadSeq\x12/\n" +
 	"\x06status\x18\x03 \x01(\x0e2\x17.hubuim.protocol.StatusR\x06status\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"k\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x85\x01\n" +
 	"\rPresenceEvent\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\x03R\x04user\x12\x16\n" +
 	"\x06online\x18\x02 \x01(\bR\x06online\x12\x1a\n" +
 	"\bplatform\x18\x03 \x01(\tR\bplatform\x12\x12\n" +
-	"\x04time\x18\x04 \x01(\x03R\x04time\"U\n" +
+	"\x04time\x18\x04 \x01(\x03R\x04time\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\x03R\aversion\"U\n" +
 	"\x04Kick\x123\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1b.hubuim.protocol.KickReasonR\x06reason\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage*\xd0\x01\n" +

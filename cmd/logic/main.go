@@ -137,6 +137,10 @@ func serve(ctx context.Context, fc logicconf.FileConfig, log *slog.Logger, reg p
 	if err != nil {
 		return err
 	}
+	presence, err := im.NewRedisPresence(rdb, fc.Redis.Prefix)
+	if err != nil {
+		return err
+	}
 	st, err := app.OpenPostgres(ctx, fc.Postgres, "postgres", log, reg)
 	if err != nil {
 		return err
@@ -178,7 +182,7 @@ func serve(ctx context.Context, fc logicconf.FileConfig, log *slog.Logger, reg p
 	}
 	ld := app.LogicDeps{
 		Sessions: sessions, Verifier: verifier, Producer: producer, Store: st,
-		Seq: seq, Dedup: dedup, IDs: ids, TLS: tc, Logger: log, Registerer: reg, MemberEvents: memberEvents,
+		Seq: seq, Dedup: dedup, IDs: ids, Presence: presence, TLS: tc, Logger: log, Registerer: reg, MemberEvents: memberEvents,
 	}
 	if registry != nil {
 		ld.Watcher, ld.Registrar = registry, registry

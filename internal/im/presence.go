@@ -56,20 +56,23 @@ func NewPresence(st PresenceStore, devices DeviceLookup, svc *Service, ttl time.
 }
 
 // UserOnline is logic's OnUserOnline hook: s is its user's first device.
-func (p *Presence) UserOnline(ctx context.Context, s session.Session) {
-	p.changed(ctx, s, true)
+func (p *Presence) UserOnline(ctx context.Context, s session.Session, version int64) {
+	p.changed(ctx, s, true, version)
 }
 
 // UserOffline is logic's OnUserOffline hook: s was its user's last device.
-func (p *Presence) UserOffline(ctx context.Context, s session.Session) {
-	p.changed(ctx, s, false)
+func (p *Presence) UserOffline(ctx context.Context, s session.Session, version int64) {
+	p.changed(ctx, s, false, version)
 }
 
 // changed publishes the user's new state to its subscribers. Whether s
 // was the first or last device was decided by the session store with its
 // write: a count of the devices read afterwards saw both of two devices
 // connecting at once (no event) or neither of two leaving (two events).
-func (p *Presence) changed(ctx context.Context, s session.Session, online bool) {
+// The store's version of the transition goes with the event: events of
+// one user decided by different logics can arrive out of order, and
+// clients keep the latest.
+func (p *Presence) changed(ctx context.Context, s session.Session, online bool, version int64) {
 	if s.Mid <= 0 {
 		return
 	}
@@ -80,7 +83,7 @@ func (p *Presence) changed(ctx context.Context, s session.Session, online bool) 
 		}
 		return // nobody asked
 	}
-	ev := &protocol.PresenceEvent{User: s.Mid, Online: online, Platform: s.Platform, Time: p.svc.deps.Now().UnixMilli()}
+	ev := &protocol.PresenceEvent{User: s.Mid, Online: online, Platform: s.Platform, Time: p.svc.deps.Now().UnixMilli(), Version: version}
 	p.svc.publishKeyed(ctx, "presence:"+strconv.FormatInt(s.Mid, 10),
 		&logicpb.MsgEvent{Kind: logicpb.MsgEvent_PRESENCE, Presence: ev, Users: subs})
 }

@@ -35,7 +35,7 @@ func TestPresenceFirstAndLastDevice(t *testing.T) {
 
 	// Nobody subscribed: nothing published.
 	devs[6] = []session.Device{{Key: "phone"}}
-	p.UserOnline(ctx, phone)
+	p.UserOnline(ctx, phone, 10)
 	if h.prod.count() != 0 {
 		t.Fatal("published presence nobody asked for")
 	}
@@ -46,12 +46,12 @@ func TestPresenceFirstAndLastDevice(t *testing.T) {
 	// Whether a device is the first or the last is the session store's
 	// call (logic invokes the hooks only then): each hook publishes.
 	devs[6] = nil
-	p.UserOffline(ctx, phone)
+	p.UserOffline(ctx, phone, 11)
 	if h.prod.count() != 1 {
 		t.Fatalf("published %d events, want the one offline", h.prod.count())
 	}
 	ev := h.prod.events[0]
-	if ev.Kind != logicpb.MsgEvent_PRESENCE || ev.Presence.User != 6 || ev.Presence.Online || len(ev.Users) != 1 || ev.Users[0] != 5 {
+	if ev.Kind != logicpb.MsgEvent_PRESENCE || ev.Presence.User != 6 || ev.Presence.Online || ev.Presence.Version != 11 || len(ev.Users) != 1 || ev.Users[0] != 5 {
 		t.Fatalf("event = %v", ev)
 	}
 	if h.prod.keys[0] != "presence:6" {

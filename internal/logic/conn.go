@@ -106,7 +106,7 @@ func (l *Logic) Connect(ctx context.Context, req *pb.ConnectReq) (*pb.ConnectRep
 		l.replaced(ctx, added.Prev)
 	}
 	if added.First && l.userOnline != nil {
-		l.userOnline(ctx, s)
+		l.userOnline(ctx, s, added.Version)
 	}
 	l.m.connect.WithLabelValues(resultOK).Inc()
 	return &pb.ConnectReply{
@@ -138,7 +138,7 @@ func (l *Logic) Disconnect(ctx context.Context, req *pb.DisconnectReq) (*pb.Disc
 		l.m.disconnect.WithLabelValues(resultNotOwner).Inc()
 	}
 	if removed.Last && l.userOffline != nil {
-		l.userOffline(ctx, gone)
+		l.userOffline(ctx, gone, removed.Version)
 	}
 	return &pb.DisconnectReply{Removed: removed.Removed}, nil
 }

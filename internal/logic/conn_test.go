@@ -309,8 +309,8 @@ func TestOnReplaced(t *testing.T) {
 func TestUserOnlineOfflineOncePerTransition(t *testing.T) {
 	var online, offline atomic.Int32
 	e := newEnvDeps(t, logic.Config{}, nil, logic.Deps{
-		OnUserOnline:  func(context.Context, session.Session) { online.Add(1) },
-		OnUserOffline: func(context.Context, session.Session) { offline.Add(1) },
+		OnUserOnline:  func(context.Context, session.Session, int64) { online.Add(1) },
+		OnUserOffline: func(context.Context, session.Session, int64) { offline.Add(1) },
 	})
 	c := pb.NewLogicClient(e.grpcClient(t))
 	ctx := context.Background()
@@ -350,7 +350,7 @@ func TestExpiredSessionReportsOffline(t *testing.T) {
 	cfg := logic.Config{Conn: logic.ConnConfig{Heartbeat: 100 * time.Millisecond, SessionTTL: 300 * time.Millisecond,
 		ExpirySweep: 50 * time.Millisecond}}
 	e := newEnvDeps(t, cfg, nil, logic.Deps{
-		OnUserOffline: func(_ context.Context, s session.Session) {
+		OnUserOffline: func(_ context.Context, s session.Session, _ int64) {
 			mu.Lock()
 			defer mu.Unlock()
 			offline[s.Mid] = append(offline[s.Mid], s)

@@ -29,8 +29,8 @@ func (l *Logic) sweepExpired(ctx context.Context) {
 func (l *Logic) sweepOnce(ctx context.Context) {
 	for ctx.Err() == nil {
 		users, err := l.store.ExpiredUsers(ctx, expiredBatch)
-		for _, s := range users { // reported even with an error: they are forgotten
-			l.userOffline(ctx, s)
+		for _, u := range users { // reported even with an error: they are forgotten
+			l.userOffline(ctx, u.Session, u.Version)
 		}
 		l.m.expiredUsers.Add(float64(len(users)))
 		if err != nil {

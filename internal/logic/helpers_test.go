@@ -138,7 +138,7 @@ func (failingStore) SetRoomCounts(context.Context, string, map[string]int32, tim
 	return errStoreDown
 }
 func (failingStore) RoomCounts(context.Context) (map[string]int32, error) { return nil, errStoreDown }
-func (failingStore) ExpiredUsers(context.Context, int) ([]session.Session, error) {
+func (failingStore) ExpiredUsers(context.Context, int) ([]session.Expired, error) {
 	return nil, errStoreDown
 }
 

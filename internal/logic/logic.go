@@ -278,8 +278,10 @@ type Deps struct {
 	// connect or disconnect at once give one call each. Same rules as
 	// OnReplaced. OnUserOffline is also called, from Run, for a user whose
 	// last session expired without a Disconnect (conn.expiry_sweep).
-	OnUserOnline  func(ctx context.Context, s session.Session)
-	OnUserOffline func(ctx context.Context, s session.Session)
+	// version orders one user's transitions (greater is later; the store
+	// decides it with the transition), whichever logic made them.
+	OnUserOnline  func(ctx context.Context, s session.Session, version int64)
+	OnUserOffline func(ctx context.Context, s session.Session, version int64)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer registers the metrics; nil registers nothing.
@@ -320,7 +322,7 @@ type Logic struct {
 	handlers map[int32]ReceiveHandler
 	replaced func(context.Context, session.Session)
 	// userOnline and userOffline are Deps.OnUserOnline and OnUserOffline.
-	userOnline, userOffline func(context.Context, session.Session)
+	userOnline, userOffline func(context.Context, session.Session, int64)
 	log                     *slog.Logger
 	m                       *metrics
 

@@ -57,6 +57,9 @@ type Client struct {
 	accepts []int32
 	sends   map[string]*pendingSend // unacknowledged sends by client msg id
 	dialErr error                   // the last failed connection attempt's error
+	// presence is the greatest presence version seen per user: an event
+	// with a smaller one was overtaken (see Presence).
+	presence map[int64]int64
 
 	convMu     sync.Mutex
 	convs      map[string]*convState

@@ -42,7 +42,10 @@ type Notify struct {
 // this user, or the peer, read ConvID up to ReadSeq.
 type ReadMark struct{ *protocol.ReadMark }
 
-// Presence is a presence change of a user (op 29).
+// Presence is a presence change of a user (op 29). An event overtaken by
+// a later change of the same user (a greater Version: two logics decided
+// them a moment apart and they arrived in the other order) is not
+// emitted, so the last Presence of a user is its current state.
 type Presence struct{ *protocol.PresenceEvent }
 
 // Push is any other server push: business ops (>= 1000), room broadcasts,

@@ -20,6 +20,7 @@ type Metrics struct {
 	cursorRounds    prometheus.Counter
 	skipped         prometheus.Counter
 	acks            prometheus.Counter
+	presenceStale   prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -40,10 +41,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		cursorRounds:    c("cursor_sync_rounds_total", "Cursor syncs sent again because the reply left moved conversations out (more_convs)."),
 		skipped:         c("seqs_skipped_total", "Seqs the server could not return and the client moved past."),
 		acks:            c("delivered_acks_total", "Delivered acks (op 23) sent, coalesced per conversation."),
+		presenceStale:   c("presence_stale_total", "Presence events dropped because a later change of the same user arrived first."),
 	}
 	if reg != nil {
 		for _, col := range []prometheus.Collector{m.connects, m.connectFailures, m.disconnects, m.sends,
-			m.resends, m.received, m.duplicates, m.pulls, m.cursorRounds, m.skipped, m.acks} {
+			m.resends, m.received, m.duplicates, m.pulls, m.cursorRounds, m.skipped, m.acks, m.presenceStale} {
 			if err := reg.Register(col); err != nil {
 				return nil, fmt.Errorf("client: register metrics: %w", err)
 			}
@@ -75,3 +77,4 @@ func mPulls(m *Metrics) prometheus.Counter           { return m.pulls }
 func mCursorRounds(m *Metrics) prometheus.Counter    { return m.cursorRounds }
 func mSkipped(m *Metrics) prometheus.Counter         { return m.skipped }
 func mAcks(m *Metrics) prometheus.Counter            { return m.acks }
+func mPresenceStale(m *Metrics) prometheus.Counter   { return m.presenceStale }

@@ -231,7 +231,7 @@ func (c *Client) dispatch(s *session, f protocol.Frame, inRaw bool) error {
 		}
 	case protocol.OpPresenceEvent:
 		p := new(protocol.PresenceEvent)
-		if c.decode(f, p) {
+		if c.decode(f, p) && c.latestPresence(p) {
 			c.emit(Presence{p})
 		}
 	case protocol.OpKick:
@@ -370,4 +370,25 @@ func (c *Client) flushAcks(s *session, all bool) error {
 		c.m.inc(mAcks)
 	}
 	return nil
+}
+
+// latestPresence reports whether p is newer than every presence event of
+// its user seen so far (always, when p carries no version), and records
+// it.
+func (c *Client) latestPresence(p *protocol.PresenceEvent) bool {
+	v := p.GetVersion()
+	if v == 0 {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v <= c.presence[p.GetUser()] {
+		c.m.inc(mPresenceStale)
+		return false
+	}
+	if c.presence == nil {
+		c.presence = make(map[int64]int64)
+	}
+	c.presence[p.GetUser()] = v
+	return true
 }

@@ -42,6 +42,14 @@ type Memory struct {
 	devices   map[int64]map[string]memDevice // mid → key → device
 	rooms     map[string]memRooms            // server → counts
 	nextSweep time.Time
+	version   int64 // the last transition version given out
+}
+
+// nextVersion returns a transition version: the clock in microseconds,
+// raised past the last one. m.mu is held.
+func (m *Memory) nextVersion(now time.Time) int64 {
+	m.version = max(now.UnixMicro(), m.version+1)
+	return m.version
 }
 
 // NewMemory returns an empty Memory store.
@@ -105,7 +113,9 @@ func (m *Memory) Add(ctx context.Context, s Session, ttl time.Duration) (AddResu
 	if r, ok := m.routes[s.Key]; ok && r.live(now) && !r.s.Owner(s) {
 		res.Prev, res.Replaced = r.s, true
 	}
-	res.First = m.liveDevices(s.Mid, now) == 0
+	if m.liveDevices(s.Mid, now) == 0 {
+		res.First, res.Version = true, m.nextVersion(now)
+	}
 	m.routes[s.Key] = memRoute{s: s, deadline: now.Add(ttl)}
 	m.putDevice(s, now, now.Add(ttl))
 	return res, nil
@@ -186,7 +196,9 @@ func (m *Memory) Remove(ctx context.Context, s Session) (RemoveResult, error) {
 	if devs := m.devices[s.Mid]; devs != nil {
 		if d, ok := devs[s.Key]; ok && d.d.Server == s.Server && d.d.ConnID == s.ConnID {
 			delete(devs, s.Key)
-			res.Last = m.liveDevices(s.Mid, now) == 0
+			if m.liveDevices(s.Mid, now) == 0 {
+				res.Last, res.Version = true, m.nextVersion(now)
+			}
 			if res.Last || len(devs) == 0 {
 				// The offline is this one: expired entries go with it.
 				delete(m.devices, s.Mid)
@@ -197,7 +209,7 @@ func (m *Memory) Remove(ctx context.Context, s Session) (RemoveResult, error) {
 }
 
 // ExpiredUsers implements Store.
-func (m *Memory) ExpiredUsers(ctx context.Context, limit int) ([]Session, error) {
+func (m *Memory) ExpiredUsers(ctx context.Context, limit int) ([]Expired, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("%w: limit must be positive", ErrInvalid)
 	}
@@ -207,7 +219,7 @@ func (m *Memory) ExpiredUsers(ctx context.Context, limit int) ([]Session, error)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
-	var out []Session
+	var out []Expired
 	for mid, devs := range m.devices {
 		if len(out) == limit {
 			break
@@ -222,7 +234,8 @@ func (m *Memory) ExpiredUsers(ctx context.Context, limit int) ([]Session, error)
 			}
 		}
 		delete(m.devices, mid)
-		out = append(out, Session{Key: last.d.Key, Mid: mid, Server: last.d.Server, ConnID: last.d.ConnID, Platform: last.d.Platform})
+		out = append(out, Expired{Session: Session{Key: last.d.Key, Mid: mid, Server: last.d.Server, ConnID: last.d.ConnID, Platform: last.d.Platform},
+			Version: m.nextVersion(now)})
 	}
 	return out, nil
 }

@@ -117,6 +117,28 @@ func checkIDs(s Session) error {
 	return nil
 }
 
+// luaVersion defines version() in a script: the Redis clock in
+// microseconds. A user's hash lives on one node, so the versions of its
+// first/last transitions (decided by these scripts) follow their order.
+const luaVersion = `local function version()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+`
+
+// replyState reads a {state, version} script reply.
+func replyState(c *redis.Cmd) (state, version int64) {
+	res, err := c.Slice()
+	if err != nil || len(res) == 0 {
+		return 0, 0
+	}
+	state, _ = res[0].(int64)
+	if len(res) > 1 {
+		version, _ = res[1].(int64)
+	}
+	return state, version
+}
+
 // A route removed by Remove keeps, for removedTTL, the connection it was
 // taken from in the fields rs and rc (a tombstone): a Heartbeat of that
 // connection still in flight then does not bring the session back. Any
@@ -171,9 +193,9 @@ return 0
 // keep ms, mode. Mode "hb" leaves a live entry of another owner alone (0).
 // Expired entries are pruned, and the hash lives as long as its longest
 // entry plus expiryGrace (keep): an entry that expires stays until
-// sweepUser reports it. Returns 2 when the user had no live device before
-// (first), else 1.
-var putUser = redis.NewScript(`
+// sweepUser reports it. Returns {2, version} when the user had no live
+// device before (first), else {1} ({0}: not written).
+var putUser = redis.NewScript(luaVersion + `
 local function owner_and_deadline(v)
   local i = string.find(v, '\0', 1, true)
   if not i then return '', 0 end
@@ -186,7 +208,7 @@ if cur then
   local rest, dl = owner_and_deadline(cur)
   if dl > now then
     if ARGV[6] == 'hb' and string.sub(rest, 1, #ARGV[3]) ~= ARGV[3] then
-      return 0
+      return {0}
     end
     first = 0
   end
@@ -205,35 +227,37 @@ local ttl = tonumber(ARGV[5])
 if redis.call('PTTL', KEYS[1]) < ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)
 end
-return 1 + first
+if first == 1 then return {2, version()} end
+return {1}
 `)
 
 // removeUser: deletes the device entry when owned by the owner tag;
-// ARGV device key, owner tag, now ms. Returns 0 when not owned, 2 when the
-// user has no live device left (last; the hash goes with the expired
-// entries it still had: the offline is this one), else 1.
-var removeUser = redis.NewScript(`
+// ARGV device key, owner tag, now ms. Returns {0} when not owned,
+// {2, version} when the user has no live device left (last; the hash goes
+// with the expired entries it still had: the offline is this one), else
+// {1}.
+var removeUser = redis.NewScript(luaVersion + `
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if not cur then return 0 end
+if not cur then return {0} end
 local i = string.find(cur, '\0', 1, true)
-if not (i and string.sub(cur, i + 1, i + #ARGV[2]) == ARGV[2]) then return 0 end
+if not (i and string.sub(cur, i + 1, i + #ARGV[2]) == ARGV[2]) then return {0} end
 redis.call('HDEL', KEYS[1], ARGV[1])
 local now = tonumber(ARGV[3])
 local all = redis.call('HGETALL', KEYS[1])
 for j = 2, #all, 2 do
   local v = all[j]
   local k = string.find(v, '\0', 1, true)
-  if k and (tonumber(string.sub(v, 1, k - 1)) or 0) > now then return 1 end
+  if k and (tonumber(string.sub(v, 1, k - 1)) or 0) > now then return {1} end
 end
 redis.call('DEL', KEYS[1])
-return 2
+return {2, version()}
 `)
 
 // sweepUser: KEYS[1] user hash; ARGV now ms. {0} when the hash is gone,
 // {1, latest deadline} when a device is live, else the hash is deleted
-// and {2, device key, value} of the entry that expired last is returned:
-// the user went offline without a Remove, reported once.
-var sweepUser = redis.NewScript(`
+// and {2, device key, value, version} of the entry that expired last is
+// returned: the user went offline without a Remove, reported once.
+var sweepUser = redis.NewScript(luaVersion + `
 local now = tonumber(ARGV[1])
 local all = redis.call('HGETALL', KEYS[1])
 if #all == 0 then return {0} end
@@ -251,7 +275,7 @@ for i = 1, #all, 2 do
 end
 if live > 0 then return {1, live} end
 redis.call('DEL', KEYS[1])
-return {2, all[last], all[last + 1]}
+return {2, all[last], all[last + 1], version()}
 `)
 
 // unindex: KEYS[1] expiry shard; ARGV mid, score read. Removes the member
@@ -324,8 +348,11 @@ func (r *Redis) Add(ctx context.Context, s Session, ttl time.Duration) (AddResul
 			return AddResult{}, unavailable("add", err)
 		}
 	}
-	put, _ := calls[1].cmd.Int()
+	put, version := replyState(calls[1].cmd)
 	res := AddResult{First: put == userFirstOrLast}
+	if res.First {
+		res.Version = version
+	}
 	prev, _ := calls[0].cmd.StringSlice()
 	if len(prev) != 4 {
 		return res, nil
@@ -394,8 +421,12 @@ func (r *Redis) Remove(ctx context.Context, s Session) (RemoveResult, error) {
 		}
 	}
 	route, _ := calls[0].cmd.Int()
-	user, _ := calls[1].cmd.Int()
-	return RemoveResult{Removed: route == 1, Last: user == userFirstOrLast}, nil
+	user, version := replyState(calls[1].cmd)
+	res := RemoveResult{Removed: route == 1, Last: user == userFirstOrLast}
+	if res.Last {
+		res.Version = version
+	}
+	return res, nil
 }
 
 // Servers implements Store.
@@ -516,7 +547,7 @@ func (r *Redis) RoomCounts(ctx context.Context) (map[string]int32, error) {
 // that deletes the hash reports the user, so concurrent callers report it
 // once), then drops the reported and gone users from the index and raises
 // the score of the live ones (one pipeline).
-func (r *Redis) ExpiredUsers(ctx context.Context, limit int) ([]Session, error) {
+func (r *Redis) ExpiredUsers(ctx context.Context, limit int) ([]Expired, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("%w: limit must be positive", ErrInvalid)
 	}
@@ -554,7 +585,7 @@ func (r *Redis) ExpiredUsers(ctx context.Context, limit int) ([]Session, error) 
 		calls[i] = scriptCall{s: sweepUser, keys: []string{r.userKey(f.mid)}, args: []any{now}}
 	}
 	r.runScripts(ctx, calls, nil)
-	var out []Session
+	var out []Expired
 	fix := make([]scriptCall, 0, len(found))
 	var raise []redis.Z
 	var raiseKeys []string
@@ -574,11 +605,12 @@ func (r *Redis) ExpiredUsers(ctx context.Context, limit int) ([]Session, error) 
 			raise = append(raise, redis.Z{Score: float64(dl), Member: f.mid})
 			raiseKeys = append(raiseKeys, f.key)
 			continue
-		case state == sweepOffline && len(res) == 3:
+		case state == sweepOffline && len(res) == 4:
 			key, _ := res[1].(string)
 			val, _ := res[2].(string)
+			version, _ := res[3].(int64)
 			if d, _, ok := parseUserValue(key, val); ok {
-				out = append(out, Session{Key: d.Key, Mid: f.mid, Server: d.Server, ConnID: d.ConnID, Platform: d.Platform})
+				out = append(out, Expired{Session: Session{Key: d.Key, Mid: f.mid, Server: d.Server, ConnID: d.ConnID, Platform: d.Platform}, Version: version})
 			}
 		}
 		fix = append(fix, scriptCall{s: unindex, keys: []string{f.key}, args: []any{f.mid, f.score}})

@@ -87,7 +87,7 @@ type Store interface {
 	// after its last device was removed. Entries that expired more than
 	// 5 minutes before a call may be gone unreported. On error, the users
 	// returned are reported nonetheless.
-	ExpiredUsers(ctx context.Context, limit int) ([]Session, error)
+	ExpiredUsers(ctx context.Context, limit int) ([]Expired, error)
 
 	// Servers returns the comet id of each key, in the order of keys;
 	// "" for keys that are not online.
@@ -112,6 +112,9 @@ type AddResult struct {
 	Replaced bool
 	// First: the user had no live device before (it came online).
 	First bool
+	// Version orders the user's transitions (First, RemoveResult.Last,
+	// Expired): a later one has a greater version. Set with First.
+	Version int64
 }
 
 // RemoveResult is what Store.Remove did.
@@ -121,6 +124,15 @@ type RemoveResult struct {
 	// Last: the connection's device entry was removed and the user has no
 	// live device left (it went offline).
 	Last bool
+	// Version of the transition (see AddResult.Version). Set with Last.
+	Version int64
+}
+
+// Expired is a user ExpiredUsers reports: the device that expired last,
+// and the version of the transition (see AddResult.Version).
+type Expired struct {
+	Session
+	Version int64
 }
 
 func checkSession(s Session, ttl time.Duration) error {

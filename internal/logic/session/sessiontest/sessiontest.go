@@ -439,9 +439,18 @@ func testFirstAndLast(t *testing.T, s session.Store) {
 			t.Fatalf("%s: %v, %v; want %v", what, got, err, want)
 		}
 	}
+	var last int64 // each transition's version is greater than the one before
+	later := func(what string, v int64) {
+		t.Helper()
+		if v <= last {
+			t.Fatalf("%s: version %d, want > %d", what, v, last)
+		}
+		last = v
+	}
 	phone, web := sess("phone", 21, "comet-1", "p"), sess("web", 21, "comet-2", "w")
 	res, err := s.Add(c, phone, longTTL)
 	step("Add(phone) first", res.First, true, err)
+	later("Add(phone)", res.Version)
 	res, err = s.Add(c, web, longTTL)
 	step("Add(web) first", res.First, false, err)
 	again := sess("phone", 21, "comet-2", "p2") // the phone reconnects elsewhere
@@ -453,8 +462,10 @@ func testFirstAndLast(t *testing.T, s session.Store) {
 	step("Remove(phone) last", rm.Last, false, err)
 	rm, err = s.Remove(c, web)
 	step("Remove(web) last", rm.Last, true, err)
+	later("Remove(web)", rm.Version)
 	res, err = s.Add(c, web, longTTL)
 	step("Add(web) after all gone first", res.First, true, err)
+	later("Add(web) again", res.Version)
 }
 
 // testFirstAndLastConcurrent: devices of one user connecting at once give
@@ -553,9 +564,9 @@ func testHeartbeatAfterRemove(t *testing.T, s session.Store) {
 
 // expiredMids calls ExpiredUsers until the users in want were reported
 // (or expiryWait passed) plus once more, and returns every report.
-func expiredMids(t *testing.T, s session.Store, want ...int64) map[int64][]session.Session {
+func expiredMids(t *testing.T, s session.Store, want ...int64) map[int64][]session.Expired {
 	t.Helper()
-	got := map[int64][]session.Session{}
+	got := map[int64][]session.Expired{}
 	done := func() bool {
 		for _, m := range want {
 			if len(got[m]) == 0 {
@@ -590,9 +601,11 @@ func testExpiredUsers(t *testing.T, s session.Store) {
 		t.Fatalf("ExpiredUsers(0) = %v, want ErrInvalid", err)
 	}
 	crashed := []session.Session{sess("p31", 31, "comet-1", "a"), sess("w31", 31, "comet-2", "b")}
-	for _, a := range crashed {
-		add(t, s, a, shortTTL)
+	online, err := s.Add(c, crashed[0], shortTTL)
+	if err != nil || !online.First || online.Version == 0 {
+		t.Fatalf("Add = %+v, %v; want first with a version", online, err)
 	}
+	add(t, s, crashed[1], shortTTL)
 	removed := sess("p32", 32, "comet-1", "c")
 	add(t, s, removed, shortTTL)
 	if res, err := s.Remove(c, removed); err != nil || !res.Last {
@@ -617,6 +630,9 @@ func testExpiredUsers(t *testing.T, s session.Store) {
 	}
 	if u.Platform != "web" {
 		t.Fatalf("platform %q", u.Platform)
+	}
+	if u.Version <= online.Version {
+		t.Fatalf("offline version %d not after the online version %d", u.Version, online.Version)
 	}
 	// Reported users are forgotten: a new device is its user's first.
 	if res, err := s.Add(c, crashed[0], longTTL); err != nil || !res.First {
