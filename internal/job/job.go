@@ -79,7 +79,7 @@ type Job struct {
 	stopRun  context.CancelFunc
 	runDone  chan struct{}
 	clients  map[string]*cometClient // owned by the watch loop while running
-	leaving  map[string]*time.Timer  // clients kept for CometGrace after leaving discovery
+	leaving  map[string]*leave       // clients kept for CometGrace after leaving discovery
 	removals sync.WaitGroup          // clients being removed in the background
 }
 
@@ -107,7 +107,7 @@ func New(cfg Config, deps Deps) (*Job, error) {
 		log:     deps.Logger.With("component", "job"),
 		metrics: newMetrics(),
 		clients: make(map[string]*cometClient),
-		leaving: make(map[string]*time.Timer),
+		leaving: make(map[string]*leave),
 	}
 	j.handlers = map[string]mq.Handler{mq.TopicPush: j.handlePush}
 	j.rooms = newRoomBatcher(cfg.RoomBatchWindow, cfg.RoomBatchMax, cfg.RoomBatchBytes, j.deliverRoom)
@@ -225,8 +225,8 @@ func (j *Job) Close() error {
 	}
 	j.closed = true
 	stop, done := j.stopRun, j.runDone
-	for id, t := range j.leaving {
-		t.Stop()
+	for id, l := range j.leaving {
+		l.timer.Stop()
 		delete(j.leaving, id)
 	}
 	j.mu.Unlock()
@@ -279,9 +279,9 @@ func (j *Job) apply(list []discovery.Instance) {
 		next[ins.ID] = newCometClient(ins, cli, closer, &j.cfg, j.log, j.metrics)
 		j.log.Info("comet added", "comet", ins.ID, "addr", addr)
 	}
-	for id, t := range j.leaving {
+	for id, l := range j.leaving {
 		if next[id] != nil { // back (or replaced): no longer leaving
-			t.Stop()
+			l.timer.Stop()
 			delete(j.leaving, id)
 		}
 	}
@@ -293,7 +293,9 @@ func (j *Job) apply(list []discovery.Instance) {
 			next[id] = c
 			if j.leaving[id] == nil {
 				j.log.Info("comet left discovery; kept for the grace period", "comet", id, "grace", j.cfg.CometGrace)
-				j.leaving[id] = time.AfterFunc(j.cfg.CometGrace, func() { j.expire(id, c) })
+				l := new(leave)
+				l.timer = time.AfterFunc(j.cfg.CometGrace, func() { j.expire(id, c, l) })
+				j.leaving[id] = l
 			}
 		default:
 			gone = append(gone, c)
@@ -306,12 +308,16 @@ func (j *Job) apply(list []discovery.Instance) {
 	}
 }
 
-// expire removes c, which left discovery CometGrace ago, unless it came
-// back or was replaced since.
-func (j *Job) expire(id string, c *cometClient) {
+// leave is a comet's stay after it left discovery. j.mu guards timer.
+type leave struct{ timer *time.Timer }
+
+// expire removes c, which left discovery CometGrace ago (l), unless it
+// came back or was replaced since (l is then no longer the comet's: one
+// that came back and left again has a newer one).
+func (j *Job) expire(id string, c *cometClient, l *leave) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.closed || j.clients[id] != c || j.leaving[id] == nil {
+	if j.closed || j.clients[id] != c || j.leaving[id] != l {
 		return
 	}
 	delete(j.leaving, id)

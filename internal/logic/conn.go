@@ -151,16 +151,21 @@ func (l *Logic) Heartbeat(ctx context.Context, req *pb.HeartbeatReq) (*pb.Heartb
 		return nil, status.Error(codes.InvalidArgument, "key, server and conn_id are required")
 	}
 	s := session.Session{Key: req.GetKey(), Mid: req.GetMid(), Server: req.GetServer(), ConnID: req.GetConnId(), Platform: req.GetPlatform()}
-	owner, err := l.store.Heartbeat(ctx, s, l.cfg.Conn.SessionTTL)
+	beat, err := l.store.Heartbeat(ctx, s, l.cfg.Conn.SessionTTL)
 	if err != nil {
 		res, st := storeStatus(err)
 		l.m.heartbeat.WithLabelValues(res).Inc()
 		return nil, st
 	}
-	if owner {
+	if beat.Owner {
 		l.m.heartbeat.WithLabelValues(resultOK).Inc()
 	} else {
 		l.m.heartbeat.WithLabelValues(resultNotOwner).Inc()
+	}
+	// The session had expired (and was reported offline) or was lost: it
+	// is its user's first device again.
+	if beat.First && l.userOnline != nil {
+		l.userOnline(ctx, s, beat.Version)
 	}
 	return &pb.HeartbeatReply{}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -347,6 +348,7 @@ func TestUserOnlineOfflineOncePerTransition(t *testing.T) {
 func TestExpiredSessionReportsOffline(t *testing.T) {
 	var mu sync.Mutex
 	offline := map[int64][]session.Session{}
+	var online []int64
 	cfg := logic.Config{Conn: logic.ConnConfig{Heartbeat: 100 * time.Millisecond, SessionTTL: 300 * time.Millisecond,
 		ExpirySweep: 50 * time.Millisecond}}
 	e := newEnvDeps(t, cfg, nil, logic.Deps{
@@ -354,6 +356,11 @@ func TestExpiredSessionReportsOffline(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			offline[s.Mid] = append(offline[s.Mid], s)
+		},
+		OnUserOnline: func(_ context.Context, s session.Session, _ int64) {
+			mu.Lock()
+			defer mu.Unlock()
+			online = append(online, s.Mid)
 		},
 	})
 	c := pb.NewLogicClient(e.grpcClient(t))
@@ -381,8 +388,16 @@ func TestExpiredSessionReportsOffline(t *testing.T) {
 		return len(offline[1]) > 0
 	})
 	time.Sleep(200 * time.Millisecond) // a few more sweeps
+	// The comet was only cut off: its next heartbeat brings user 1 back
+	// online (found by review: presence kept it offline).
+	if _, err := c.Heartbeat(ctx, &pb.HeartbeatReq{Mid: 1, Key: "dev1", Server: "comet-1", ConnId: "dev1"}); err != nil {
+		t.Fatal(err)
+	}
 	mu.Lock()
 	defer mu.Unlock()
+	if !slices.Equal(online, []int64{1, 2, 3, 1}) {
+		t.Fatalf("online calls %v, want the three connects and user 1 again", online)
+	}
 	if got := offline[1]; len(got) != 1 || got[0].Key != "dev1" || got[0].Server != "comet-1" {
 		t.Fatalf("user 1 reports: %+v, want one for dev1", got)
 	}

@@ -5,13 +5,22 @@ import (
 	"time"
 )
 
-// expiredBatch is how many expired users one store call reports; a sweep
-// asks again while batches come back full.
-const expiredBatch = 256
+const (
+	// expiredBatch is how many candidates one store call examines; a
+	// sweep asks again while the store says there are more.
+	expiredBatch = 256
+	// maxSweepCalls bounds one sweep (256 × 64 candidates); the rest
+	// waits for the next.
+	maxSweepCalls = 64
+	// offlineTimeout bounds the publication of one expired user's
+	// offline: the store has forgotten the user, so it is published even
+	// while logic stops.
+	offlineTimeout = 5 * time.Second
+)
 
-// sweepExpired reports, every conn.expiry_sweep until ctx is done, the
-// users whose last session expired without a Disconnect (a comet that
-// died cannot send one) through OnUserOffline.
+// sweepExpired runs a sweep every conn.expiry_sweep until ctx is done. It
+// runs even without an OnUserOffline hook: the store's expiry records are
+// dropped only by sweeps.
 func (l *Logic) sweepExpired(ctx context.Context) {
 	t := time.NewTicker(l.cfg.Conn.ExpirySweep)
 	defer t.Stop()
@@ -25,12 +34,20 @@ func (l *Logic) sweepExpired(ctx context.Context) {
 	}
 }
 
-// sweepOnce drains what the store reports now.
+// sweepOnce reports, through OnUserOffline, the users whose last session
+// expired without a Disconnect (a comet that died cannot send one).
 func (l *Logic) sweepOnce(ctx context.Context) {
-	for ctx.Err() == nil {
-		users, err := l.store.ExpiredUsers(ctx, expiredBatch)
+	for range maxSweepCalls {
+		if ctx.Err() != nil {
+			return
+		}
+		users, more, err := l.store.ExpiredUsers(ctx, expiredBatch)
 		for _, u := range users { // reported even with an error: they are forgotten
-			l.userOffline(ctx, u.Session, u.Version)
+			if l.userOffline != nil {
+				pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), offlineTimeout)
+				l.userOffline(pctx, u.Session, u.Version)
+				cancel()
+			}
 		}
 		l.m.expiredUsers.Add(float64(len(users)))
 		if err != nil {
@@ -40,9 +57,9 @@ func (l *Logic) sweepOnce(ctx context.Context) {
 			}
 			return
 		}
-		if len(users) < expiredBatch {
-			l.m.expirySweeps.WithLabelValues(resultOK).Inc()
-			return
+		if !more {
+			break
 		}
 	}
+	l.m.expirySweeps.WithLabelValues(resultOK).Inc()
 }

@@ -124,8 +124,8 @@ var errStoreDown = errors.Join(session.ErrUnavailable, errors.New("connection re
 func (failingStore) Add(context.Context, session.Session, time.Duration) (session.AddResult, error) {
 	return session.AddResult{}, errStoreDown
 }
-func (failingStore) Heartbeat(context.Context, session.Session, time.Duration) (bool, error) {
-	return false, errStoreDown
+func (failingStore) Heartbeat(context.Context, session.Session, time.Duration) (session.HeartbeatResult, error) {
+	return session.HeartbeatResult{}, errStoreDown
 }
 func (failingStore) Remove(context.Context, session.Session) (session.RemoveResult, error) {
 	return session.RemoveResult{}, errStoreDown
@@ -138,8 +138,8 @@ func (failingStore) SetRoomCounts(context.Context, string, map[string]int32, tim
 	return errStoreDown
 }
 func (failingStore) RoomCounts(context.Context) (map[string]int32, error) { return nil, errStoreDown }
-func (failingStore) ExpiredUsers(context.Context, int) ([]session.Expired, error) {
-	return nil, errStoreDown
+func (failingStore) ExpiredUsers(context.Context, int) ([]session.Expired, bool, error) {
+	return nil, false, errStoreDown
 }
 
 type env struct {

@@ -82,8 +82,9 @@ type ConnConfig struct {
 	OnlineCache time.Duration `yaml:"online_cache"`
 	// ExpirySweep is how often logic looks for users whose last session
 	// expired without a Disconnect (their comet died) to report them
-	// offline (Deps.OnUserOffline; presence). Every replica sweeps; each
-	// user is reported once. Default 5s.
+	// offline (Deps.OnUserOffline; presence) and drops the store's
+	// records of the rest. Every replica sweeps; each user is reported
+	// once. Default 5s (0 too).
 	ExpirySweep time.Duration `yaml:"expiry_sweep"`
 	// Accepts are the ops a connection accepts when its Auth body names
 	// none. Default [1000, 1001, 1002] (goim's sample clients).
@@ -206,7 +207,7 @@ func (c Config) withDefaults() (Config, []netip.Prefix, error) {
 	case cc.OnlineCache < 0:
 		return c, nil, config.Errorf("conn.online_cache", "must not be negative")
 	case cc.ExpirySweep < 0:
-		return c, nil, config.Errorf("conn.expiry_sweep", "must be positive")
+		return c, nil, config.Errorf("conn.expiry_sweep", "must not be negative")
 	case len(cc.Accepts) > auth.MaxAccepts:
 		return c, nil, config.Errorf("conn.accepts", "at most %d ops", auth.MaxAccepts)
 	case p.Secret == "" && !p.Unauthenticated:
@@ -423,9 +424,7 @@ func (l *Logic) Run(ctx context.Context) error {
 	stop := context.AfterFunc(l.ctx, cancel)
 	defer stop()
 	var wg sync.WaitGroup
-	if l.userOffline != nil {
-		wg.Go(func() { l.sweepExpired(ctx) })
-	}
+	wg.Go(func() { l.sweepExpired(ctx) })
 	if l.watcher != nil {
 		l.watchComets(ctx)
 	}

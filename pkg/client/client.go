@@ -46,7 +46,7 @@ type Client struct {
 	firstUp  chan struct{} // closed on the first authenticated connection
 	upOnce   sync.Once
 	wg       sync.WaitGroup // the loop goroutine started by Connect
-	loopErr  error          // set before loopDone is closed
+	loopErr  error          // set (under mu) before Events and loopDone are closed
 
 	mu      sync.Mutex
 	sess    *session      // nil while disconnected
@@ -210,15 +210,21 @@ func (c *Client) Close() {
 // context ended, or after a kick that ends it (see Err).
 func (c *Client) Done() <-chan struct{} { return c.loopDone }
 
-// Err is why the client stopped by itself (a *KickedError), once Done is
-// closed; nil otherwise.
+// Err is why the client stopped by itself (a *KickedError): set once
+// Events is closed (and Done), nil otherwise. (It was read from Done
+// alone, which closes after Events: an app that saw Events closed could
+// get nil; imctl listen exited 0 after a kick once in CI.)
 func (c *Client) Err() error {
-	select {
-	case <-c.loopDone:
-		return c.loopErr
-	default:
-		return nil
-	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.loopErr
+}
+
+// setLoopErr records why the loop ends, before it closes Events.
+func (c *Client) setLoopErr(err error) {
+	c.mu.Lock()
+	c.loopErr = err
+	c.mu.Unlock()
 }
 
 func (c *Client) startErr() error {
@@ -320,11 +326,8 @@ func (c *Client) waitSession(ctx context.Context) (*session, error) {
 // until the client stops. It is the only sender on Events besides the
 // connection's reader, which it runs, so it closes Events at the end.
 func (c *Client) runLoop() error {
-	// Done (and with it Err) before Events: an app that sees Events
-	// closed and asks Err must get the kick, not nil (imctl listen exited
-	// 0 after a kick when Events closed first; seen in CI).
-	defer close(c.events)
 	defer close(c.loopDone)
+	defer close(c.events)
 	attempt := 0
 	for c.ctx.Err() == nil {
 		s, err := c.dialAny()
@@ -341,7 +344,7 @@ func (c *Client) runLoop() error {
 			// A server that kicks at auth for good (banned, replaced) is
 			// not asked again, as after a kick on a live connection.
 			if kick, ok := errors.AsType[*KickedError](err); ok && kick.fatal() {
-				c.loopErr = kick
+				c.setLoopErr(kick)
 				break
 			}
 			if !c.sleep(c.backoff.Delay(attempt, rand.Float64())) {
@@ -361,7 +364,7 @@ func (c *Client) runLoop() error {
 		c.emit(Disconnected{Err: err})
 		var kick *KickedError
 		if errors.As(err, &kick) && kick.fatal() {
-			c.loopErr = kick
+			c.setLoopErr(kick)
 			break
 		}
 		// A connection that did not last HeartbeatMin counts as a failed

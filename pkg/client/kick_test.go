@@ -162,9 +162,8 @@ func TestConnectReportsAuthRejection(t *testing.T) {
 // closed: apps (imctl listen) read Events until it closes and then ask
 // Err for the exit status. Events used to close before Done, so Err could
 // still say nil (CI caught imctl listen exiting 0 after a kick, once).
-// The window is a few instructions wide: rounds here rarely land in it
-// (not reproduced in 500 rounds without the fix on this machine); each
-// round still checks the order.
+// A smoke check: the window was a few instructions wide and these rounds
+// did not land in it in 500 tries without the fix on this machine.
 func TestErrSetWhenEventsClose(t *testing.T) {
 	kick := kickBody(t, protocol.KickReason_KICK_REASON_DUPLICATE_LOGIN)
 	addr, _ := rawServer(t, func(c net.Conn, r *bufio.Reader) {

@@ -23,7 +23,14 @@ func (r memRoute) live(now time.Time) bool { return !r.removed && now.Before(r.d
 type memDevice struct {
 	d        Device
 	deadline time.Time
+	removed  bool // a tombstone of d's connection (until deadline)
 }
+
+// live reports whether d is a live device at now.
+func (d memDevice) live(now time.Time) bool { return !d.removed && now.Before(d.deadline) }
+
+// owned reports whether d is s's connection's.
+func (d memDevice) owned(s Session) bool { return d.d.Server == s.Server && d.d.ConnID == s.ConnID }
 
 type memRooms struct {
 	counts   map[string]int32
@@ -125,7 +132,7 @@ func (m *Memory) Add(ctx context.Context, s Session, ttl time.Duration) (AddResu
 func (m *Memory) liveDevices(mid int64, now time.Time) int {
 	n := 0
 	for _, d := range m.devices[mid] {
-		if now.Before(d.deadline) {
+		if d.live(now) {
 			n++
 		}
 	}
@@ -133,7 +140,7 @@ func (m *Memory) liveDevices(mid int64, now time.Time) int {
 }
 
 // putDevice writes s's device entry and prunes the user's expired ones
-// (as Redis's putUser does).
+// and old tombstones (as Redis's putUser does).
 func (m *Memory) putDevice(s Session, now, deadline time.Time) {
 	devs := m.devices[s.Mid]
 	if devs == nil {
@@ -149,12 +156,12 @@ func (m *Memory) putDevice(s Session, now, deadline time.Time) {
 }
 
 // Heartbeat implements Store.
-func (m *Memory) Heartbeat(ctx context.Context, s Session, ttl time.Duration) (bool, error) {
+func (m *Memory) Heartbeat(ctx context.Context, s Session, ttl time.Duration) (HeartbeatResult, error) {
 	if err := checkSession(s, ttl); err != nil {
-		return false, err
+		return HeartbeatResult{}, err
 	}
 	if err := ctxErr(ctx); err != nil {
-		return false, err
+		return HeartbeatResult{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -162,19 +169,27 @@ func (m *Memory) Heartbeat(ctx context.Context, s Session, ttl time.Duration) (b
 	m.sweep(now)
 	if r, ok := m.routes[s.Key]; ok && now.Before(r.deadline) {
 		if r.removed && r.s.Owner(s) {
-			return false, nil // removed from s: a heartbeat sent before
+			return HeartbeatResult{}, nil // removed from s: a heartbeat sent before
 		}
 		if !r.removed && !r.s.Owner(s) {
-			return false, nil // owned by another connection
+			return HeartbeatResult{}, nil // owned by another connection
 		}
 	}
 	m.routes[s.Key] = memRoute{s: s, deadline: now.Add(ttl)}
-	if d, ok := m.devices[s.Mid][s.Key]; ok && now.Before(d.deadline) &&
-		(d.d.Server != s.Server || d.d.ConnID != s.ConnID) {
-		return true, nil // the user's entry belongs to a newer connection
+	res := HeartbeatResult{Owner: true}
+	if d, ok := m.devices[s.Mid][s.Key]; ok && now.Before(d.deadline) {
+		if d.removed && d.owned(s) {
+			return res, nil // s's tombstone: a Remove ran after the route check
+		}
+		if !d.removed && !d.owned(s) {
+			return res, nil // the user's entry belongs to a newer connection
+		}
+	}
+	if m.liveDevices(s.Mid, now) == 0 {
+		res.First, res.Version = true, m.nextVersion(now)
 	}
 	m.putDevice(s, now, now.Add(ttl))
-	return true, nil
+	return res, nil
 }
 
 // Remove implements Store.
@@ -193,28 +208,36 @@ func (m *Memory) Remove(ctx context.Context, s Session) (RemoveResult, error) {
 		res.Removed = ok && r.live(now)
 		m.routes[s.Key] = memRoute{s: s, deadline: now.Add(removedTTL), removed: true}
 	}
-	if devs := m.devices[s.Mid]; devs != nil {
-		if d, ok := devs[s.Key]; ok && d.d.Server == s.Server && d.d.ConnID == s.ConnID {
-			delete(devs, s.Key)
-			if m.liveDevices(s.Mid, now) == 0 {
-				res.Last, res.Version = true, m.nextVersion(now)
-			}
-			if res.Last || len(devs) == 0 {
-				// The offline is this one: expired entries go with it.
-				delete(m.devices, s.Mid)
-			}
-		}
+	devs := m.devices[s.Mid]
+	d, ok := devs[s.Key]
+	if ok && !d.owned(s) {
+		return res, nil // another connection's entry
+	}
+	if devs == nil {
+		devs = make(map[string]memDevice)
+		m.devices[s.Mid] = devs
+	}
+	tomb := memDevice{d: Device{Key: s.Key, Server: s.Server, ConnID: s.ConnID, Platform: s.Platform},
+		deadline: now.Add(removedTTL), removed: true}
+	devs[s.Key] = tomb
+	if !ok || d.removed {
+		return res, nil // nothing of the connection was left
+	}
+	if m.liveDevices(s.Mid, now) == 0 {
+		// The offline is this one: expired entries go with it.
+		res.Last, res.Version = true, m.nextVersion(now)
+		m.devices[s.Mid] = map[string]memDevice{s.Key: tomb}
 	}
 	return res, nil
 }
 
 // ExpiredUsers implements Store.
-func (m *Memory) ExpiredUsers(ctx context.Context, limit int) ([]Expired, error) {
+func (m *Memory) ExpiredUsers(ctx context.Context, limit int) ([]Expired, bool, error) {
 	if limit <= 0 {
-		return nil, fmt.Errorf("%w: limit must be positive", ErrInvalid)
+		return nil, false, fmt.Errorf("%w: limit must be positive", ErrInvalid)
 	}
 	if err := ctxErr(ctx); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -222,22 +245,31 @@ func (m *Memory) ExpiredUsers(ctx context.Context, limit int) ([]Expired, error)
 	var out []Expired
 	for mid, devs := range m.devices {
 		if len(out) == limit {
-			break
+			return out, true, nil
 		}
-		if len(devs) == 0 || m.liveDevices(mid, now) > 0 {
+		if m.liveDevices(mid, now) > 0 {
 			continue
 		}
 		var last memDevice
-		for _, d := range devs {
-			if d.deadline.After(last.deadline) {
-				last = d
+		found := false
+		for k, d := range devs {
+			if d.removed {
+				continue
 			}
+			if !found || d.deadline.After(last.deadline) {
+				last, found = d, true
+			}
+			delete(devs, k) // expired: reported below
 		}
-		delete(m.devices, mid)
-		out = append(out, Expired{Session: Session{Key: last.d.Key, Mid: mid, Server: last.d.Server, ConnID: last.d.ConnID, Platform: last.d.Platform},
-			Version: m.nextVersion(now)})
+		if len(devs) == 0 {
+			delete(m.devices, mid)
+		}
+		if found {
+			out = append(out, Expired{Session: Session{Key: last.d.Key, Mid: mid, Server: last.d.Server, ConnID: last.d.ConnID, Platform: last.d.Platform},
+				Version: m.nextVersion(now)})
+		}
 	}
-	return out, nil
+	return out, false, nil
 }
 
 // Servers implements Store.
@@ -268,7 +300,7 @@ func (m *Memory) Devices(ctx context.Context, mids []int64) (map[int64][]Device,
 	now := m.now()
 	for _, mid := range mids {
 		for _, d := range m.devices[mid] {
-			if now.Before(d.deadline) {
+			if d.live(now) {
 				out[mid] = append(out[mid], d.d)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -41,9 +42,10 @@ type RedisConfig struct {
 // key, so it works unchanged on Redis Cluster; the ids inside keys are hash
 // tags so that a key's slot depends on the id only (docs/redis-keys.md).
 type Redis struct {
-	c      redis.UniversalClient
-	prefix string
-	now    func() time.Time
+	c          redis.UniversalClient
+	prefix     string
+	now        func() time.Time
+	sweepStart atomic.Uint32 // the index shard ExpiredUsers starts at, rotating
 }
 
 // sweepScratch is what ExpiredUsers found in one index shard.
@@ -96,6 +98,12 @@ func ownerTag(s Session) string { return s.Server + sep + s.ConnID + sep }
 // userValue encodes a device entry: deadline(ms) NUL server NUL conn NUL platform.
 func userValue(s Session, deadline time.Time) string {
 	return strconv.FormatInt(deadline.UnixMilli(), 10) + sep + ownerTag(s) + s.Platform
+}
+
+// tombstoneValue encodes the tombstone of s's connection, kept until
+// until: a userValue with the deadline negated.
+func tombstoneValue(s Session, until time.Time) string {
+	return "-" + userValue(s, until)
 }
 
 func parseUserValue(key, v string) (Device, int64, bool) {
@@ -189,92 +197,118 @@ if cur[1] then return 1 end
 return 0
 `)
 
-// putUser: KEYS[1] user hash; ARGV device key, value, owner tag, now ms,
-// keep ms, mode. Mode "hb" leaves a live entry of another owner alone (0).
-// Expired entries are pruned, and the hash lives as long as its longest
-// entry plus expiryGrace (keep): an entry that expires stays until
-// sweepUser reports it. Returns {2, version} when the user had no live
-// device before (first), else {1} ({0}: not written).
-var putUser = redis.NewScript(luaVersion + `
-local function owner_and_deadline(v)
+// A user-hash entry whose deadline is negative is a tombstone: Remove
+// wrote it for the connection it names, which no Heartbeat may bring
+// back until -deadline (a Heartbeat renews the route and then the user
+// entry: a Remove can run between the two). Tombstones are neither live
+// nor expired devices.
+
+// luaEntry defines entry(v) in a script: the owner part and the deadline
+// of a user-hash value.
+const luaEntry = `local function entry(v)
   local i = string.find(v, '\0', 1, true)
   if not i then return '', 0 end
   return string.sub(v, i + 1), tonumber(string.sub(v, 1, i - 1)) or 0
 end
+`
+
+// putUser: KEYS[1] user hash; ARGV device key, value, owner tag, now ms,
+// keep ms, mode. Mode "hb" leaves a live entry of another owner, or a
+// tombstone of this owner, alone ({0}). Expired entries and tombstones
+// are pruned, and the hash lives as long as its longest entry plus
+// expiryGrace (keep): an entry that expires stays until sweepUser reports
+// it. Returns {2, version} when the user had no live device before
+// (first), else {1}.
+var putUser = redis.NewScript(luaVersion + luaEntry + `
 local now = tonumber(ARGV[4])
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local first = 1
 if cur then
-  local rest, dl = owner_and_deadline(cur)
-  if dl > now then
-    if ARGV[6] == 'hb' and string.sub(rest, 1, #ARGV[3]) ~= ARGV[3] then
-      return {0}
-    end
+  local rest, dl = entry(cur)
+  local mine = string.sub(rest, 1, #ARGV[3]) == ARGV[3]
+  if dl < 0 then
+    if ARGV[6] == 'hb' and mine and -dl > now then return {0} end
+  elseif dl > now then
+    if ARGV[6] == 'hb' and not mine then return {0} end
     first = 0
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
-  local _, dl = owner_and_deadline(all[i + 1])
-  if dl <= now then
+  local _, dl = entry(all[i + 1])
+  if (dl < 0 and -dl <= now) or (dl >= 0 and dl <= now) then
     redis.call('HDEL', KEYS[1], all[i])
-  elseif all[i] ~= ARGV[1] then
+  elseif dl > now and all[i] ~= ARGV[1] then
     first = 0
   end
 end
-local ttl = tonumber(ARGV[5])
-if redis.call('PTTL', KEYS[1]) < ttl then
-  redis.call('PEXPIRE', KEYS[1], ttl)
+local keep = tonumber(ARGV[5])
+if redis.call('PTTL', KEYS[1]) < keep then
+  redis.call('PEXPIRE', KEYS[1], keep)
 end
 if first == 1 then return {2, version()} end
 return {1}
 `)
 
-// removeUser: deletes the device entry when owned by the owner tag;
-// ARGV device key, owner tag, now ms. Returns {0} when not owned,
-// {2, version} when the user has no live device left (last; the hash goes
-// with the expired entries it still had: the offline is this one), else
-// {1}.
-var removeUser = redis.NewScript(luaVersion + `
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if not cur then return {0} end
-local i = string.find(cur, '\0', 1, true)
-if not (i and string.sub(cur, i + 1, i + #ARGV[2]) == ARGV[2]) then return {0} end
-redis.call('HDEL', KEYS[1], ARGV[1])
+// removeUser: ARGV device key, owner tag, now ms, tombstone value,
+// tombstone ttl ms. Unless the device entry is another connection's,
+// writes the tombstone over it. Returns {0} when no entry of the
+// connection was removed, {2, version} when the user has no live device
+// left (last; the expired entries it still had go too: the offline is
+// this one), else {1}.
+var removeUser = redis.NewScript(luaVersion + luaEntry + `
 local now = tonumber(ARGV[3])
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local removed = false
+if cur then
+  local rest, dl = entry(cur)
+  if string.sub(rest, 1, #ARGV[2]) ~= ARGV[2] then return {0} end
+  removed = dl >= 0
+end
+if not removed then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+  if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[5]) then
+    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  end
+  return {0}
+end
 local all = redis.call('HGETALL', KEYS[1])
-for j = 2, #all, 2 do
-  local v = all[j]
-  local k = string.find(v, '\0', 1, true)
-  if k and (tonumber(string.sub(v, 1, k - 1)) or 0) > now then return {1} end
+for j = 1, #all, 2 do
+  local _, dl = entry(all[j + 1])
+  if all[j] ~= ARGV[1] and dl > now then
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+    return {1}
+  end
 end
 redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {2, version()}
 `)
 
-// sweepUser: KEYS[1] user hash; ARGV now ms. {0} when the hash is gone,
-// {1, latest deadline} when a device is live, else the hash is deleted
-// and {2, device key, value, version} of the entry that expired last is
-// returned: the user went offline without a Remove, reported once.
-var sweepUser = redis.NewScript(luaVersion + `
+// sweepUser: KEYS[1] user hash; ARGV now ms. {0} when no device entry is
+// left, {1, latest deadline} when a device is live, else the expired
+// entries are deleted and {2, device key, value, version} of the one that
+// expired last is returned: the user went offline without a Remove,
+// reported once.
+var sweepUser = redis.NewScript(luaVersion + luaEntry + `
 local now = tonumber(ARGV[1])
 local all = redis.call('HGETALL', KEYS[1])
-if #all == 0 then return {0} end
-local live, last, lastdl = 0, 1, -1
+local live, last, lastdl = 0, 0, -1
+local expired = {}
 for i = 1, #all, 2 do
-  local v = all[i + 1]
-  local k = string.find(v, '\0', 1, true)
-  local dl = 0
-  if k then dl = tonumber(string.sub(v, 1, k - 1)) or 0 end
+  local _, dl = entry(all[i + 1])
   if dl > now then
     if dl > live then live = dl end
-  elseif dl > lastdl then
-    last, lastdl = i, dl
+  elseif dl >= 0 then
+    expired[#expired + 1] = all[i]
+    if dl > lastdl then last, lastdl = i, dl end
   end
 end
 if live > 0 then return {1, live} end
-redis.call('DEL', KEYS[1])
+if last == 0 then return {0} end
+redis.call('HDEL', KEYS[1], unpack(expired))
 return {2, all[last], all[last + 1], version()}
 `)
 
@@ -367,30 +401,40 @@ func (r *Redis) Add(ctx context.Context, s Session, ttl time.Duration) (AddResul
 const userFirstOrLast = 2
 
 // Heartbeat implements Store.
-func (r *Redis) Heartbeat(ctx context.Context, s Session, ttl time.Duration) (bool, error) {
+func (r *Redis) Heartbeat(ctx context.Context, s Session, ttl time.Duration) (HeartbeatResult, error) {
 	if err := checkSession(s, ttl); err != nil {
-		return false, err
+		return HeartbeatResult{}, err
 	}
 	if err := checkIDs(s); err != nil {
-		return false, err
+		return HeartbeatResult{}, err
 	}
 	ms := ttl.Milliseconds()
 	rc := beatRoute.Run(ctx, r.c, []string{r.routeKey(s.Key)}, s.Server, s.ConnID, s.Mid, s.Platform, ms)
 	owner, err := rc.Int()
 	if err != nil {
-		return false, unavailable("heartbeat", err)
+		return HeartbeatResult{}, unavailable("heartbeat", err)
 	}
 	if owner == 0 {
-		return false, nil
+		return HeartbeatResult{}, nil
 	}
+	return r.heartbeatUser(ctx, s, ttl)
+}
+
+// heartbeatUser is Heartbeat's second half: the user entry, once the
+// route was renewed.
+func (r *Redis) heartbeatUser(ctx context.Context, s Session, ttl time.Duration) (HeartbeatResult, error) {
 	now := r.now()
 	calls := [1]scriptCall{{s: putUser, keys: []string{r.userKey(s.Mid)},
 		args: []any{s.Key, userValue(s, now.Add(ttl)), ownerTag(s), now.UnixMilli(), (ttl + expiryGrace).Milliseconds(), "hb"}}}
 	r.runScripts(ctx, calls[:], r.indexUser(ctx, s.Mid, now.Add(ttl)))
 	if err := calls[0].cmd.Err(); err != nil {
-		return true, unavailable("heartbeat", err)
+		return HeartbeatResult{Owner: true}, unavailable("heartbeat", err)
 	}
-	return true, nil
+	res := HeartbeatResult{Owner: true}
+	if put, version := replyState(calls[0].cmd); put == userFirstOrLast {
+		res.First, res.Version = true, version
+	}
+	return res, nil
 }
 
 // indexUser adds the write of mid's device deadline to the expiry index
@@ -410,9 +454,11 @@ func (r *Redis) Remove(ctx context.Context, s Session) (RemoveResult, error) {
 	if err := checkIDs(s); err != nil {
 		return RemoveResult{}, err
 	}
+	now := r.now()
 	calls := [2]scriptCall{
 		{s: removeRoute, keys: []string{r.routeKey(s.Key)}, args: []any{s.Server, s.ConnID, removedTTL.Milliseconds()}},
-		{s: removeUser, keys: []string{r.userKey(s.Mid)}, args: []any{s.Key, ownerTag(s), r.now().UnixMilli()}},
+		{s: removeUser, keys: []string{r.userKey(s.Mid)}, args: []any{s.Key, ownerTag(s), now.UnixMilli(),
+			tombstoneValue(s, now.Add(removedTTL)), removedTTL.Milliseconds()}},
 	}
 	r.runScripts(ctx, calls[:], nil)
 	for _, c := range calls {
@@ -547,16 +593,19 @@ func (r *Redis) RoomCounts(ctx context.Context) (map[string]int32, error) {
 // that deletes the hash reports the user, so concurrent callers report it
 // once), then drops the reported and gone users from the index and raises
 // the score of the live ones (one pipeline).
-func (r *Redis) ExpiredUsers(ctx context.Context, limit int) ([]Expired, error) {
+func (r *Redis) ExpiredUsers(ctx context.Context, limit int) ([]Expired, bool, error) {
 	if limit <= 0 {
-		return nil, fmt.Errorf("%w: limit must be positive", ErrInvalid)
+		return nil, false, fmt.Errorf("%w: limit must be positive", ErrInvalid)
 	}
 	now := r.now().UnixMilli()
 	nowArg := strconv.FormatInt(now, 10)
 	pipe := r.c.Pipeline()
+	// Each call starts at another shard, so that a backlog in one does
+	// not starve the others when the limit cuts.
+	start := int(r.sweepStart.Add(1))
 	shards := make([]*redis.ZSliceCmd, expiryShards)
 	for i := range shards {
-		shards[i] = pipe.ZRangeByScoreWithScores(ctx, r.expiryShardKey(i),
+		shards[i] = pipe.ZRangeByScoreWithScores(ctx, r.expiryShardKey((start+i)%expiryShards),
 			&redis.ZRangeBy{Min: "-inf", Max: nowArg, Count: int64(limit)})
 	}
 	_, _ = pipe.Exec(ctx)
@@ -564,21 +613,22 @@ func (r *Redis) ExpiredUsers(ctx context.Context, limit int) ([]Expired, error) 
 	for i, c := range shards {
 		zs, err := c.Result()
 		if err != nil {
-			return nil, unavailable("expired users", err)
+			return nil, false, unavailable("expired users", err)
 		}
 		for _, z := range zs {
 			mid, err := strconv.ParseInt(fmt.Sprint(z.Member), 10, 64)
 			if err != nil {
 				continue // not written by this store
 			}
-			found = append(found, sweepScratch{key: r.expiryShardKey(i), mid: mid, score: z.Score})
+			found = append(found, sweepScratch{key: r.expiryShardKey((start + i) % expiryShards), mid: mid, score: z.Score})
 		}
 	}
+	more := len(found) >= limit
 	if len(found) > limit {
 		found = found[:limit]
 	}
 	if len(found) == 0 {
-		return nil, nil
+		return nil, false, nil
 	}
 	calls := make([]scriptCall, len(found))
 	for i, f := range found {
@@ -595,7 +645,7 @@ func (r *Redis) ExpiredUsers(ctx context.Context, limit int) ([]Expired, error) 
 			if err == nil {
 				err = errors.New("empty sweep reply")
 			}
-			return out, unavailable("expired users", err)
+			return out, false, unavailable("expired users", err)
 		}
 		f := found[i]
 		state, _ := res[0].(int64)
@@ -622,12 +672,12 @@ func (r *Redis) ExpiredUsers(ctx context.Context, limit int) ([]Expired, error) 
 	})
 	for _, c := range fix {
 		if err := c.cmd.Err(); err != nil {
-			// Reported users stay reported (their hash is gone); the
-			// index entry is dropped by a later sweep.
-			return out, unavailable("expired users", err)
+			// Reported users stay reported (their entries are gone);
+			// the index entry is dropped by a later sweep.
+			return out, false, unavailable("expired users", err)
 		}
 	}
-	return out, nil
+	return out, more, nil
 }
 
 // sweepUser's states.

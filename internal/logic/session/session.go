@@ -67,11 +67,13 @@ type Store interface {
 	Add(ctx context.Context, s Session, ttl time.Duration) (AddResult, error)
 
 	// Heartbeat renews s for ttl, re-creating whatever expired or was
-	// lost. It reports false (and changes nothing for the key) when the
-	// key is owned by another connection, or was removed from this one
-	// (by Remove, within the last 30 s: a Heartbeat that was in flight
-	// when its connection closed does not bring the session back).
-	Heartbeat(ctx context.Context, s Session, ttl time.Duration) (owner bool, err error)
+	// lost (and reports First when that made the user live again, e.g.
+	// after ExpiredUsers reported it). It reports Owner false (and
+	// changes nothing for the key) when the key is owned by another
+	// connection, or was removed from this one (by Remove, within the
+	// last 30 s: a Heartbeat that was in flight when its connection
+	// closed does not bring the session back).
+	Heartbeat(ctx context.Context, s Session, ttl time.Duration) (HeartbeatResult, error)
 
 	// Remove deletes s only where it is still owned by s.Server and
 	// s.ConnID, and reports whether the device route was removed and
@@ -85,9 +87,11 @@ type Store interface {
 	// with that device, and forgets them: a user is reported once across
 	// all callers, and not at all once a device of it is live again or
 	// after its last device was removed. Entries that expired more than
-	// 5 minutes before a call may be gone unreported. On error, the users
-	// returned are reported nonetheless.
-	ExpiredUsers(ctx context.Context, limit int) ([]Expired, error)
+	// 5 minutes before a call may be gone unreported. more reports that
+	// the call stopped at limit candidates (most of which may have needed
+	// no report): call again. On error, the users returned are reported
+	// nonetheless.
+	ExpiredUsers(ctx context.Context, limit int) (users []Expired, more bool, err error)
 
 	// Servers returns the comet id of each key, in the order of keys;
 	// "" for keys that are not online.
@@ -114,6 +118,16 @@ type AddResult struct {
 	First bool
 	// Version orders the user's transitions (First, RemoveResult.Last,
 	// Expired): a later one has a greater version. Set with First.
+	Version int64
+}
+
+// HeartbeatResult is what Store.Heartbeat did.
+type HeartbeatResult struct {
+	// Owner: the key is the connection's (renewed or re-created).
+	Owner bool
+	// First: the user had no live device before (the heartbeat brought
+	// it back), with the transition's Version (see AddResult.Version).
+	First   bool
 	Version int64
 }
 

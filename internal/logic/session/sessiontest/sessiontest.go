@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -52,6 +53,9 @@ func Run(t *testing.T, newStore func(t *testing.T) session.Store) {
 		{"HeartbeatAfterRemove", testHeartbeatAfterRemove},
 		{"ExpiredUsers", testExpiredUsers},
 		{"ExpiredUsersOnce", testExpiredUsersOnce},
+		{"ExpiredUsersBacklog", testExpiredUsersBacklog},
+		{"HeartbeatAfterExpiryReport", testHeartbeatAfterExpiryReport},
+		{"RemoveBetweenHeartbeatHalves", testRemoveBetweenHeartbeatHalves},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -113,6 +117,12 @@ func rooms(t testing.TB, s session.Store) map[string]int32 {
 		t.Fatalf("RoomCounts: %v", err)
 	}
 	return m
+}
+
+// beat is Heartbeat reporting whether s owns the key.
+func beat(st session.Store, c context.Context, s session.Session, ttl time.Duration) (bool, error) {
+	res, err := st.Heartbeat(c, s, ttl)
+	return res.Owner, err
 }
 
 func sess(key string, mid int64, server, conn string) session.Session {
@@ -273,7 +283,7 @@ func testHeartbeatRenews(t *testing.T, s session.Store) {
 	add(t, s, a, ttl)
 	end := time.Now().Add(2 * ttl)
 	for time.Now().Before(end) {
-		owner, err := s.Heartbeat(ctx(t), a, ttl)
+		owner, err := beat(s, ctx(t), a, ttl)
 		if err != nil || !owner {
 			t.Fatalf("Heartbeat = %v, %v", owner, err)
 		}
@@ -296,7 +306,7 @@ func testHeartbeatRecreates(t *testing.T, s session.Store) {
 	Eventually(t, expiryWait, "session to expire", func() bool {
 		return server(t, s, "lost") == "" && len(devices(t, s, 13)) == 0
 	})
-	owner, err := s.Heartbeat(ctx(t), a, longTTL)
+	owner, err := beat(s, ctx(t), a, longTTL)
 	if err != nil || !owner {
 		t.Fatalf("Heartbeat = %v, %v", owner, err)
 	}
@@ -311,7 +321,7 @@ func testHeartbeatRecreates(t *testing.T, s session.Store) {
 func testHeartbeatNotOwner(t *testing.T, s session.Store) {
 	nw := sess("dup", 14, "comet-2", "new")
 	add(t, s, nw, longTTL)
-	owner, err := s.Heartbeat(ctx(t), sess("dup", 14, "comet-1", "old"), longTTL)
+	owner, err := beat(s, ctx(t), sess("dup", 14, "comet-1", "old"), longTTL)
 	if err != nil || owner {
 		t.Fatalf("Heartbeat(old) = %v, %v; want false", owner, err)
 	}
@@ -402,7 +412,7 @@ func testInvalid(t *testing.T, s session.Store) {
 	if _, err := s.Add(c, sess("k", 1, "c", "x"), 0); !errors.Is(err, session.ErrInvalid) {
 		t.Fatalf("Add(ttl 0) err = %v", err)
 	}
-	if _, err := s.Heartbeat(c, sess("", 1, "c", "x"), longTTL); !errors.Is(err, session.ErrInvalid) {
+	if _, err := beat(s, c, sess("", 1, "c", "x"), longTTL); !errors.Is(err, session.ErrInvalid) {
 		t.Fatalf("Heartbeat(empty key) err = %v", err)
 	}
 	if _, err := s.Remove(c, sess("", 1, "c", "x")); !errors.Is(err, session.ErrInvalid) {
@@ -521,7 +531,7 @@ func testHeartbeatAfterRemove(t *testing.T, s session.Store) {
 	if res, err := s.Remove(c, a); err != nil || !res.Removed {
 		t.Fatalf("Remove = %+v, %v", res, err)
 	}
-	owner, err := s.Heartbeat(c, a, longTTL)
+	owner, err := beat(s, c, a, longTTL)
 	if err != nil || owner {
 		t.Fatalf("Heartbeat after Remove = %v, %v; want false", owner, err)
 	}
@@ -536,7 +546,7 @@ func testHeartbeatAfterRemove(t *testing.T, s session.Store) {
 	if res, err := s.Remove(c, b); err != nil || res.Removed || res.Last {
 		t.Fatalf("Remove(absent) = %+v, %v", res, err)
 	}
-	if owner, err := s.Heartbeat(c, b, longTTL); err != nil || owner {
+	if owner, err := beat(s, c, b, longTTL); err != nil || owner {
 		t.Fatalf("Heartbeat after Remove(absent) = %v, %v; want false", owner, err)
 	}
 	// The device connects again: a new connection owns the key.
@@ -544,10 +554,10 @@ func testHeartbeatAfterRemove(t *testing.T, s session.Store) {
 	if res, err := s.Add(c, a2, longTTL); err != nil || res.Replaced || !res.First {
 		t.Fatalf("Add(new connection) = %+v, %v", res, err)
 	}
-	if owner, err := s.Heartbeat(c, a2, longTTL); err != nil || !owner {
+	if owner, err := beat(s, c, a2, longTTL); err != nil || !owner {
 		t.Fatalf("Heartbeat(new connection) = %v, %v", owner, err)
 	}
-	if owner, err := s.Heartbeat(c, a, longTTL); err != nil || owner {
+	if owner, err := beat(s, c, a, longTTL); err != nil || owner {
 		t.Fatalf("Heartbeat(old connection) = %v, %v; want false", owner, err)
 	}
 	if got := server(t, s, "gone"); got != "comet-2" {
@@ -576,7 +586,7 @@ func expiredMids(t *testing.T, s session.Store, want ...int64) map[int64][]sessi
 		return true
 	}
 	call := func() {
-		users, err := s.ExpiredUsers(ctx(t), 100)
+		users, _, err := s.ExpiredUsers(ctx(t), 100)
 		if err != nil {
 			t.Fatalf("ExpiredUsers: %v", err)
 		}
@@ -597,7 +607,7 @@ func expiredMids(t *testing.T, s session.Store, want ...int64) map[int64][]sessi
 // removed, one still live, or one that came back before the report.
 func testExpiredUsers(t *testing.T, s session.Store) {
 	c := ctx(t)
-	if _, err := s.ExpiredUsers(c, 0); !errors.Is(err, session.ErrInvalid) {
+	if _, _, err := s.ExpiredUsers(c, 0); !errors.Is(err, session.ErrInvalid) {
 		t.Fatalf("ExpiredUsers(0) = %v, want ErrInvalid", err)
 	}
 	crashed := []session.Session{sess("p31", 31, "comet-1", "a"), sess("w31", 31, "comet-2", "b")}
@@ -655,7 +665,7 @@ func testExpiredUsersOnce(t *testing.T, s session.Store) {
 	for range callers {
 		wg.Go(func() {
 			for time.Now().Before(deadline) {
-				got, err := s.ExpiredUsers(context.Background(), 3)
+				got, _, err := s.ExpiredUsers(context.Background(), 3)
 				if err != nil {
 					t.Error(err)
 					return
@@ -677,5 +687,97 @@ func testExpiredUsersOnce(t *testing.T, s session.Store) {
 		if n := seen[int64(50+i)]; n != 1 {
 			t.Errorf("user %d reported %d times, want once", 50+i, n)
 		}
+	}
+}
+
+// testExpiredUsersBacklog: candidates that need no report (users that
+// disconnected) do not stop a caller that loops while more is set from
+// reaching the user that does (found by review: a sweep stopped after one
+// batch of non-reports, and a crashed comet's users behind them were
+// never reached).
+func testExpiredUsersBacklog(t *testing.T, s session.Store) {
+	c := ctx(t)
+	const gone = 40
+	for i := range gone {
+		a := sess(fmt.Sprint("g", i), int64(100+i), "comet-1", fmt.Sprint("c", i))
+		add(t, s, a, shortTTL)
+		if _, err := s.Remove(c, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(t, s, sess("crashed", 200, "comet-2", "x"), shortTTL)
+	Eventually(t, expiryWait, "the device to expire", func() bool { return len(devices(t, s, 200)) == 0 })
+	var got []int64
+	for round := 0; ; round++ {
+		if round > 2*gone {
+			t.Fatal("more never cleared")
+		}
+		users, more, err := s.ExpiredUsers(c, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range users {
+			got = append(got, u.Mid)
+		}
+		if !more {
+			break
+		}
+	}
+	if !slices.Equal(got, []int64{200}) {
+		t.Fatalf("reported %v, want [200]", got)
+	}
+}
+
+// testHeartbeatAfterExpiryReport: a device whose session expired and was
+// reported offline and that heartbeats again (its comet lost the store
+// for longer than the TTL) comes back as its user's first device: its
+// online must be published (found by review: presence then showed it
+// offline until it reconnected).
+func testHeartbeatAfterExpiryReport(t *testing.T, s session.Store) {
+	c := ctx(t)
+	a := sess("back", 61, "comet-1", "c")
+	add(t, s, a, shortTTL)
+	Eventually(t, expiryWait, "the device to expire", func() bool { return len(devices(t, s, 61)) == 0 })
+	got := expiredMids(t, s, 61)
+	if len(got[61]) != 1 {
+		t.Fatalf("reported %v", got)
+	}
+	res, err := s.Heartbeat(c, a, longTTL)
+	if err != nil || !res.Owner || !res.First || res.Version <= got[61][0].Version {
+		t.Fatalf("Heartbeat after the report = %+v, %v; want owner, first, version > %d", res, err, got[61][0].Version)
+	}
+	if res, err := s.Heartbeat(c, a, longTTL); err != nil || !res.Owner || res.First {
+		t.Fatalf("next Heartbeat = %+v, %v; want owner, not first", res, err)
+	}
+}
+
+// testRemoveBetweenHeartbeatHalves: a Heartbeat renews the route, then
+// the user entry; a Remove that runs between the two must not see the
+// device come back (found by review: a ghost device until the TTL, the
+// next device not reported first, and a second offline at its expiry).
+// Redis only: Memory does both halves under one lock.
+func testRemoveBetweenHeartbeatHalves(t *testing.T, s session.Store) {
+	split, ok := s.(interface {
+		HeartbeatUser(ctx context.Context, s session.Session, ttl time.Duration) (session.HeartbeatResult, error)
+	})
+	if !ok {
+		t.Skip("the store's Heartbeat is atomic")
+	}
+	c := ctx(t)
+	a := sess("race", 71, "comet-1", "c")
+	add(t, s, a, longTTL)
+	rm, err := s.Remove(c, a) // ran after the Heartbeat's route half
+	if err != nil || !rm.Last {
+		t.Fatalf("Remove = %+v, %v", rm, err)
+	}
+	if _, err := split.HeartbeatUser(c, a, longTTL); err != nil { // the Heartbeat's user half
+		t.Fatal(err)
+	}
+	if d := devices(t, s, 71); len(d) != 0 {
+		t.Fatalf("removed device back: %+v", d)
+	}
+	res, err := s.Add(c, sess("other", 71, "comet-1", "d"), longTTL)
+	if err != nil || !res.First {
+		t.Fatalf("next device Add = %+v, %v; want first", res, err)
 	}
 }
