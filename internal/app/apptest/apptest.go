@@ -95,12 +95,14 @@ type Env struct {
 	Postgres    store.PostgresConfig
 	Log         *slog.Logger
 
-	logics atomic.Int64 // logics started, for their ids
+	logics         atomic.Int64  // logics started, for their ids
+	memberCacheTTL time.Duration // MemberCacheTTL
 }
 
 type envOptions struct {
-	partitions int32
-	redisAddr  string
+	partitions     int32
+	redisAddr      string
+	memberCacheTTL time.Duration
 }
 
 // EnvOption changes a default of NewEnv.
@@ -109,6 +111,12 @@ type EnvOption func(*envOptions)
 // KafkaPartitions sets the partitions of the push and message topics
 // (default 1).
 func KafkaPartitions(n int32) EnvOption { return func(o *envOptions) { o.partitions = n } }
+
+// MemberCacheTTL sets the logics' group member cache TTL (default the
+// im default, 2 s).
+func MemberCacheTTL(d time.Duration) EnvOption {
+	return func(o *envOptions) { o.memberCacheTTL = d }
+}
 
 // RedisAt uses the Redis at addr (e.g. a testenv.StartRedis of the test,
 // to restart it) instead of the shared one.
@@ -139,6 +147,8 @@ func NewEnv(tb testing.TB, opts ...EnvOption) *Env {
 		Kafka:       testenv.Kafka(tb, o.partitions, mq.TopicPush, mq.TopicMessage),
 		Postgres:    store.PostgresConfig{DSN: testenv.PostgresDSN(tb), Schema: "apptest_" + id},
 		Log:         Logger(),
+
+		memberCacheTTL: o.memberCacheTTL,
 	}
 }
 
@@ -314,6 +324,7 @@ func (e *Env) StartLogic(tb testing.TB) *Logic {
 	cfg.Push.Secret = PushSecret
 	cfg.Conn.OnlineCache = onlineCache
 	cfg.IM.SettleTime = settleTime
+	cfg.IM.MemberCache.TTL = e.memberCacheTTL
 	srv, err := app.NewLogic(cfg, app.LogicDeps{
 		Sessions: e.Sessions(tb), Verifier: verifier, Producer: producer, Store: e.Store(tb),
 		Seq: seq, Dedup: dedup, IDs: ids, Presence: presence, Watcher: reg, Registrar: reg, Logger: e.Log.With("node", cfg.ID),
