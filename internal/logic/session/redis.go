@@ -53,7 +53,6 @@ type sweepScratch struct {
 	key   string // index shard
 	mid   int64
 	score float64
-	cmd   *redis.Cmd
 }
 
 // NewRedis returns a Redis store over client (a *redis.Client,
