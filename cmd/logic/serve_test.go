@@ -25,7 +25,6 @@ import (
 	"github.com/hubuim/hubuim/internal/logic/logicconf"
 	"github.com/hubuim/hubuim/internal/mq"
 	"github.com/hubuim/hubuim/internal/testenv"
-	"github.com/hubuim/hubuim/pkg/client"
 )
 
 // TestServeEndToEnd runs the whole command (shipped config, JWT auth, real
@@ -150,33 +149,11 @@ func TestServeIM(t *testing.T) {
 	// Presence is served: alice subscribes to bob, sees him online, and
 	// gets his offline event when he leaves (the binary shipped without
 	// a presence store once: 404, no events).
-	atok, err := auth.SignHS256([]byte(jwtSecret), 1001, "", time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, _ := http.NewRequest(http.MethodPost, "http://"+a.http.String()+"/im/v1/presence/subscribe", strings.NewReader(`{"users":[1002]}`))
-	req.Header.Set("Authorization", "Bearer "+atok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"online":true`) {
-		t.Fatalf("presence subscribe: %d %s, want 200 with bob online", resp.StatusCode, body)
+	if body := apptest.SubscribePresence(t, a.http.String(), 1001, 1002); !strings.Contains(body, `"online":true`) {
+		t.Fatalf("presence subscribe: %s, want bob online", body)
 	}
 	bob.Close()
-	timeout := time.After(apptest.WaitTimeout)
-	for offline := false; !offline; {
-		select {
-		case ev := <-alice.Events():
-			if p, ok := ev.(client.Presence); ok && p.User == 1002 && !p.Online {
-				offline = true
-			}
-		case <-timeout:
-			t.Fatal("no offline presence event for bob")
-		}
-	}
+	apptest.ExpectPresence(t, alice, 1002, false)
 	alice.Close()
 	stop()
 	if s := apptest.ReadyStatus(a.admin.String()); s != 0 {

@@ -307,7 +307,7 @@ for i = 1, #all, 2 do
 end
 if live > 0 then return {1, live} end
 if last == 0 then return {0} end
-redis.call('HDEL', KEYS[1], unpack(expired))
+for _, k in ipairs(expired) do redis.call('HDEL', KEYS[1], k) end
 return {2, all[last], all[last + 1], version()}
 `)
 
