@@ -12,10 +12,11 @@ const (
 	// maxSweepCalls bounds one sweep (256 × 64 candidates); the rest
 	// waits for the next.
 	maxSweepCalls = 64
-	// offlineTimeout bounds the publication of one expired user's
-	// offline: the store has forgotten the user, so it is published even
-	// while logic stops.
-	offlineTimeout = 5 * time.Second
+	// sweepCallTimeout bounds one store call and the publication of the
+	// offlines it reported, together: once the store forgot a user, its
+	// offline is published even while logic stops (so neither runs under
+	// the sweep's context), and Close waits at most this long for it.
+	sweepCallTimeout = 5 * time.Second
 )
 
 // sweepExpired runs a sweep every conn.expiry_sweep until ctx is done. It
@@ -41,14 +42,14 @@ func (l *Logic) sweepOnce(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		users, more, err := l.store.ExpiredUsers(ctx, expiredBatch)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sweepCallTimeout)
+		users, more, err := l.store.ExpiredUsers(cctx, expiredBatch)
 		for _, u := range users { // reported even with an error: they are forgotten
 			if l.userOffline != nil {
-				pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), offlineTimeout)
-				l.userOffline(pctx, u.Session, u.Version)
-				cancel()
+				l.userOffline(cctx, u.Session, u.Version)
 			}
 		}
+		cancel()
 		l.m.expiredUsers.Add(float64(len(users)))
 		if err != nil {
 			l.m.expirySweeps.WithLabelValues(resultUnavailable).Inc()

@@ -45,7 +45,9 @@ type ReadMark struct{ *protocol.ReadMark }
 // Presence is a presence change of a user (op 29). An event overtaken by
 // a later change of the same user (a greater Version: two logics decided
 // them a moment apart and they arrived in the other order) is not
-// emitted, so the last Presence of a user is its current state.
+// emitted, so the last Presence event of a user is its latest change. The
+// state returned by the presence subscribe and status APIs carries no
+// version: an event older than such a snapshot can still follow it.
 type Presence struct{ *protocol.PresenceEvent }
 
 // Push is any other server push: business ops (>= 1000), room broadcasts,

@@ -386,9 +386,13 @@ func (c *Client) latestPresence(p *protocol.PresenceEvent) bool {
 		c.m.inc(mPresenceStale)
 		return false
 	}
-	if c.presence == nil {
+	if c.presence == nil || len(c.presence) >= maxPresenceUsers {
+		// Bounded: forgetting lets an overtaken event through (rare).
 		c.presence = make(map[int64]int64)
 	}
 	c.presence[p.GetUser()] = v
 	return true
 }
+
+// maxPresenceUsers bounds the presence versions a client remembers.
+const maxPresenceUsers = 1 << 16

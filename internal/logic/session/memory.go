@@ -224,9 +224,14 @@ func (m *Memory) Remove(ctx context.Context, s Session) (RemoveResult, error) {
 		return res, nil // nothing of the connection was left
 	}
 	if m.liveDevices(s.Mid, now) == 0 {
-		// The offline is this one: expired entries go with it.
+		// The offline is this one: expired entries go with it; other
+		// connections' tombstones stay until their time.
 		res.Last, res.Version = true, m.nextVersion(now)
-		m.devices[s.Mid] = map[string]memDevice{s.Key: tomb}
+		for k, d := range devs {
+			if !d.removed || !now.Before(d.deadline) {
+				delete(devs, k)
+			}
+		}
 	}
 	return res, nil
 }

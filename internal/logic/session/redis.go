@@ -254,8 +254,9 @@ return {1}
 // tombstone ttl ms. Unless the device entry is another connection's,
 // writes the tombstone over it. Returns {0} when no entry of the
 // connection was removed, {2, version} when the user has no live device
-// left (last; the expired entries it still had go too: the offline is
-// this one), else {1}.
+// left (last; the expired entries it still had go too, the offline is
+// this one; other connections' tombstones stay until their time), else
+// {1}.
 var removeUser = redis.NewScript(luaVersion + luaEntry + `
 local now = tonumber(ARGV[3])
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
@@ -272,17 +273,15 @@ if not removed then
   end
   return {0}
 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
 local all = redis.call('HGETALL', KEYS[1])
+local gone = {}
 for j = 1, #all, 2 do
   local _, dl = entry(all[j + 1])
-  if all[j] ~= ARGV[1] and dl > now then
-    redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
-    return {1}
-  end
+  if dl > now then return {1} end
+  if dl >= 0 or -dl <= now then gone[#gone + 1] = all[j] end
 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+for _, k in ipairs(gone) do redis.call('HDEL', KEYS[1], k) end
 return {2, version()}
 `)
 
@@ -635,6 +634,7 @@ func (r *Redis) ExpiredUsers(ctx context.Context, limit int) ([]Expired, bool, e
 	}
 	r.runScripts(ctx, calls, nil)
 	var out []Expired
+	var firstErr error // a failed user is left for a later sweep; the others go on
 	fix := make([]scriptCall, 0, len(found))
 	var raise []redis.Z
 	var raiseKeys []string
@@ -644,7 +644,10 @@ func (r *Redis) ExpiredUsers(ctx context.Context, limit int) ([]Expired, bool, e
 			if err == nil {
 				err = errors.New("empty sweep reply")
 			}
-			return out, false, unavailable("expired users", err)
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
 		}
 		f := found[i]
 		state, _ := res[0].(int64)
@@ -664,17 +667,22 @@ func (r *Redis) ExpiredUsers(ctx context.Context, limit int) ([]Expired, bool, e
 		}
 		fix = append(fix, scriptCall{s: unindex, keys: []string{f.key}, args: []any{f.mid, f.score}})
 	}
-	r.runScripts(ctx, fix, func(p redis.Pipeliner) {
-		for i, z := range raise {
-			p.ZAddGT(ctx, raiseKeys[i], z)
-		}
-	})
+	if len(fix) > 0 || len(raise) > 0 {
+		r.runScripts(ctx, fix, func(p redis.Pipeliner) {
+			for i, z := range raise {
+				p.ZAddGT(ctx, raiseKeys[i], z)
+			}
+		})
+	}
 	for _, c := range fix {
-		if err := c.cmd.Err(); err != nil {
-			// Reported users stay reported (their entries are gone);
-			// the index entry is dropped by a later sweep.
-			return out, false, unavailable("expired users", err)
+		// Reported users stay reported (their entries are gone); an
+		// index entry left behind is dropped by a later sweep.
+		if err := c.cmd.Err(); err != nil && firstErr == nil {
+			firstErr = err
 		}
+	}
+	if firstErr != nil {
+		return out, false, unavailable("expired users", firstErr)
 	}
 	return out, more, nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -52,4 +53,41 @@ func newRedisStore(t *testing.T) *session.Redis {
 
 func TestRedisConformance(t *testing.T) {
 	sessiontest.Run(t, func(t *testing.T) session.Store { return newRedisStore(t) })
+}
+
+// A user whose sweep fails (here: its key holds a string) does not cost
+// the other users of the call their reports: their entries were already
+// deleted by their own scripts (found by review: the first failed reply
+// ended the call and dropped the rest).
+func TestRedisExpiredUsersFailedUserSparesOthers(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
+	prefix := randomPrefix(t)
+	cleanupPrefix(t, c, prefix)
+	t.Cleanup(func() { _ = c.Close() })
+	s, err := session.NewRedis(c, session.RedisConfig{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const broken, ok = 600, 616 // one index shard (mod 16)
+	if err := c.Set(ctx, prefix+"u:{600}", "not a hash", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ZAdd(ctx, prefix+"x:{8}", redis.Z{Score: 1, Member: broken}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Add(ctx, session.Session{Key: "k", Mid: ok, Server: "comet-1", ConnID: "c", Platform: "web"}, 200*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	users, _, err := s.ExpiredUsers(ctx, 10)
+	if err == nil {
+		t.Fatal("no error for the broken user")
+	}
+	if len(users) != 1 || users[0].Mid != ok {
+		t.Fatalf("reported %+v, want user %d despite the broken one", users, ok)
+	}
+	if users, _, _ = s.ExpiredUsers(ctx, 10); len(users) != 0 {
+		t.Fatalf("reported again: %+v", users)
+	}
 }

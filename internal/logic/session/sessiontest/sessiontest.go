@@ -780,4 +780,22 @@ func testRemoveBetweenHeartbeatHalves(t *testing.T, s session.Store) {
 	if err != nil || !res.First {
 		t.Fatalf("next device Add = %+v, %v; want first", res, err)
 	}
+
+	// Two devices: the last one's Remove keeps the other's tombstone
+	// (found by a second review: it deleted the whole hash).
+	da, db := sess("ta", 72, "comet-1", "a"), sess("tb", 72, "comet-1", "b")
+	add(t, s, da, longTTL)
+	add(t, s, db, longTTL)
+	if rm, err := s.Remove(c, da); err != nil || rm.Last {
+		t.Fatalf("Remove(a) = %+v, %v; want not last", rm, err)
+	}
+	if rm, err := s.Remove(c, db); err != nil || !rm.Last {
+		t.Fatalf("Remove(b) = %+v, %v; want last", rm, err)
+	}
+	if hb, err := split.HeartbeatUser(c, da, longTTL); err != nil || hb.First {
+		t.Fatalf("a's late user half = %+v, %v; want nothing written", hb, err)
+	}
+	if d := devices(t, s, 72); len(d) != 0 {
+		t.Fatalf("removed device back: %+v", d)
+	}
 }
