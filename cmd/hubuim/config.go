@@ -39,9 +39,13 @@ type Config struct {
 	Logic  app.LogicConfig `yaml:"logic"`
 	Job    job.Config      `yaml:"job"`
 	Fanout im.FanoutConfig `yaml:"fanout"`
-	Queue  mq.MemoryConfig `yaml:"queue"`
-	Auth   auth.Config     `yaml:"auth"`
-	Admin  admin.Config    `yaml:"admin"`
+	// Notify is the offline push hook: messages for users with no online
+	// device are POSTed to notify.webhook_url (as cmd/job does). A
+	// notification topic needs Kafka: not in the standalone mode.
+	Notify app.NotifyConfig `yaml:"notify"`
+	Queue  mq.MemoryConfig  `yaml:"queue"`
+	Auth   auth.Config      `yaml:"auth"`
+	Admin  admin.Config     `yaml:"admin"`
 }
 
 // defaultConfig is what `hubuim` runs with no flags.
@@ -76,6 +80,9 @@ func loadConfig(path string) (Config, error) {
 	}
 	if c.DataDir == "" {
 		return c, config.Errorf("data_dir", "must not be empty")
+	}
+	if c.Notify.Topic != "" {
+		return c, config.Errorf("notify.topic", "needs Kafka (the distributed mode); use notify.webhook_url")
 	}
 	return c, nil
 }

@@ -96,6 +96,9 @@ type standalone struct {
 
 // start builds everything and binds every listener.
 func start(cfg Config, log *slog.Logger) (_ *standalone, err error) {
+	if cfg.Notify.Topic != "" { // loadConfig refuses it; a Config built in code too
+		return nil, errors.New("hubuim: notify.topic needs Kafka (the distributed mode); use notify.webhook_url")
+	}
 	s := &standalone{log: log}
 	defer func() {
 		if err != nil {
@@ -166,9 +169,13 @@ func start(cfg Config, log *slog.Logger) (_ *standalone, err error) {
 	}
 	consumer := queue.Consumer("job", app.JobTopics...)
 	s.closer = append(s.closer, consumer.Close)
+	notifier, err := app.NewNotifier(cfg.Notify, nil)
+	if err != nil {
+		return nil, err
+	}
 	s.job, err = app.NewJob(app.JobConfig{Config: cfg.Job, Fanout: cfg.Fanout}, app.JobDeps{
 		// Logic's member cache: its group changes reach the fan-out at once.
-		Consumer: consumer, Watcher: registry, Devices: sessions, Members: s.logic.MemberLister(),
+		Consumer: consumer, Watcher: registry, Devices: sessions, Members: s.logic.MemberLister(), Notifier: notifier,
 		// The comet is in this process: call its API directly, no gRPC.
 		Dial:   job.LocalDial(s.comet.Server().Config().ID, s.comet.Server().API(), nil),
 		Logger: log.With("service", "job"), Registerer: reg,

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -44,8 +45,13 @@ func testConfig(dir string) Config {
 
 func startStandalone(t *testing.T, dir string) *running {
 	t.Helper()
+	return startStandaloneWith(t, testConfig(dir))
+}
+
+func startStandaloneWith(t *testing.T, cfg Config) *running {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s, err := start(testConfig(dir), log)
+	s, err := start(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,4 +324,37 @@ func TestStartFailsCleanly(t *testing.T) {
 	}
 	r := startStandalone(t, dir) // the store was closed: it opens again
 	r.stop()
+}
+
+// The offline push hook works in the standalone mode too: a message for a
+// user with no online device is POSTed to notify.webhook_url (it was only
+// wired in cmd/job).
+func TestStandaloneOfflineWebhook(t *testing.T) {
+	got := make(chan string, 4)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- r.Header.Get("Authorization") + " " + string(b)
+	}))
+	defer hook.Close()
+	cfg := testConfig(t.TempDir())
+	cfg.Notify.WebhookURL, cfg.Notify.WebhookSecret = hook.URL, "hook-secret"
+	r := startStandaloneWith(t, cfg)
+	alice := dial(t, r, 1, nil)
+	if _, err := alice.Send(context.Background(), client.User(3), 0, []byte("are you there")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case body := <-got:
+		if !strings.HasPrefix(body, "Bearer hook-secret ") || !strings.Contains(body, `"user":3`) || !strings.Contains(body, `"conv_id":"s:1:3"`) {
+			t.Fatalf("webhook got %s", body)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("no offline notification")
+	}
+
+	bad := testConfig(t.TempDir())
+	bad.Notify.Topic = "default"
+	if _, err := start(bad, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
+		t.Fatal("a notification topic was accepted without Kafka")
+	}
 }
