@@ -72,11 +72,13 @@ type Config struct {
 	// DrainTimeout is how long Close lets comet workers deliver what is
 	// queued before the rest is dropped. Default 5s.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
-	// CometGrace is how long a comet that left discovery still gets its
-	// pushes (a live comet whose lease lapsed comes back; a comet that
-	// deregistered to drain still holds connections). After it, what is
-	// queued for the comet is dropped (comet_removed) and pushes to it
-	// are unknown_comet. Negative: remove at once. Default 5s.
+	// CometGrace is how long a comet that left discovery without
+	// draining first still gets its pushes (a live comet whose etcd lease
+	// lapsed comes back). After it, what is queued for the comet is
+	// dropped (comet_removed) and pushes to it are unknown_comet. A comet
+	// whose last listing said Draining is removed at once (it leaves
+	// discovery after closing its connections). Negative: remove at
+	// once. Default 5s.
 	CometGrace time.Duration `yaml:"comet_grace"`
 }
 

@@ -80,6 +80,7 @@ type Job struct {
 	runDone  chan struct{}
 	clients  map[string]*cometClient // owned by the watch loop while running
 	leaving  map[string]*leave       // clients kept for CometGrace after leaving discovery
+	draining map[string]bool         // comets whose last listing said Draining
 	removals sync.WaitGroup          // clients being removed in the background
 }
 
@@ -102,12 +103,13 @@ func New(cfg Config, deps Deps) (*Job, error) {
 		deps.Logger = slog.Default()
 	}
 	j := &Job{
-		cfg:     cfg,
-		deps:    deps,
-		log:     deps.Logger.With("component", "job"),
-		metrics: newMetrics(),
-		clients: make(map[string]*cometClient),
-		leaving: make(map[string]*leave),
+		cfg:      cfg,
+		deps:     deps,
+		log:      deps.Logger.With("component", "job"),
+		metrics:  newMetrics(),
+		clients:  make(map[string]*cometClient),
+		leaving:  make(map[string]*leave),
+		draining: make(map[string]bool),
 	}
 	j.handlers = map[string]mq.Handler{mq.TopicPush: j.handlePush}
 	j.rooms = newRoomBatcher(cfg.RoomBatchWindow, cfg.RoomBatchMax, cfg.RoomBatchBytes, j.deliverRoom)
@@ -261,7 +263,12 @@ func (j *Job) apply(list []discovery.Instance) {
 		return
 	}
 	next := make(map[string]*cometClient, len(list))
+	wasDraining := j.draining
+	j.draining = make(map[string]bool, len(list))
 	for _, ins := range list {
+		if ins.Draining {
+			j.draining[ins.ID] = true
+		}
 		addr := ins.Addrs[discovery.AddrGRPC]
 		if addr == "" {
 			j.log.Warn("comet has no gRPC address; ignored", "comet", ins.ID)
@@ -289,7 +296,10 @@ func (j *Job) apply(list []discovery.Instance) {
 	for id, c := range j.clients {
 		switch {
 		case next[id] == c:
-		case next[id] == nil && j.cfg.CometGrace > 0:
+		// A comet that said it was draining leaves discovery after it
+		// closed its connections and its gRPC server: nothing to wait
+		// for. One that left without (a lapsed lease) may be back.
+		case next[id] == nil && j.cfg.CometGrace > 0 && !wasDraining[id]:
 			next[id] = c
 			if j.leaving[id] == nil {
 				j.log.Info("comet left discovery; kept for the grace period", "comet", id, "grace", j.cfg.CometGrace)

@@ -199,7 +199,7 @@ func TestCometRemovedDropsPending(t *testing.T) {
 // re-registered.
 func TestCometGraceKeepsPushes(t *testing.T) {
 	a, b := startFakeComet(t, "a"), startFakeComet(t, "b")
-	const grace = 300 * time.Millisecond
+	const grace = time.Second // the steps while a is away must fit in it
 	e := newTestEnv(t, Config{CometGrace: grace}, a, b)
 	pushTo := func(key string) {
 		e.publish(t, key, &logic.PushMsg{Type: logic.PushMsg_PUSH, Operation: testOp, Server: "a", Keys: []string{key}})
@@ -222,7 +222,7 @@ func TestCometGraceKeepsPushes(t *testing.T) {
 	pushTo("k1")
 	eventually(t, delivered(1), "push to a leaving comet not delivered")
 	e.static.Set(discovery.ServiceComet, []discovery.Instance{a.instance(), b.instance()}) // re-registered
-	time.Sleep(2 * grace)
+	time.Sleep(grace + grace/2)
 	if leaving() {
 		t.Fatal("a still leaving after it came back")
 	}
@@ -242,6 +242,25 @@ func TestCometGraceKeepsPushes(t *testing.T) {
 	if got := e.job.droppedCount(ReasonCometRemoved); got != 0 {
 		t.Fatalf("comet_removed drops = %v, want 0", got)
 	}
+}
+
+// A comet that said it was draining is removed as soon as it leaves
+// discovery: it leaves after closing its connections and its gRPC server,
+// so keeping it would only fail and retry pushes for the grace period.
+func TestDrainingCometRemovedAtOnce(t *testing.T) {
+	a, b := startFakeComet(t, "a"), startFakeComet(t, "b")
+	e := newTestEnv(t, Config{CometGrace: time.Hour}, a, b)
+	eventually(t, func() bool { return e.job.view.Load().byID["a"] != nil }, "a not added")
+	draining := a.instance()
+	draining.Draining = true
+	e.static.Set(discovery.ServiceComet, []discovery.Instance{draining, b.instance()})
+	eventually(t, func() bool {
+		e.job.mu.Lock()
+		defer e.job.mu.Unlock()
+		return e.job.draining["a"]
+	}, "a's draining not seen")
+	e.static.Set(discovery.ServiceComet, []discovery.Instance{b.instance()})
+	eventually(t, func() bool { return e.job.view.Load().byID["a"] == nil }, "a draining comet kept for the grace period")
 }
 
 func TestRetryTransientErrors(t *testing.T) {

@@ -349,7 +349,8 @@ func TestExpiredSessionReportsOffline(t *testing.T) {
 	var mu sync.Mutex
 	offline := map[int64][]session.Session{}
 	var online []int64
-	cfg := logic.Config{Conn: logic.ConnConfig{Heartbeat: 100 * time.Millisecond, SessionTTL: 300 * time.Millisecond,
+	const ttl = time.Second // user 3's heartbeats (every 50 ms) must come within it
+	cfg := logic.Config{Conn: logic.ConnConfig{Heartbeat: 100 * time.Millisecond, SessionTTL: ttl,
 		ExpirySweep: 50 * time.Millisecond}}
 	e := newEnvDeps(t, cfg, nil, logic.Deps{
 		OnUserOffline: func(_ context.Context, s session.Session, _ int64) {
@@ -375,7 +376,7 @@ func TestExpiredSessionReportsOffline(t *testing.T) {
 	if _, err := c.Disconnect(ctx, &pb.DisconnectReq{Mid: 2, Key: "dev2", Server: "comet-1", ConnId: "dev2"}); err != nil {
 		t.Fatal(err)
 	}
-	stop := time.Now().Add(time.Second)
+	stop := time.Now().Add(2 * ttl)
 	for time.Now().Before(stop) {
 		if _, err := c.Heartbeat(ctx, &pb.HeartbeatReq{Mid: 3, Key: "dev3", Server: "comet-1", ConnId: "dev3"}); err != nil {
 			t.Fatal(err)
