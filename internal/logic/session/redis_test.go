@@ -40,6 +40,14 @@ func cleanupPrefix(tb testing.TB, c *redis.Client, prefix string) {
 
 func newRedisStore(t *testing.T) *session.Redis {
 	t.Helper()
+	s, _, _ := newRedisStoreRaw(t)
+	return s
+}
+
+// newRedisStoreRaw is newRedisStore with its client and key prefix, for
+// tests that write keys behind the store's back.
+func newRedisStoreRaw(t *testing.T) (*session.Redis, *redis.Client, string) {
+	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
 	prefix := randomPrefix(t)
 	cleanupPrefix(t, c, prefix)
@@ -48,7 +56,7 @@ func newRedisStore(t *testing.T) *session.Redis {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return s, c, prefix
 }
 
 func TestRedisConformance(t *testing.T) {
@@ -60,14 +68,7 @@ func TestRedisConformance(t *testing.T) {
 // deleted by their own scripts (found by review: the first failed reply
 // ended the call and dropped the rest).
 func TestRedisExpiredUsersFailedUserSparesOthers(t *testing.T) {
-	c := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(t)})
-	prefix := randomPrefix(t)
-	cleanupPrefix(t, c, prefix)
-	t.Cleanup(func() { _ = c.Close() })
-	s, err := session.NewRedis(c, session.RedisConfig{Prefix: prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, c, prefix := newRedisStoreRaw(t)
 	ctx := context.Background()
 	const broken, ok = 600, 616 // one index shard (mod 16)
 	if err := c.Set(ctx, prefix+"u:{600}", "not a hash", 0).Err(); err != nil {
