@@ -50,6 +50,13 @@ type Memory struct {
 	rooms     map[string]memRooms            // server → counts
 	nextSweep time.Time
 	version   int64 // the last transition version given out
+	// expiring indexes users by the second (unix, floor) of a device
+	// deadline written for them (Add, Heartbeat), so that ExpiredUsers
+	// looks only at users whose deadline may have passed, not at every
+	// user (as the Redis store's x:{...} sets); indexedAt is each user's
+	// second there, raised only (one entry per user).
+	expiring  map[int64]map[int64]struct{}
+	indexedAt map[int64]int64
 }
 
 // nextVersion returns a transition version: the clock in microseconds,
@@ -62,10 +69,12 @@ func (m *Memory) nextVersion(now time.Time) int64 {
 // NewMemory returns an empty Memory store.
 func NewMemory() *Memory {
 	return &Memory{
-		now:     time.Now,
-		routes:  make(map[string]memRoute),
-		devices: make(map[int64]map[string]memDevice),
-		rooms:   make(map[string]memRooms),
+		now:       time.Now,
+		routes:    make(map[string]memRoute),
+		devices:   make(map[int64]map[string]memDevice),
+		expiring:  make(map[int64]map[int64]struct{}),
+		indexedAt: make(map[int64]int64),
+		rooms:     make(map[string]memRooms),
 	}
 }
 
@@ -153,6 +162,26 @@ func (m *Memory) putDevice(s Session, now, deadline time.Time) {
 		}
 	}
 	devs[s.Key] = memDevice{d: Device{Key: s.Key, Server: s.Server, ConnID: s.ConnID, Platform: s.Platform}, deadline: deadline}
+	m.index(s.Mid, deadline)
+}
+
+// index files mid under the second of deadline, unless it is filed at
+// that second or a later one. m.mu is held.
+func (m *Memory) index(mid int64, deadline time.Time) {
+	sec := deadline.Unix()
+	if old, ok := m.indexedAt[mid]; ok {
+		if old >= sec {
+			return
+		}
+		m.unindex(mid, old)
+	}
+	m.indexedAt[mid] = sec
+	set := m.expiring[sec]
+	if set == nil {
+		set = make(map[int64]struct{})
+		m.expiring[sec] = set
+	}
+	set[mid] = struct{}{}
 }
 
 // Heartbeat implements Store.
@@ -248,33 +277,77 @@ func (m *Memory) ExpiredUsers(ctx context.Context, limit int) ([]Expired, bool, 
 	defer m.mu.Unlock()
 	now := m.now()
 	var out []Expired
-	for mid, devs := range m.devices {
-		if len(out) == limit {
-			return out, true, nil
+	examined := 0
+	for sec, set := range m.expiring {
+		if sec > now.Unix() {
+			continue // also the seconds filed below while iterating
 		}
-		if m.liveDevices(mid, now) > 0 {
-			continue
-		}
-		var last memDevice
-		found := false
-		for k, d := range devs {
-			if d.removed {
-				continue
+		for mid := range set {
+			if live := m.liveUntil(mid, now); !live.IsZero() {
+				if live.Unix() > sec {
+					m.index(mid, live) // moves it (the write that raised it was not indexed)
+				}
+				continue // or it expires later in this second: stays
 			}
-			if !found || d.deadline.After(last.deadline) {
-				last, found = d, true
+			if examined == limit {
+				return out, true, nil
 			}
-			delete(devs, k) // expired: reported below
-		}
-		if len(devs) == 0 {
-			delete(m.devices, mid)
-		}
-		if found {
-			out = append(out, Expired{Session: Session{Key: last.d.Key, Mid: mid, Server: last.d.Server, ConnID: last.d.ConnID, Platform: last.d.Platform},
-				Version: m.nextVersion(now)})
+			examined++
+			m.unindex(mid, sec)
+			if u, ok := m.expireUser(mid, now); ok {
+				out = append(out, u)
+			}
 		}
 	}
 	return out, false, nil
+}
+
+// unindex removes mid from the second sec. m.mu is held.
+func (m *Memory) unindex(mid, sec int64) {
+	if set := m.expiring[sec]; set != nil {
+		delete(set, mid)
+		if len(set) == 0 {
+			delete(m.expiring, sec)
+		}
+	}
+	delete(m.indexedAt, mid)
+}
+
+// liveUntil is the latest deadline of mid's live devices (zero: none).
+// m.mu is held.
+func (m *Memory) liveUntil(mid int64, now time.Time) time.Time {
+	var until time.Time
+	for _, d := range m.devices[mid] {
+		if d.live(now) && d.deadline.After(until) {
+			until = d.deadline
+		}
+	}
+	return until
+}
+
+// expireUser reports mid, which has no live device, when it has expired
+// ones, and deletes them. m.mu is held.
+func (m *Memory) expireUser(mid int64, now time.Time) (Expired, bool) {
+	devs := m.devices[mid]
+	var last memDevice
+	found := false
+	for k, d := range devs {
+		if d.removed {
+			continue
+		}
+		if !found || d.deadline.After(last.deadline) {
+			last, found = d, true
+		}
+		delete(devs, k) // expired: reported below
+	}
+	if len(devs) == 0 {
+		delete(m.devices, mid)
+	}
+	if !found {
+		return Expired{}, false
+	}
+	return Expired{Session: Session{Key: last.d.Key, Mid: mid, Server: last.d.Server, ConnID: last.d.ConnID, Platform: last.d.Platform},
+		Version: m.nextVersion(now)}, true
 }
 
 // Servers implements Store.
