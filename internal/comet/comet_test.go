@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -673,6 +674,45 @@ func TestShutdownDeadlineForcesClose(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("shutdown took %v", d)
+	}
+}
+
+// A connection whose reader has finished (the client half-closed) while
+// its flusher is still blocked writing to a client that does not read is
+// closed by a forced shutdown too: its heartbeat timer is gone, so the
+// expiry of every timer did not reach it, and Shutdown waited for the
+// flusher for good (seen once in CI as a 15-minute hang of
+// TestShutdownDeadlineForcesClose).
+func TestShutdownDeadlineClosesFinishedReader(t *testing.T) {
+	e := startServer(t, func(c *Config) {
+		c.KickWriteTimeout, c.WriteTimeout, c.MaxQueueBytes = time.Hour, time.Hour, 64<<20
+	})
+	c := e.tcpClient(t, "k", "")
+	cn := e.s.bucketFor("k").get("k")
+	big := make([]byte, 8<<10)
+	frame := protocol.AppendFrame(nil, 1, protocol.OpMsgPush, 0, big)
+	// More than the socket buffers hold (loopback autotuning reaches a few
+	// MB), under the slow-consumer bound: the flusher blocks in a write.
+	for range 2000 {
+		if err := cn.enqueue(frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.nc.(*net.TCPConn).CloseWrite(); err != nil { // the reader sees EOF and finishes
+		t.Fatal(err)
+	}
+	eventually(t, "the reader to finish", func() bool { return e.s.bucketFor("k").get("k") == nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.s.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) && err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown still waits for a flusher blocked on a client that does not read")
 	}
 }
 

@@ -56,7 +56,10 @@ type conn struct {
 	queued   int      // bytes in queue
 	accepts  []int32
 	flushing bool // a flusher goroutine owns the socket's write side
-	closing  bool // no more frames accepted; close once the queue is written
+	// lingering: the reader finished while the flusher was running; the
+	// connection is in srv.lingering until the flusher is done.
+	lingering bool
+	closing   bool // no more frames accepted; close once the queue is written
 
 	closed    atomic.Bool
 	gotFrame  atomic.Bool  // a frame was read: any TLS handshake is done
@@ -199,6 +202,29 @@ func (c *conn) closeWith(frame []byte, replace bool) bool {
 	return true
 }
 
+// lingerIfFlushing is called by the finished reader: while a flusher
+// still writes, the server keeps the connection within reach of a forced
+// shutdown (closeLingering). It reports whether it did.
+func (c *conn) lingerIfFlushing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.flushing {
+		return false
+	}
+	c.lingering = true
+	c.srv.linger(c)
+	return true
+}
+
+// unlingerLocked drops the connection from the server's lingering set
+// when its flusher stops. c.mu is held.
+func (c *conn) unlingerLocked() {
+	if c.lingering {
+		c.lingering = false
+		c.srv.unlinger(c)
+	}
+}
+
 func (c *conn) closeSocket() {
 	if c.closed.CompareAndSwap(false, true) {
 		_ = c.raw.Close()
@@ -219,6 +245,7 @@ func (c *conn) flushLoop() {
 		q := c.queue
 		if len(q) == 0 {
 			c.flushing = false
+			c.unlingerLocked()
 			closing := c.closing
 			switch {
 			case cap(q) > keepQueueCap:
@@ -252,6 +279,7 @@ func (c *conn) flushLoop() {
 			c.mu.Lock()
 			c.closing = true
 			c.flushing = false
+			c.unlingerLocked()
 			c.queue, c.queued = nil, 0
 			c.mu.Unlock()
 			c.srv.m.writeErrors.Inc()

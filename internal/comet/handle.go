@@ -479,6 +479,11 @@ func (c *conn) finish() {
 	}
 	c.wheel.Remove(&c.tm)
 	c.closeWith(nil, false)
+	// Its timer is gone: a flusher still writing must stay within reach
+	// of a forced shutdown (which may already have swept the others).
+	if c.lingerIfFlushing() && s.forced.Load() {
+		c.closeSocket()
+	}
 	c.bucket.del(c)
 	s.conns.Add(-1)
 	s.ips.remove(remoteIP(c.raw))

@@ -128,6 +128,14 @@ type Server struct {
 	draining atomic.Bool
 	forced   atomic.Bool
 
+	// lingering holds the connections whose reader finished while their
+	// flusher was still writing: no timer reaches them any more, so a
+	// forced shutdown closes their sockets from here (a flusher blocked on
+	// a client that does not read would otherwise hold Shutdown up to
+	// KickWriteTimeout). Lock order: conn.mu, then lingerMu.
+	lingerMu  sync.Mutex
+	lingering map[*conn]struct{}
+
 	// baseCtx bounds every call to logic; cancelled when a Shutdown runs
 	// out of time.
 	baseCtx    context.Context
@@ -643,11 +651,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	t.Stop()
 	if err != nil {
 		s.log.Warn("shutdown deadline: closing remaining connections", "readers", s.readers.Load())
-		s.forced.Store(true)
-		s.cancelBase()
-		for _, w := range s.wheels {
-			w.ExpireAll()
-		}
+		s.force()
 	}
 	if gs != nil {
 		if err != nil {
@@ -666,7 +670,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.cancelRun()
 	s.deep.close()
-	s.wg.Wait()
+	// Every reader may be done while a flusher still writes to a client
+	// that does not read (bounded by KickWriteTimeout only): the deadline
+	// closes those sockets too. (Shutdown waited for such a flusher for
+	// good once in CI.)
+	waited := make(chan struct{})
+	go func() { s.wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		if err == nil {
+			s.log.Warn("shutdown deadline: closing connections still writing")
+			err = ctx.Err()
+		}
+		s.force()
+		<-waited
+	}
 	// No reader is left to make a Receive call.
 	s.recv.close(ctx)
 	// Every connection has finished: none is parked or can be armed.
@@ -676,4 +695,49 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.cancelBase()
 	s.log.Info("comet stopped", "forced", err != nil)
 	return err
+}
+
+// force closes what is left at the shutdown deadline: calls to logic are
+// cancelled, every connection's timer expires (closing its socket), and
+// so do the sockets of connections whose reader finished while their
+// flusher still writes.
+func (s *Server) force() {
+	s.forced.Store(true)
+	s.cancelBase()
+	for _, w := range s.wheels {
+		w.ExpireAll()
+	}
+	s.closeLingering()
+}
+
+// linger records c, whose reader finished while its flusher still writes.
+// c.mu is held.
+func (s *Server) linger(c *conn) {
+	s.lingerMu.Lock()
+	if s.lingering == nil {
+		s.lingering = make(map[*conn]struct{})
+	}
+	s.lingering[c] = struct{}{}
+	s.lingerMu.Unlock()
+}
+
+// unlinger forgets c once its flusher is done. c.mu is held.
+func (s *Server) unlinger(c *conn) {
+	s.lingerMu.Lock()
+	delete(s.lingering, c)
+	s.lingerMu.Unlock()
+}
+
+// closeLingering closes the sockets of the lingering connections: their
+// flushers' writes fail and they finish (forced shutdown).
+func (s *Server) closeLingering() {
+	s.lingerMu.Lock()
+	conns := make([]*conn, 0, len(s.lingering))
+	for c := range s.lingering {
+		conns = append(conns, c)
+	}
+	s.lingerMu.Unlock()
+	for _, c := range conns {
+		c.closeSocket()
+	}
 }
