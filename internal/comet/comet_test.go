@@ -702,6 +702,12 @@ func TestShutdownDeadlineClosesFinishedReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the reader to finish", func() bool { return e.s.bucketFor("k").get("k") == nil })
+	cn.mu.Lock()
+	blocked := cn.flushing
+	cn.mu.Unlock()
+	if !blocked {
+		t.Fatal("the flusher finished: the socket buffers held 16 MB; the test needs more")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	done := make(chan error, 1)

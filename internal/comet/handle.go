@@ -185,6 +185,9 @@ func (s *Server) handshake(c *conn, inline bool) {
 	if !s.auth(c) {
 		c.wheel.Remove(&c.tm)
 		c.closeWith(nil, false)
+		if c.lingerIfFlushing() && s.forced.Load() { // as in finish
+			c.closeSocket()
+		}
 		s.readers.Add(-1)
 		return
 	}
