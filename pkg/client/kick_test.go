@@ -56,6 +56,13 @@ func readAuth(r *bufio.Reader) (protocol.Frame, bool) {
 	return f, err == nil
 }
 
+// appendAuthReply appends the AuthReply (mid 1, key "k") to the Auth of
+// frame seq seq.
+func appendAuthReply(out []byte, seq int32) []byte {
+	reply, _ := json.Marshal(authReply{Mid: 1, Key: "k"})
+	return protocol.AppendFrame(out, protocol.Version, protocol.OpAuthReply, seq, reply)
+}
+
 func kickBody(t *testing.T, reason protocol.KickReason) []byte {
 	b, err := proto.Marshal(&protocol.Kick{Reason: reason, Message: "go away"})
 	if err != nil {
@@ -75,9 +82,7 @@ func TestFatalKickWinsOverDeadConnection(t *testing.T) {
 		if !ok {
 			return
 		}
-		reply, _ := json.Marshal(authReply{Mid: 1, Key: "k"})
-		var out []byte
-		out = protocol.AppendFrame(out, protocol.Version, protocol.OpAuthReply, f.Seq, reply)
+		out := appendAuthReply(nil, f.Seq)
 		for _, b := range []string{"a", "b", "c"} {
 			out = protocol.AppendFrame(out, protocol.Version, 1001, 0, []byte(b))
 		}
@@ -171,8 +176,7 @@ func TestErrSetWhenEventsClose(t *testing.T) {
 		if !ok {
 			return
 		}
-		reply, _ := json.Marshal(authReply{Mid: 1, Key: "k"})
-		out := protocol.AppendFrame(nil, protocol.Version, protocol.OpAuthReply, f.Seq, reply)
+		out := appendAuthReply(nil, f.Seq)
 		out = protocol.AppendFrame(out, protocol.Version, protocol.OpKick, 0, kick)
 		_, _ = c.Write(out)
 		_, _ = c.Read(make([]byte, 1)) // until the client goes
